@@ -1,0 +1,1 @@
+"""regua's billing core: money, calendar, records and the services that change them. No HTTP, no queues."""

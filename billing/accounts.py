@@ -1,0 +1,205 @@
+"""Accounts, their billing contacts and their subscriptions: validated input and upserts."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from billing import validation as v
+from billing.calendar import BillingCalendar, Frequency
+from billing.documents import normalize_document
+from billing.errors import InvalidInput, NotFound
+from billing.models import Account, Contact, PaymentMethod, Product, Subscription, new_id
+
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+EMAIL = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+")
+PRODUCTS = tuple(p.value for p in Product)
+FREQUENCIES = tuple(f.value for f in Frequency)
+METHODS = tuple(m.value for m in PaymentMethod)
+MAX_PRICE_CENTS = 100_000_000  # R$ 1.000.000,00 a month: anything above is a typo, not a plan
+
+
+@dataclass(frozen=True)
+class ContactInput:
+    email: str
+    name: str
+    manage_payments: bool
+
+
+@dataclass(frozen=True)
+class AccountInput:
+    name: str
+    document: str
+    contacts: tuple[ContactInput, ...]
+    trial_ends_at: datetime | None
+    gateway_customer_id: str | None
+
+    @classmethod
+    def parse(cls, payload: Mapping[str, Any], calendar: BillingCalendar) -> AccountInput:
+        name = v.text(payload, "name")
+        document_text = v.text(payload, "document", max_length=20)
+        assert name is not None and document_text is not None
+        try:
+            document = normalize_document(document_text)
+        except ValueError as error:
+            raise InvalidInput("document", str(error)) from None
+        contacts = []
+        seen: set[str] = set()
+        for index, item in enumerate(v.object_list(payload, "contacts")):
+            prefix = f"contacts[{index}]."
+            email = v.text(item, "email", prefix=prefix, pattern=EMAIL, max_length=254)
+            assert email is not None
+            if email.lower() in seen:
+                raise InvalidInput(prefix + "email", "appears twice")
+            seen.add(email.lower())
+            contacts.append(
+                ContactInput(
+                    email=email,
+                    name=v.text(item, "name", prefix=prefix, required=False) or "",
+                    manage_payments=v.boolean(item, "manage_payments", prefix=prefix, default=False),
+                )
+            )
+        return cls(
+            name=name,
+            document=document,
+            contacts=tuple(contacts),
+            trial_ends_at=_trial_end(payload, calendar),
+            gateway_customer_id=v.text(payload, "gateway_customer_id", required=False, max_length=100),
+        )
+
+
+def _trial_end(payload: Mapping[str, Any], calendar: BillingCalendar) -> datetime | None:
+    """An instant with its offset, or a bare date meaning 00:00 of that day in the billing zone."""
+    raw = payload.get("trial_ends_at")
+    if isinstance(raw, str) and len(raw) == 10:
+        day = v.day(payload, "trial_ends_at")
+        assert day is not None
+        return calendar.start_of_day(day)
+    return v.instant(payload, "trial_ends_at", required=False)
+
+
+@dataclass(frozen=True)
+class SubscriptionInput:
+    plan: str
+    modules: tuple[str, ...]
+    monthly_price_cents: int
+    frequency: Frequency
+    payment_method: PaymentMethod
+    card_token: str | None
+    installments: int
+    starts_on: date | None
+
+    @classmethod
+    def parse(cls, payload: Mapping[str, Any]) -> SubscriptionInput:
+        plan = v.text(payload, "plan", max_length=64)
+        price = v.integer(payload, "monthly_price_cents", minimum=1, maximum=MAX_PRICE_CENTS)
+        frequency = Frequency(v.choice(payload, "frequency", FREQUENCIES))
+        method = PaymentMethod(v.choice(payload, "payment_method", METHODS))
+        card_token = v.text(payload, "card_token", required=False)
+        installments = v.integer(payload, "installments", required=False, minimum=1, maximum=12, default=1)
+        assert plan is not None and price is not None and installments is not None
+        if method is PaymentMethod.CARD_AUTO_DEBIT and frequency is not Frequency.MONTHLY:
+            raise InvalidInput("payment_method", "card_auto_debit exists for monthly subscriptions only")
+        if method is PaymentMethod.CARD_AUTO_DEBIT and not card_token:
+            raise InvalidInput("card_token", "is required for card_auto_debit")
+        if installments > 1 and (method is not PaymentMethod.CARD or frequency is Frequency.MONTHLY):
+            raise InvalidInput("installments", "more than 1 only for a prepaid subscription paid by card")
+        return cls(
+            plan=plan,
+            modules=tuple(v.string_list(payload, "modules")),
+            monthly_price_cents=price,
+            frequency=frequency,
+            payment_method=method,
+            card_token=card_token,
+            installments=installments,
+            starts_on=v.day(payload, "starts_on", required=False),
+        )
+
+
+def validate_account_id(account_id: str) -> str:
+    if not ACCOUNT_ID.fullmatch(account_id):
+        raise InvalidInput("id", "must be 1 to 64 letters, digits, '_' or '-'")
+    return account_id
+
+
+def validate_product(product: str) -> Product:
+    if product not in PRODUCTS:
+        raise InvalidInput("product", f"must be one of {', '.join(PRODUCTS)}")
+    return Product(product)
+
+
+def get_account(session: Session, account_id: str) -> Account:
+    account = session.scalar(
+        select(Account).where(Account.id == account_id).options(selectinload(Account.contacts))
+    )
+    if account is None:
+        raise NotFound(f"no account {account_id!r}")
+    return account
+
+
+def upsert_account(session: Session, account_id: str, data: AccountInput, now: datetime) -> tuple[Account, bool]:
+    """Create or replace an account's details and contacts; returns (account, created)."""
+    validate_account_id(account_id)
+    account = session.get(Account, account_id)
+    created = account is None
+    if account is None:
+        account = Account(id=account_id, created_at=now)
+        session.add(account)
+    account.name = data.name
+    account.document = data.document
+    account.trial_ends_at = data.trial_ends_at
+    account.gateway_customer_id = data.gateway_customer_id
+    account.updated_at = now
+    existing = {contact.email.lower(): contact for contact in account.contacts}
+    contacts = []
+    for item in data.contacts:
+        contact = existing.get(item.email.lower()) or Contact(email=item.email)
+        contact.email, contact.name, contact.manage_payments = item.email, item.name, item.manage_payments
+        contacts.append(contact)
+    account.contacts = contacts
+    session.flush()
+    return account, created
+
+
+def upsert_subscription(
+    session: Session,
+    account_id: str,
+    product: str,
+    data: SubscriptionInput,
+    now: datetime,
+    calendar: BillingCalendar,
+) -> tuple[Subscription, bool]:
+    """Create or change a subscription. Invoices already issued keep their amounts (rule 3.10)."""
+    checked = validate_product(product)
+    account = get_account(session, account_id)
+    subscription = session.scalar(
+        select(Subscription).where(Subscription.account_id == account.id, Subscription.product == checked)
+    )
+    created = subscription is None
+    if subscription is None:
+        subscription = Subscription(
+            id=new_id("sub"),
+            account_id=account.id,
+            product=checked.value,
+            starts_on=data.starts_on or calendar.local_date(now),
+            created_at=now,
+        )
+        session.add(subscription)
+    elif data.starts_on is not None:
+        subscription.starts_on = data.starts_on
+    subscription.plan = data.plan
+    subscription.modules = list(data.modules)
+    subscription.monthly_price_cents = data.monthly_price_cents
+    subscription.frequency = data.frequency.value
+    subscription.payment_method = data.payment_method.value
+    subscription.card_token = data.card_token
+    subscription.installments = data.installments
+    subscription.updated_at = now
+    session.flush()
+    return subscription, created

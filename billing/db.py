@@ -1,0 +1,98 @@
+"""Engines and units of work for PostgreSQL (production) and SQLite (the embedded default)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
+
+from billing.models import Base
+
+
+def normalize_url(url: str) -> URL:
+    """`postgresql://` means psycopg 3 here; any other driver named explicitly is kept."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
+        _serialize_sqlite_writers(engine)
+        return engine
+    return create_engine(
+        parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+    )
+
+
+def _serialize_sqlite_writers(engine: Engine) -> None:
+    """Every SQLite transaction takes the write lock up front (BEGIN IMMEDIATE).
+
+    A deferred transaction that reads and then writes cannot wait for another writer: SQLite
+    answers "database is locked" at once. Taking the lock at BEGIN turns that into a wait of at most
+    the busy timeout, which is what two concurrent ticks on the embedded default need.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def unit_of_work(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A session that rolls back unless the block commits it."""
+    session = sessions()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+def insert_ignoring_conflicts(
+    session: Session,
+    model: type[Base],
+    rows: Sequence[dict[str, Any]],
+    *,
+    index_elements: Sequence[str],
+    index_where: ColumnElement[bool] | None = None,
+) -> list[Any]:
+    """INSERT ... ON CONFLICT DO NOTHING; returns the primary keys of the rows really inserted.
+
+    The unique constraint decides between concurrent writers: the loser inserts nothing and goes on.
+    """
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    if dialect not in ("postgresql", "sqlite"):
+        raise NotImplementedError(f"no ON CONFLICT support for {dialect}")
+    key = next(iter(model.__table__.primary_key.columns))
+    statement = (
+        module.insert(model)
+        .on_conflict_do_nothing(index_elements=list(index_elements), index_where=index_where)
+        .returning(key)
+    )
+    return list(session.scalars(statement, list(rows)))

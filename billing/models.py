@@ -1,0 +1,282 @@
+"""The billing records as SQLAlchemy 2 models: accounts, subscriptions, invoices, charges, payments, blocks."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+def new_id(prefix: str) -> str:
+    """`inv_3f9c...`: an opaque id whose prefix says what it names."""
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Instants stored as UTC and always read back timezone-aware, on PostgreSQL and SQLite alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Product(StrEnum):
+    PLATFORM = "platform"
+    MENTORSHIP = "mentorship"
+
+
+class PaymentMethod(StrEnum):
+    CARD_AUTO_DEBIT = "card_auto_debit"
+    BOLETO = "boleto"
+    PIX = "pix"
+    CARD = "card"
+
+
+class InvoiceStatus(StrEnum):
+    OPEN = "open"
+    VERIFYING = "verifying"
+    PAID = "paid"
+    VOID = "void"
+    REFUNDED = "refunded"
+
+
+UNPAID = (InvoiceStatus.OPEN, InvoiceStatus.VERIFYING)
+
+
+class ChargeStatus(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    REFUNDED = "refunded"
+
+
+class PaymentStatus(StrEnum):
+    CONFIRMED = "confirmed"
+    DUPLICATE = "duplicate"
+    REFUNDED = "refunded"
+    CHARGEBACK = "chargeback"
+
+
+class RefundStatus(StrEnum):
+    OWED = "owed"
+    """Decided by regua, not yet sent to the gateway."""
+    DONE = "done"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    document: Mapped[str] = mapped_column(String(14))
+    trial_ends_at: Mapped[datetime | None]
+    gateway_customer_id: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    contacts: Mapped[list[Contact]] = relationship(
+        back_populates="account", cascade="all, delete-orphan", order_by="Contact.id"
+    )
+    subscriptions: Mapped[list[Subscription]] = relationship(back_populates="account")
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("account_id", "email"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(254))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    manage_payments: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    account: Mapped[Account] = relationship(back_populates="contacts")
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("account_id", "product"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    product: Mapped[str] = mapped_column(String(16))
+    plan: Mapped[str] = mapped_column(String(64))
+    modules: Mapped[list[str]]
+    monthly_price_cents: Mapped[int]
+    frequency: Mapped[str] = mapped_column(String(16))
+    payment_method: Mapped[str] = mapped_column(String(16))
+    card_token: Mapped[str | None] = mapped_column(String(200))
+    installments: Mapped[int] = mapped_column(default=1)
+    starts_on: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    account: Mapped[Account] = relationship(back_populates="subscriptions")
+
+
+class Invoice(Base):
+    __tablename__ = "invoices"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "period_start"),
+        Index("ix_invoices_unpaid_block_at", "status", "block_at"),
+        Index("ix_invoices_account_product", "account_id", "product"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    product: Mapped[str] = mapped_column(String(16))
+    period_start: Mapped[date] = mapped_column(Date)
+    period_end: Mapped[date] = mapped_column(Date)
+    due_date: Mapped[date] = mapped_column(Date)
+    block_at: Mapped[datetime]
+    payment_method: Mapped[str] = mapped_column(String(16))
+    """The subscription's method when the invoice was issued (decides the discount and the régua)."""
+    subtotal_cents: Mapped[int]
+    discount_cents: Mapped[int]
+    total_cents: Mapped[int]
+    status: Mapped[str] = mapped_column(String(16), default=InvoiceStatus.OPEN)
+    issued_at: Mapped[datetime]
+    paid_at: Mapped[datetime | None]
+    charge_id: Mapped[str | None] = mapped_column(String(32))
+    verifying_until: Mapped[datetime | None]
+
+
+class Charge(Base):
+    __tablename__ = "charges"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    product: Mapped[str] = mapped_column(String(16))
+    method: Mapped[str] = mapped_column(String(16))
+    amount_cents: Mapped[int]
+    installments: Mapped[int] = mapped_column(default=1)
+    status: Mapped[str] = mapped_column(String(16), default=ChargeStatus.PENDING)
+    idempotency_key: Mapped[str] = mapped_column(String(100), unique=True)
+    gateway: Mapped[str] = mapped_column(String(32), default="asaas")
+    gateway_payment_id: Mapped[str | None] = mapped_column(String(100))
+    failure_code: Mapped[str | None] = mapped_column(String(100))
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+    confirmed_at: Mapped[datetime | None]
+
+    invoice_links: Mapped[list[ChargeInvoice]] = relationship(cascade="all, delete-orphan")
+
+    @property
+    def invoice_ids(self) -> list[str]:
+        return [link.invoice_id for link in self.invoice_links]
+
+
+class ChargeInvoice(Base):
+    __tablename__ = "charge_invoices"
+
+    charge_id: Mapped[str] = mapped_column(ForeignKey("charges.id"), primary_key=True)
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), primary_key=True)
+
+
+class Payment(Base):
+    __tablename__ = "payments"
+    __table_args__ = (UniqueConstraint("gateway", "gateway_payment_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    charge_id: Mapped[str] = mapped_column(ForeignKey("charges.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    amount_cents: Mapped[int]
+    method: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default=PaymentStatus.CONFIRMED)
+    gateway: Mapped[str] = mapped_column(String(32))
+    gateway_payment_id: Mapped[str] = mapped_column(String(100))
+    invoice_ids: Mapped[list[str]]
+    paid_at: Mapped[datetime]
+
+
+class Refund(Base):
+    __tablename__ = "refunds"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    amount_cents: Mapped[int]
+    reason: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=RefundStatus.OWED)
+    gateway_refund_id: Mapped[str | None] = mapped_column(String(100), unique=True)
+    created_at: Mapped[datetime]
+    refunded_at: Mapped[datetime | None]
+
+
+class Block(Base):
+    __tablename__ = "blocks"
+    __table_args__ = (
+        Index(
+            "uq_blocks_active",
+            "account_id",
+            "product",
+            unique=True,
+            postgresql_where=text("lifted_at IS NULL"),
+            sqlite_where=text("lifted_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    product: Mapped[str] = mapped_column(String(16))
+    invoice_ids: Mapped[list[str]]
+    started_at: Mapped[datetime]
+    lifted_at: Mapped[datetime | None]
+    lift_reason: Mapped[str | None] = mapped_column(String(32))
+
+
+class TickRun(Base):
+    """One reconciliation pass: when it ran, for which `now`, and what it did."""
+
+    __tablename__ = "tick_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    now: Mapped[datetime]
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+    actions: Mapped[dict[str, Any]]

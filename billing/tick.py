@@ -1,0 +1,71 @@
+"""The reconciliation pass (rule 3.8): look at what should be true at `now`, do only what is missing."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from billing.blocking import BlockChanges, accounts_to_reconcile, lock_accounts, reconcile_blocks
+from billing.calendar import BillingCalendar
+from billing.clock import Clock
+from billing.db import unit_of_work
+from billing.invoicing import issue_due_invoices
+from billing.models import TickRun
+from billing.settlement import expire_verifications
+
+ACTIONS = ("invoices_issued", "trials_ended", "verifications_expired", "blocks_applied", "blocks_lifted")
+LOCK_CHUNK = 500
+
+
+@dataclass
+class TickReport:
+    now: datetime
+    counts: Counter[str] = field(default_factory=Counter)
+    invoice_ids: list[str] = field(default_factory=list)
+    blocks: BlockChanges = field(default_factory=BlockChanges)
+
+    def lines(self) -> list[str]:
+        names = list(ACTIONS) + sorted(set(self.counts) - set(ACTIONS))
+        return [f"{name} {self.counts[name]}" for name in names]
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: self.counts[name] for name in list(ACTIONS) + sorted(set(self.counts) - set(ACTIONS))}
+
+
+def run_tick(
+    sessions: sessionmaker[Session], now: datetime, calendar: BillingCalendar, clock: Clock
+) -> TickReport:
+    """One pass, in short transactions, each safe to repeat and to race against another pass."""
+    report = TickReport(now=now)
+    started_at = clock.now()
+    with unit_of_work(sessions) as session:
+        issued = issue_due_invoices(session, now, calendar)
+        session.commit()
+    report.invoice_ids = issued.invoice_ids
+    report.counts["invoices_issued"] = len(issued.invoice_ids)
+    report.counts["trials_ended"] = issued.trials_ended
+
+    with unit_of_work(sessions) as session:
+        report.counts["verifications_expired"] = len(expire_verifications(session, now))
+        session.commit()
+
+    with unit_of_work(sessions) as session:
+        candidates = accounts_to_reconcile(session, now)
+    for offset in range(0, len(candidates), LOCK_CHUNK):
+        chunk = candidates[offset : offset + LOCK_CHUNK]
+        with unit_of_work(sessions) as session:
+            lock_accounts(session, chunk)
+            changes = reconcile_blocks(session, chunk, now)
+            session.commit()
+        report.blocks.applied += changes.applied
+        report.blocks.lifted += changes.lifted
+    report.counts["blocks_applied"] = len(report.blocks.applied)
+    report.counts["blocks_lifted"] = len(report.blocks.lifted)
+
+    with unit_of_work(sessions) as session:
+        session.add(TickRun(now=now, started_at=started_at, finished_at=clock.now(), actions=report.as_dict()))
+        session.commit()
+    return report

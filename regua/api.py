@@ -1,0 +1,242 @@
+"""The product API (SPEC 4.2): accounts, subscriptions, access, invoices, payments, receipts, timeline."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+
+from billing.access import ProductAccess, account_access
+from billing.accounts import (
+    AccountInput,
+    SubscriptionInput,
+    get_account,
+    upsert_account,
+    upsert_subscription,
+    validate_account_id,
+)
+from billing.history import payment_history
+from billing.models import Account, Invoice, Payment, Refund, Subscription
+from billing.settlement import record_receipt
+from billing.timeline import Event, account_timeline
+from regua.http import BearerAuthMiddleware, json_body
+from regua.runtime import Runtime
+
+
+def utc_text(instant: datetime | None) -> str | None:
+    """Instants of money movements, in UTC: "2026-12-01T03:05:00Z"."""
+    if instant is None:
+        return None
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def invoice_json(invoice: Invoice) -> dict[str, Any]:
+    return {
+        "id": invoice.id,
+        "account_id": invoice.account_id,
+        "product": invoice.product,
+        "period_start": invoice.period_start.isoformat(),
+        "period_end": invoice.period_end.isoformat(),
+        "due_date": invoice.due_date.isoformat(),
+        "subtotal_cents": invoice.subtotal_cents,
+        "discount_cents": invoice.discount_cents,
+        "total_cents": invoice.total_cents,
+        "status": invoice.status,
+        "paid_at": utc_text(invoice.paid_at),
+        "charge_id": invoice.charge_id,
+        "payment_method": invoice.payment_method,
+        "verifying_until": utc_text(invoice.verifying_until),
+    }
+
+
+def account_json(account: Account) -> dict[str, Any]:
+    return {
+        "id": account.id,
+        "name": account.name,
+        "document": account.document,
+        "contacts": [
+            {"email": c.email, "name": c.name, "manage_payments": c.manage_payments} for c in account.contacts
+        ],
+        "trial_ends_at": utc_text(account.trial_ends_at),
+        "gateway_customer_id": account.gateway_customer_id,
+    }
+
+
+def subscription_json(subscription: Subscription) -> dict[str, Any]:
+    return {
+        "id": subscription.id,
+        "account_id": subscription.account_id,
+        "product": subscription.product,
+        "plan": subscription.plan,
+        "modules": subscription.modules,
+        "monthly_price_cents": subscription.monthly_price_cents,
+        "frequency": subscription.frequency,
+        "payment_method": subscription.payment_method,
+        "installments": subscription.installments,
+        "starts_on": subscription.starts_on.isoformat(),
+        "has_card_token": bool(subscription.card_token),
+    }
+
+
+def payment_json(payment: Payment) -> dict[str, Any]:
+    return {
+        "id": payment.id,
+        "invoice_ids": payment.invoice_ids,
+        "amount_cents": payment.amount_cents,
+        "method": payment.method,
+        "status": payment.status,
+        "paid_at": utc_text(payment.paid_at),
+        "gateway": payment.gateway,
+    }
+
+
+def refund_json(refund: Refund) -> dict[str, Any]:
+    return {
+        "id": refund.id,
+        "payment_id": refund.payment_id,
+        "amount_cents": refund.amount_cents,
+        "refunded_at": utc_text(refund.refunded_at),
+        "reason": refund.reason,
+        "status": refund.status,
+    }
+
+
+class ProductAPI:
+    """Route handlers bound to one runtime; each runs its billing service in a worker thread."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def local_text(self, instant: datetime | None) -> str | None:
+        """Instants the product shows its users, in the billing zone: "2026-12-07T00:00:00-03:00"."""
+        return None if instant is None else self.runtime.calendar.local(instant).isoformat()
+
+    def access_json(self, access: ProductAccess) -> dict[str, Any]:
+        return {
+            "state": access.state,
+            "alert": access.alert,
+            "block_at": self.local_text(access.block_at),
+            "blocked_since": self.local_text(access.blocked_since),
+            "open_invoices": access.open_invoices,
+        }
+
+    def event_json(self, event: Event) -> dict[str, Any]:
+        return {"at": self.local_text(event.at), "type": event.type, "product": event.product, **event.details}
+
+    async def put_account(self, request: Request) -> JSONResponse:
+        account_id = validate_account_id(request.path_params["account_id"])
+        payload = await json_body(request)
+        rt = self.runtime
+        data = AccountInput.parse(payload, rt.calendar)
+
+        def work(session: Session) -> tuple[dict[str, Any], bool]:
+            account, created = upsert_account(session, account_id, data, rt.clock.now())
+            return account_json(account), created
+
+        body, created = await run_in_threadpool(rt.transaction, work)
+        return JSONResponse(body, status_code=201 if created else 200)
+
+    async def put_subscription(self, request: Request) -> JSONResponse:
+        account_id = request.path_params["account_id"]
+        product = request.path_params["product"]
+        payload = await json_body(request)
+        data = SubscriptionInput.parse(payload)
+        rt = self.runtime
+
+        def work(session: Session) -> tuple[dict[str, Any], bool]:
+            subscription, created = upsert_subscription(
+                session, account_id, product, data, rt.clock.now(), rt.calendar
+            )
+            return subscription_json(subscription), created
+
+        body, created = await run_in_threadpool(rt.transaction, work)
+        return JSONResponse(body, status_code=201 if created else 200)
+
+    async def get_access(self, request: Request) -> JSONResponse:
+        account_id = request.path_params["account_id"]
+        rt = self.runtime
+
+        def work(session: Session) -> dict[str, ProductAccess]:
+            return account_access(session, account_id, rt.clock.now(), rt.calendar, rt.policy)
+
+        products = await run_in_threadpool(rt.read, work)
+        return JSONResponse(
+            {"account_id": account_id, "products": {name: self.access_json(a) for name, a in products.items()}}
+        )
+
+    async def get_invoices(self, request: Request) -> JSONResponse:
+        account_id = request.path_params["account_id"]
+
+        def work(session: Session) -> list[dict[str, Any]]:
+            get_account(session, account_id)
+            invoices = session.scalars(
+                select(Invoice)
+                .where(Invoice.account_id == account_id)
+                .order_by(Invoice.period_start.desc(), Invoice.product)
+            )
+            return [invoice_json(invoice) for invoice in invoices]
+
+        return JSONResponse({"invoices": await run_in_threadpool(self.runtime.read, work)})
+
+    async def get_payments(self, request: Request) -> JSONResponse:
+        account_id = request.path_params["account_id"]
+        rt = self.runtime
+
+        def work(session: Session) -> dict[str, Any]:
+            history = payment_history(session, account_id, rt.calendar)
+            return {
+                "payments": [payment_json(p) for p in history.payments],
+                "refunds": [refund_json(r) for r in history.refunds],
+            }
+
+        return JSONResponse(await run_in_threadpool(rt.read, work))
+
+    async def post_receipt(self, request: Request) -> JSONResponse:
+        invoice_id = request.path_params["invoice_id"]
+        rt = self.runtime
+
+        def work(session: Session) -> dict[str, Any]:
+            invoice, _changes = record_receipt(session, invoice_id, rt.clock.now(), rt.policy)
+            return invoice_json(invoice)
+
+        return JSONResponse(await run_in_threadpool(rt.transaction, work))
+
+    async def get_timeline(self, request: Request) -> JSONResponse:
+        account_id = request.path_params["account_id"]
+        rt = self.runtime
+
+        def work(session: Session) -> dict[str, Any]:
+            now = rt.clock.now()
+            timeline = account_timeline(session, account_id, now, rt.calendar, rt.policy)
+            return {
+                "account_id": account_id,
+                "now": self.local_text(now),
+                "upcoming": [self.event_json(e) for e in timeline.upcoming],
+                "past": [self.event_json(e) for e in timeline.past],
+            }
+
+        return JSONResponse(await run_in_threadpool(rt.read, work))
+
+
+def api_routes(runtime: Runtime) -> Mount:
+    api = ProductAPI(runtime)
+    return Mount(
+        "/api",
+        routes=[
+            Route("/accounts/{account_id}", api.put_account, methods=["PUT"]),
+            Route("/accounts/{account_id}/subscriptions/{product}", api.put_subscription, methods=["PUT"]),
+            Route("/accounts/{account_id}/access", api.get_access, methods=["GET"]),
+            Route("/accounts/{account_id}/invoices", api.get_invoices, methods=["GET"]),
+            Route("/accounts/{account_id}/payments", api.get_payments, methods=["GET"]),
+            Route("/accounts/{account_id}/timeline", api.get_timeline, methods=["GET"]),
+            Route("/invoices/{invoice_id}/receipts", api.post_receipt, methods=["POST"]),
+        ],
+        middleware=[Middleware(BearerAuthMiddleware, token=runtime.settings.api_token)],
+    )

@@ -1,0 +1,54 @@
+"""The composition root: settings in, engine, sessions, clock, calendar and policy out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from billing.calendar import BillingCalendar
+from billing.clock import Clock
+from billing.db import create_db_engine, session_factory, unit_of_work
+from billing.policy import Policy
+from regua.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock
+    calendar: BillingCalendar
+    policy: Policy
+
+    def transaction(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in a unit of work and commit it; any exception rolls everything back."""
+        with unit_of_work(self.sessions) as session:
+            result = work(session)
+            session.commit()
+            return result
+
+    def read(self, work: Callable[[Session], T]) -> T:
+        with unit_of_work(self.sessions) as session:
+            return work(session)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+    engine = create_db_engine(settings.database_url)
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessions=session_factory(engine),
+        clock=clock or settings.clock(),
+        calendar=settings.calendar,
+        policy=settings.policy,
+    )

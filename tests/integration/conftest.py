@@ -1,0 +1,80 @@
+"""Fixtures for tests against a real database: the API client and account set-up through it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from regua.app import create_app
+from regua.runtime import Runtime
+
+AUTH = {"Authorization": "Bearer test-token"}
+
+PADARIA = {
+    "name": "Padaria Central Ltda",
+    "document": "11.222.333/0001-81",
+    "contacts": [
+        {"email": "ana@padaria.example", "name": "Ana", "manage_payments": True},
+        {"email": "caixa@padaria.example", "name": "Caixa", "manage_payments": False},
+    ],
+    "trial_ends_at": None,
+    "gateway_customer_id": "cus_000005113026",
+}
+
+
+def subscription(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "plan": "pro",
+        "modules": ["delivery"],
+        "monthly_price_cents": 19990,
+        "frequency": "monthly",
+        "payment_method": "boleto",
+        "installments": 1,
+        "starts_on": "2026-12-01",
+    }
+    body.update(changes)
+    return body
+
+
+class Api:
+    """The product API as the product calls it, with the bearer token."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+
+    def put_account(self, account_id: str, **changes: Any) -> dict[str, Any]:
+        response = self.client.put(f"/api/accounts/{account_id}", json={**PADARIA, **changes}, headers=AUTH)
+        assert response.status_code in (200, 201), response.text
+        return dict(response.json())
+
+    def subscribe(self, account_id: str, product: str, **changes: Any) -> dict[str, Any]:
+        response = self.client.put(
+            f"/api/accounts/{account_id}/subscriptions/{product}", json=subscription(**changes), headers=AUTH
+        )
+        assert response.status_code in (200, 201), response.text
+        return dict(response.json())
+
+    def get(self, path: str) -> Any:
+        response = self.client.get(path, headers=AUTH)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def access(self, account_id: str, product: str) -> dict[str, Any]:
+        return dict(self.get(f"/api/accounts/{account_id}/access")["products"][product])
+
+    def invoices(self, account_id: str) -> list[dict[str, Any]]:
+        return list(self.get(f"/api/accounts/{account_id}/invoices")["invoices"])
+
+
+@pytest.fixture
+def client(runtime: Runtime) -> Iterator[TestClient]:
+    with TestClient(create_app(runtime), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def api(client: TestClient) -> Api:
+    return Api(client)

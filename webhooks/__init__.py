@@ -1,0 +1,1 @@
+"""The webhook front door: authenticate, store once, queue a job, answer 200."""
