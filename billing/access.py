@@ -39,8 +39,10 @@ def product_access(
     open_ids = [invoice.id for invoice in unpaid]
     keeping = blocking_invoices(product, unpaid, block is not None, now)
     if keeping:
-        since = block.started_at if block is not None else min(
-            invoice.block_at for invoice in unpaid if invoice.id in keeping
+        since = (
+            block.started_at
+            if block is not None
+            else min(invoice.block_at for invoice in unpaid if invoice.id in keeping)
         )
         return ProductAccess("blocked", "block", None, since, open_ids)
     pending = [invoice for invoice in unpaid if invoice.status == InvoiceStatus.OPEN]
@@ -77,9 +79,7 @@ def account_access(
     ).all()
     blocks = {
         block.product: block
-        for block in session.scalars(
-            select(Block).where(Block.account_id == account.id, Block.lifted_at.is_(None))
-        )
+        for block in session.scalars(select(Block).where(Block.account_id == account.id, Block.lifted_at.is_(None)))
     }
     return {
         product: product_access(

@@ -44,7 +44,8 @@ class AccountInput:
     def parse(cls, payload: Mapping[str, Any], calendar: BillingCalendar) -> AccountInput:
         name = v.text(payload, "name")
         document_text = v.text(payload, "document", max_length=20)
-        assert name is not None and document_text is not None
+        assert name is not None
+        assert document_text is not None
         try:
             document = normalize_document(document_text)
         except ValueError as error:
@@ -103,7 +104,9 @@ class SubscriptionInput:
         method = PaymentMethod(v.choice(payload, "payment_method", METHODS))
         card_token = v.text(payload, "card_token", required=False)
         installments = v.integer(payload, "installments", required=False, minimum=1, maximum=12, default=1)
-        assert plan is not None and price is not None and installments is not None
+        assert plan is not None
+        assert price is not None
+        assert installments is not None
         if method is PaymentMethod.CARD_AUTO_DEBIT and frequency is not Frequency.MONTHLY:
             raise InvalidInput("payment_method", "card_auto_debit exists for monthly subscriptions only")
         if method is PaymentMethod.CARD_AUTO_DEBIT and not card_token:
@@ -135,9 +138,7 @@ def validate_product(product: str) -> Product:
 
 
 def get_account(session: Session, account_id: str) -> Account:
-    account = session.scalar(
-        select(Account).where(Account.id == account_id).options(selectinload(Account.contacts))
-    )
+    account = session.scalar(select(Account).where(Account.id == account_id).options(selectinload(Account.contacts)))
     if account is None:
         raise NotFound(f"no account {account_id!r}")
     return account

@@ -15,7 +15,6 @@ from billing.db import insert_ignoring_conflicts
 from billing.models import UNPAID, Account, Block, Invoice, InvoiceStatus, Product, new_id
 
 
-
 class UnpaidInvoice(Protocol):
     @property
     def id(self) -> str: ...
@@ -71,9 +70,7 @@ def reconcile_blocks(session: Session, account_ids: Sequence[str], now: datetime
         unpaid[(invoice.account_id, invoice.product)].append(invoice)
     active = {
         (block.account_id, block.product): block
-        for block in session.scalars(
-            select(Block).where(Block.account_id.in_(account_ids), Block.lifted_at.is_(None))
-        )
+        for block in session.scalars(select(Block).where(Block.account_id.in_(account_ids), Block.lifted_at.is_(None)))
     }
     changes = BlockChanges()
     to_apply = []
@@ -110,9 +107,6 @@ def reconcile_blocks(session: Session, account_ids: Sequence[str], now: datetime
 
 def accounts_to_reconcile(session: Session, now: datetime) -> list[str]:
     """Accounts whose blocks may be wrong at `now`: an overdue open invoice, or a block in force."""
-    overdue = select(Invoice.account_id).where(
-        Invoice.status == InvoiceStatus.OPEN, Invoice.block_at <= now
-    )
+    overdue = select(Invoice.account_id).where(Invoice.status == InvoiceStatus.OPEN, Invoice.block_at <= now)
     blocked = select(Block.account_id).where(Block.lifted_at.is_(None))
     return sorted(set(session.scalars(overdue.union(blocked))))
-

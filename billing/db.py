@@ -6,11 +6,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.elements import ColumnElement, TextClause
 
 from billing.models import Base
 
@@ -29,9 +29,7 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
         engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
         _serialize_sqlite_writers(engine)
         return engine
-    return create_engine(
-        parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
-    )
+    return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800)
 
 
 def _serialize_sqlite_writers(engine: Engine) -> None:
@@ -62,22 +60,24 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 @contextmanager
 def unit_of_work(sessions: sessionmaker[Session]) -> Iterator[Session]:
-    """A session that rolls back unless the block commits it."""
+    """A session that rolls back unless the block commits it.
+
+    Closing (not rolling back first) leaves the objects read in it usable, detached, afterwards.
+    """
     session = sessions()
     try:
         yield session
     finally:
-        session.rollback()
         session.close()
 
 
 def insert_ignoring_conflicts(
-    session: Session,
+    executor: Session | Connection,
     model: type[Base],
     rows: Sequence[dict[str, Any]],
     *,
     index_elements: Sequence[str],
-    index_where: ColumnElement[bool] | None = None,
+    index_where: ColumnElement[bool] | TextClause | None = None,
 ) -> list[Any]:
     """INSERT ... ON CONFLICT DO NOTHING; returns the primary keys of the rows really inserted.
 
@@ -85,14 +85,15 @@ def insert_ignoring_conflicts(
     """
     if not rows:
         return []
-    dialect = session.get_bind().dialect.name
+    bind = executor.get_bind() if isinstance(executor, Session) else executor
+    dialect = bind.dialect.name
     module: Any = postgresql if dialect == "postgresql" else sqlite
     if dialect not in ("postgresql", "sqlite"):
         raise NotImplementedError(f"no ON CONFLICT support for {dialect}")
-    key = next(iter(model.__table__.primary_key.columns))
+    key = inspect(model).primary_key[0]
     statement = (
         module.insert(model)
         .on_conflict_do_nothing(index_elements=list(index_elements), index_where=index_where)
         .returning(key)
     )
-    return list(session.scalars(statement, list(rows)))
+    return list(executor.scalars(statement, list(rows)))

@@ -1,9 +1,9 @@
 """The errors billing services raise; entry points turn them into HTTP answers or exit codes.
 
-    BillingError
-    ├── NotFound          an id that names nothing (404)
-    ├── InvalidInput      a field that breaks a rule, named (422)
-    └── Conflict          a request that contradicts the current state (409)
+BillingError
+├── NotFound          an id that names nothing (404)
+├── InvalidInput      a field that breaks a rule, named (422)
+└── Conflict          a request that contradicts the current state (409)
 """
 
 from __future__ import annotations

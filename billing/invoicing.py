@@ -99,7 +99,10 @@ def issue_due_invoices(session: Session, now: datetime, calendar: BillingCalenda
     issued: list[str] = []
     for offset in range(0, len(drafts), BATCH):
         issued += insert_ignoring_conflicts(
-            session, Invoice, drafts[offset : offset + BATCH], index_elements=["subscription_id", "period_start"]
+            session,
+            Invoice,
+            drafts[offset : offset + BATCH],
+            index_elements=["subscription_id", "period_start"],
         )
     issued_set = set(issued)
     trials_ended = sum(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 from datetime import UTC, date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -17,6 +17,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -25,9 +26,26 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 
-def new_id(prefix: str) -> str:
+def new_id(prefix: str, nbytes: int = 10) -> str:
     """`inv_3f9c...`: an opaque id whose prefix says what it names."""
-    return f"{prefix}_{secrets.token_hex(10)}"
+    return f"{prefix}_{secrets.token_hex(nbytes)}"
+
+
+def new_charge_id() -> str:
+    """Charge ids are our reference at the gateways; without the `_` they are valid PIX txids."""
+    return new_id("chg", 13)
+
+
+def pix_txid(charge_id: str) -> str:
+    """A PIX txid ([a-zA-Z0-9]{26,35}) for a charge: its id without the underscore."""
+    return charge_id.replace("_", "")
+
+
+def charge_id_from_reference(reference: str) -> str:
+    """Our charge id from what a gateway echoes back: the id itself, or its PIX txid."""
+    if reference.startswith("chg") and "_" not in reference:
+        return f"chg_{reference[3:]}"
+    return reference
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -104,7 +122,7 @@ class Base(DeclarativeBase):
             "pk": "pk_%(table_name)s",
         }
     )
-    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime(), dict[str, Any]: JSON(), list[str]: JSON()}
 
 
 class Account(Base):
@@ -280,3 +298,37 @@ class TickRun(Base):
     started_at: Mapped[datetime]
     finished_at: Mapped[datetime]
     actions: Mapped[dict[str, Any]]
+
+
+class EventStatus(StrEnum):
+    RECEIVED = "received"
+    """Stored and answered 200; its job has not finished yet."""
+    PROCESSED = "processed"
+    IGNORED = "ignored"
+    """A type regua does not act on: kept, never processed."""
+    UNMATCHED = "unmatched"
+    """Valid, but for a charge regua does not know: parked for ops to replay."""
+    FAILED = "failed"
+    """Processing raised; retried by its job, then by tick."""
+
+
+class WebhookEvent(Base):
+    """One accepted delivery (or one item of a PIX batch), raw body kept, unique per provider and key."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("provider", "dedupe_key"),
+        Index("ix_webhook_events_status_received_at", "status", "received_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    event_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=EventStatus.RECEIVED)
+    received_at: Mapped[datetime]
+    processed_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    outcome: Mapped[str | None] = mapped_column(String(200))
+    charge_id: Mapped[str | None] = mapped_column(String(32))

@@ -35,9 +35,7 @@ class TickReport:
         return {name: self.counts[name] for name in list(ACTIONS) + sorted(set(self.counts) - set(ACTIONS))}
 
 
-def run_tick(
-    sessions: sessionmaker[Session], now: datetime, calendar: BillingCalendar, clock: Clock
-) -> TickReport:
+def run_tick(sessions: sessionmaker[Session], now: datetime, calendar: BillingCalendar, clock: Clock) -> TickReport:
     """One pass, in short transactions, each safe to repeat and to race against another pass."""
     report = TickReport(now=now)
     started_at = clock.now()

@@ -49,12 +49,10 @@ def account_timeline(
         unpaid = [i for i in invoices if i.product == product and i.status in UNPAID]
         upcoming.append(_next_invoice(subscription, invoices, account.trial_ends_at, calendar))
         for invoice in unpaid:
-            upcoming += _invoice_future(invoice, recipients, now, calendar, policy)
+            upcoming += _invoice_future(invoice, recipients, calendar, policy)
         keeping = blocking_invoices(product, unpaid, product in active, now)
         if not keeping:
-            future_blocks = [
-                max(i.block_at, i.verifying_until or i.block_at) for i in unpaid
-            ]
+            future_blocks = [max(i.block_at, i.verifying_until or i.block_at) for i in unpaid]
             if future_blocks:
                 upcoming.append(Event(min(future_blocks), "block", product, {"if_unpaid": True}))
     upcoming = [event for event in upcoming if event.at > now]
@@ -95,9 +93,7 @@ def _next_invoice(
     )
 
 
-def _invoice_future(
-    invoice: Invoice, recipients: list[str], now: datetime, calendar: BillingCalendar, policy: Policy
-) -> list[Event]:
+def _invoice_future(invoice: Invoice, recipients: list[str], calendar: BillingCalendar, policy: Policy) -> list[Event]:
     if invoice.status == InvoiceStatus.VERIFYING:
         return []
     events = []
@@ -122,14 +118,22 @@ def _past(session: Session, account_id: str, invoices: list[Invoice], blocks: li
                 payment.paid_at,
                 "payment",
                 None,
-                {"payment_id": payment.id, "amount_cents": payment.amount_cents, "status": payment.status,
-                 "invoice_ids": payment.invoice_ids},
+                {
+                    "payment_id": payment.id,
+                    "amount_cents": payment.amount_cents,
+                    "status": payment.status,
+                    "invoice_ids": payment.invoice_ids,
+                },
             )
         )
     for refund in session.scalars(select(Refund).where(Refund.account_id == account_id)):
         events.append(
-            Event(refund.refunded_at or refund.created_at, "refund", None,
-                  {"refund_id": refund.id, "amount_cents": refund.amount_cents, "status": refund.status})
+            Event(
+                refund.refunded_at or refund.created_at,
+                "refund",
+                None,
+                {"refund_id": refund.id, "amount_cents": refund.amount_cents, "status": refund.status},
+            )
         )
     for block in blocks:
         events.append(Event(block.started_at, "block_applied", block.product, {"invoice_ids": block.invoice_ids}))

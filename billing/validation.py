@@ -79,9 +79,7 @@ def boolean(payload: Mapping[str, Any], field: str, *, prefix: str = "", default
     return value
 
 
-def choice(
-    payload: Mapping[str, Any], field: str, options: tuple[str, ...], *, prefix: str = ""
-) -> str:
+def choice(payload: Mapping[str, Any], field: str, options: tuple[str, ...], *, prefix: str = "") -> str:
     value = text(payload, field, prefix=prefix)
     if value not in options:
         raise InvalidInput(prefix + field, f"must be one of {', '.join(options)}")
@@ -98,9 +96,7 @@ def day(payload: Mapping[str, Any], field: str, *, prefix: str = "", required: b
         raise InvalidInput(prefix + field, "must be a date as YYYY-MM-DD") from None
 
 
-def instant(
-    payload: Mapping[str, Any], field: str, *, prefix: str = "", required: bool = True
-) -> datetime | None:
+def instant(payload: Mapping[str, Any], field: str, *, prefix: str = "", required: bool = True) -> datetime | None:
     value = text(payload, field, prefix=prefix, required=required, max_length=40)
     if value is None:
         return None
@@ -110,9 +106,7 @@ def instant(
         raise InvalidInput(prefix + field, "must be an ISO 8601 instant with its offset") from None
 
 
-def string_list(
-    payload: Mapping[str, Any], field: str, *, prefix: str = "", max_items: int = 50
-) -> list[str]:
+def string_list(payload: Mapping[str, Any], field: str, *, prefix: str = "", max_items: int = 50) -> list[str]:
     value = _get(payload, field, prefix)
     name = prefix + field
     if value is _MISSING or value is None:

@@ -128,7 +128,12 @@ class ProductAPI:
         }
 
     def event_json(self, event: Event) -> dict[str, Any]:
-        return {"at": self.local_text(event.at), "type": event.type, "product": event.product, **event.details}
+        return {
+            "at": self.local_text(event.at),
+            "type": event.type,
+            "product": event.product,
+            **event.details,
+        }
 
     async def put_account(self, request: Request) -> JSONResponse:
         account_id = validate_account_id(request.path_params["account_id"])
@@ -151,9 +156,7 @@ class ProductAPI:
         rt = self.runtime
 
         def work(session: Session) -> tuple[dict[str, Any], bool]:
-            subscription, created = upsert_subscription(
-                session, account_id, product, data, rt.clock.now(), rt.calendar
-            )
+            subscription, created = upsert_subscription(session, account_id, product, data, rt.clock.now(), rt.calendar)
             return subscription_json(subscription), created
 
         body, created = await run_in_threadpool(rt.transaction, work)
@@ -168,7 +171,10 @@ class ProductAPI:
 
         products = await run_in_threadpool(rt.read, work)
         return JSONResponse(
-            {"account_id": account_id, "products": {name: self.access_json(a) for name, a in products.items()}}
+            {
+                "account_id": account_id,
+                "products": {name: self.access_json(a) for name, a in products.items()},
+            }
         )
 
     async def get_invoices(self, request: Request) -> JSONResponse:

@@ -1,9 +1,10 @@
-"""The HTTP app, assembled from plain lists of routes: health, product API (webhooks and ops join later)."""
+"""The HTTP app, assembled from plain lists of routes: health, webhooks, product API."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from sqlalchemy import text
 from starlette.applications import Starlette
@@ -15,31 +16,63 @@ from starlette.routing import BaseRoute, Route
 from regua.api import api_routes
 from regua.http import EXCEPTION_HANDLERS, error_response
 from regua.runtime import Runtime
+from webhooks.base import Provider
+from webhooks.intake import Enqueue, Intake
+from webhooks.routes import WebhookEndpoint, webhook_routes
 
 
-def create_app(runtime: Runtime) -> Starlette:
+class Background(Protocol):
+    """Something that runs beside the app for its lifetime (the in-process worker, the scheduler)."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+def create_app(
+    runtime: Runtime,
+    providers: Mapping[str, Provider],
+    enqueue: Enqueue,
+    background: Sequence[Background] = (),
+    checks: Mapping[str, Callable[[], object]] | None = None,
+) -> Starlette:
+    """The app; `checks` are what /readyz pings besides the database (the broker)."""
+    intake = Intake(runtime.engine, runtime.clock, enqueue)
+    endpoint = WebhookEndpoint(providers, intake, runtime.clock, runtime.settings.max_body_bytes)
+
     async def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    async def readyz(_request: Request) -> JSONResponse:
-        def ping() -> None:
-            with runtime.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
+    def ping_database() -> None:
+        with runtime.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
 
-        try:
-            await run_in_threadpool(ping)
-        except Exception:
-            return error_response(503, "unavailable", "the database is unreachable")
-        return JSONResponse({"status": "ready", "database": "ok"})
+    all_checks: dict[str, Callable[[], object]] = {"database": ping_database, **(checks or {})}
+
+    async def readyz(_request: Request) -> JSONResponse:
+        for name, check in all_checks.items():
+            try:
+                await run_in_threadpool(check)
+            except Exception:
+                return error_response(503, "unavailable", f"the {name} is unreachable")
+        return JSONResponse({"status": "ready", **dict.fromkeys(all_checks, "ok")})
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        yield
-        runtime.close()
+        intake.start()
+        for part in background:
+            part.start()
+        try:
+            yield
+        finally:
+            for part in reversed(background):
+                await run_in_threadpool(part.stop)
+            await run_in_threadpool(intake.stop)
+            runtime.close()
 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        *webhook_routes(endpoint),
         api_routes(runtime),
     ]
     return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

@@ -1,4 +1,4 @@
-"""The `regua` command: serve, tick, scheduler, migrate, dev."""
+"""The `regua` command: serve, worker, scheduler, tick, migrate, dev, replay."""
 
 from __future__ import annotations
 
@@ -8,13 +8,18 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from billing.clock import parse_instant
-from billing.tick import TickReport, run_tick
+from billing.tick import TickReport
+from regua.assembly import InProcessWorker, build_jobs, build_providers, lazy_context, tick_with_queues
 from regua.migrate import NotMigrated, ensure_migrated, upgrade
 from regua.runtime import Runtime, build_runtime
 from regua.settings import ConfigError, Settings
+from workers.actors import Jobs, WorkerContext
+from workers.broker import QUEUES
+from workers.processing import process_event, replay_events
 
 log = logging.getLogger("regua")
 
@@ -35,7 +40,8 @@ def _runtime(settings: Settings, *, migrated: bool = True) -> Runtime:
 
 
 def tick_once(runtime: Runtime, now: datetime | None = None) -> TickReport:
-    return run_tick(runtime.sessions, now or runtime.clock.now(), runtime.calendar, runtime.clock)
+    """One pass on this runtime, with stale webhook events processed inline (no broker needed)."""
+    return tick_with_queues(runtime, None, build_providers(runtime.settings), now)
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -55,45 +61,75 @@ def cmd_tick(settings: Settings, args: argparse.Namespace) -> int:
             raise CommandError(f"--now: {error}") from None
     runtime = _runtime(settings)
     try:
-        report = tick_once(runtime, now)
+        if settings.broker_url:
+            report = tick_with_queues(runtime, build_jobs(settings, lazy_context(settings)), None, now)
+        else:
+            report = tick_once(runtime, now)
     finally:
         runtime.close()
-    if args.json:
-        print(json.dumps(report.as_dict()))
-    else:
-        print("\n".join(report.lines()))
+    print(json.dumps(report.as_dict()) if args.json else "\n".join(report.lines()))
     return 0
 
 
-def _scheduler_loop(runtime: Runtime, stop: threading.Event) -> None:
-    """Tick every REGUA_TICK_SECONDS until stopped; a failed pass is logged and the next one retries."""
-    while not stop.is_set():
-        try:
-            report = tick_once(runtime)
-            log.info("tick %s", " ".join(report.lines()))
-        except Exception:
-            log.exception("tick failed; the next pass will catch up")
-        stop.wait(runtime.settings.tick_seconds)
+@dataclass
+class Scheduler:
+    """Ticks every REGUA_TICK_SECONDS in a thread; a failed pass is logged and the next one catches up."""
+
+    runtime: Runtime
+    jobs: Jobs | None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        providers = None if self.jobs is not None else build_providers(self.runtime.settings)
+        while not self._stop.is_set():
+            try:
+                report = tick_with_queues(self.runtime, self.jobs, providers)
+                log.info("tick %s", " ".join(report.lines()))
+            except Exception:
+                log.exception("tick failed; the next pass will catch up")
+            self._stop.wait(self.runtime.settings.tick_seconds)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.run, name="scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
 
 
 def cmd_scheduler(settings: Settings, _args: argparse.Namespace) -> int:
     runtime = _runtime(settings)
-    stop = threading.Event()
+    jobs = build_jobs(settings, lazy_context(settings)) if settings.broker_url else None
     try:
-        _scheduler_loop(runtime, stop)
+        Scheduler(runtime, jobs).run()
     except KeyboardInterrupt:
-        stop.set()
+        pass
     finally:
         runtime.close()
     return 0
 
 
-def _serve(runtime: Runtime, host: str, port: int) -> None:
+def _serve(settings: Settings, runtime: Runtime, host: str, port: int, *, with_scheduler: bool) -> None:
+    """The HTTP app; on the in-process broker it runs its own worker (nothing else could consume)."""
     import uvicorn
 
-    from regua.app import create_app
+    from regua.app import Background, create_app
 
-    uvicorn.run(create_app(runtime), host=host, port=port, log_level="info", access_log=False)
+    providers = build_providers(settings)
+    jobs = build_jobs(settings, lambda: WorkerContext(runtime, providers))
+    background: list[Background] = []
+    checks: dict[str, Callable[[], object]] = {}
+    if settings.broker_url:
+        checks["broker"] = jobs.broker.client.ping  # type: ignore[attr-defined]
+    else:
+        background.append(InProcessWorker(jobs.broker))
+    if with_scheduler:
+        background.append(Scheduler(runtime, jobs))
+    app = create_app(runtime, providers, jobs.enqueue_events, background, checks)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -101,8 +137,29 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         settings.require("serve")
     except ConfigError as error:
         raise CommandError(str(error)) from None
-    _serve(_runtime(settings), args.host, args.port)
+    _serve(settings, _runtime(settings), args.host, args.port, with_scheduler=False)
     return 0
+
+
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    """Dramatiq's own worker processes, each importing regua.worker_process for its broker and actors."""
+    try:
+        settings.require("worker")
+    except ConfigError as error:
+        raise CommandError(str(error)) from None
+    if not settings.broker_url:
+        raise CommandError(
+            "REGUA_BROKER_URL is empty: separate workers need Redis (redis://HOST:PORT/N); "
+            "`regua serve` and `regua dev` run an in-process worker without it"
+        )
+    _runtime(settings).close()
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    argv = ["regua.worker_process", "--processes", str(args.processes), "--threads", str(args.threads)]
+    if args.queues:
+        argv += ["--queues", *args.queues]
+    return int(dramatiq_main(make_argument_parser().parse_args(argv)) or 0)  # type: ignore[no-untyped-call]
 
 
 def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
@@ -111,17 +168,29 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError("`regua dev` is for development: unset REGUA_ENV=production")
     upgrade(settings.database_url)
     runtime = _runtime(settings)
-    stop = threading.Event()
-    threading.Thread(target=_scheduler_loop, args=(runtime, stop), name="scheduler", daemon=True).start()
     base = f"http://{args.host}:{args.port}"
-    print(f"regua dev on {_redacted(settings.database_url)}")
-    print(f"  API      {base}/api/accounts/{{id}}   (no token needed in dev)")
-    print(f"  health   {base}/healthz   {base}/readyz")
-    print(f"  ticks    every {settings.tick_seconds} s in this process")
+    print(f"regua dev on {_redacted(settings.database_url)}, broker and worker in this process")
+    print(f"  API        {base}/api/accounts/{{id}}   (no token needed in dev)")
+    print(f"  webhooks   {base}/webhooks/standard  {base}/webhooks/asaas  {base}/webhooks/pix")
+    print(f"  health     {base}/healthz   {base}/readyz")
+    print(f"  scheduler  a tick every {settings.tick_seconds} s")
+    _serve(settings, runtime, args.host, args.port, with_scheduler=True)
+    return 0
+
+
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Put unmatched or failed webhook events back in line, then process them."""
+    runtime = _runtime(settings)
     try:
-        _serve(runtime, args.host, args.port)
+        ids = runtime.transaction(lambda session: replay_events(session, list(args.event_ids)))
+        if settings.broker_url and ids:
+            build_jobs(settings, lazy_context(settings)).enqueue_events(ids)
+        providers = build_providers(settings)
+        for event_id in ids if not settings.broker_url else []:
+            print(f"{event_id} {process_event(runtime, providers, event_id)}")
     finally:
-        stop.set()
+        runtime.close()
+    print(f"events_replayed {len(ids)}")
     return 0
 
 
@@ -133,10 +202,12 @@ def _redacted(url: str) -> str:
 
 COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "serve": cmd_serve,
+    "worker": cmd_worker,
     "dev": cmd_dev,
     "tick": cmd_tick,
     "scheduler": cmd_scheduler,
     "migrate": cmd_migrate,
+    "replay": cmd_replay,
 }
 
 
@@ -147,11 +218,17 @@ def parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--host", default="127.0.0.1")
         command.add_argument("--port", type=int, default=8000)
+    worker = commands.add_parser("worker", help="run Dramatiq workers for the queues (needs Redis)")
+    worker.add_argument("--processes", type=int, default=2)
+    worker.add_argument("--threads", type=int, default=8)
+    worker.add_argument("--queues", nargs="*", choices=QUEUES, help="a subset of the queues (default: all)")
     tick = commands.add_parser("tick", help="one reconciliation pass, then exit")
     tick.add_argument("--now", help="the instant to reconcile at (ISO 8601 with offset); not in production")
     tick.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     commands.add_parser("scheduler", help="tick every REGUA_TICK_SECONDS until stopped")
     commands.add_parser("migrate", help="apply the database migrations")
+    replay = commands.add_parser("replay", help="process unmatched or failed webhook events again")
+    replay.add_argument("event_ids", nargs="+", metavar="EVENT_ID")
     return root
 
 

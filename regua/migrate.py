@@ -43,6 +43,4 @@ def ensure_migrated(engine: Engine) -> None:
     current = current_revision(engine)
     if current != head_revision():
         state = "empty" if current is None else f"at revision {current}"
-        raise NotMigrated(
-            f"the database is {state}, the code needs {head_revision()}: run `regua migrate` first"
-        )
+        raise NotMigrated(f"the database is {state}, the code needs {head_revision()}: run `regua migrate` first")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import uuid
@@ -95,9 +96,24 @@ def clock(start: datetime) -> FrozenClock:
     return FrozenClock(start)
 
 
+STANDARD_SECRET = "whsec_" + base64.b64encode(b"regua-test-secret-0123456789abcd").decode()
+ASAAS_TOKEN = "asaas-test-token"
+PIX_SECRET = "pix-test-hmac"
+ASAAS_API_URL = "https://asaas.test"
+
+
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(env="test", database_url=database_url, api_token="test-token")
+    return Settings(
+        env="test",
+        database_url=database_url,
+        api_token="test-token",
+        standard_webhook_secrets=(STANDARD_SECRET,),
+        asaas_webhook_token=ASAAS_TOKEN,
+        asaas_api_url=ASAAS_API_URL,
+        asaas_api_key="asaas-test-key",
+        pix_webhook_secret=PIX_SECRET,
+    )
 
 
 @pytest.fixture

@@ -20,7 +20,11 @@ def render_item(type_: str, obj: Any, _autogen_context: Any) -> str | bool:
     return False
 
 
-OPTIONS: dict[str, Any] = {"target_metadata": Base.metadata, "render_as_batch": True, "render_item": render_item}
+OPTIONS: dict[str, Any] = {
+    "target_metadata": Base.metadata,
+    "render_as_batch": True,
+    "render_item": render_item,
+}
 
 
 def run() -> None:

@@ -9,7 +9,12 @@ import pytest
 from starlette.testclient import TestClient
 
 from regua.app import create_app
+from regua.assembly import InProcessWorker, build_providers
 from regua.runtime import Runtime
+from regua.settings import Settings
+from webhooks.base import Provider
+from workers.actors import Jobs, WorkerContext, declare_actors
+from workers.broker import build_broker
 
 AUTH = {"Authorization": "Bearer test-token"}
 
@@ -70,8 +75,21 @@ class Api:
 
 
 @pytest.fixture
-def client(runtime: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(runtime), raise_server_exceptions=False) as test_client:
+def providers(settings: Settings) -> dict[str, Provider]:
+    return build_providers(settings)
+
+
+@pytest.fixture
+def jobs(runtime: Runtime, providers: dict[str, Provider]) -> Jobs:
+    """Actors on an in-process stub broker, working on the test's runtime."""
+    return declare_actors(build_broker(""), lambda: WorkerContext(runtime, providers))
+
+
+@pytest.fixture
+def client(runtime: Runtime, providers: dict[str, Provider], jobs: Jobs) -> Iterator[TestClient]:
+    """The whole app as `regua serve` runs it on the in-process broker, worker included."""
+    app = create_app(runtime, providers, jobs.enqueue_events, [InProcessWorker(jobs.broker)])
+    with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
 
 

@@ -1,0 +1,159 @@
+"""What gateways tell regua, in regua's own terms, and the one table that applies each kind."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from billing.models import Charge, charge_id_from_reference
+from billing.policy import Policy
+from billing.settlement import (
+    ConfirmedPayment,
+    mark_charge_verifying,
+    record_chargeback,
+    record_failure,
+    record_gateway_cancel,
+    record_refund,
+    settle_charge,
+)
+
+
+@dataclass(frozen=True)
+class GatewayEvent:
+    """Common to every event: which gateway, which of our charges (if it says), which of its payments."""
+
+    gateway: str
+    charge_ref: str | None
+    payment_id: str
+
+
+@dataclass(frozen=True)
+class PaymentConfirmed(GatewayEvent):
+    amount_cents: int
+    method: str
+    paid_at: datetime
+
+
+@dataclass(frozen=True)
+class PaymentPending(GatewayEvent):
+    pass
+
+
+@dataclass(frozen=True)
+class PaymentFailed(GatewayEvent):
+    failure_code: str | None
+
+
+@dataclass(frozen=True)
+class PaymentRefunded(GatewayEvent):
+    refund_id: str
+    amount_cents: int
+    refunded_at: datetime
+
+
+@dataclass(frozen=True)
+class PaymentChargeback(GatewayEvent):
+    pass
+
+
+@dataclass(frozen=True)
+class PaymentCanceled(GatewayEvent):
+    pass
+
+
+class UnknownCharge(Exception):
+    """A valid event for a charge regua does not know: parked as unmatched, replayable."""
+
+
+@dataclass(frozen=True)
+class Applied:
+    charge_id: str
+    outcome: str
+    details: dict[str, Any]
+
+
+def find_charge(session: Session, event: GatewayEvent) -> str:
+    """Our charge: by the reference we sent (externalReference, txid), else by the gateway's payment id."""
+    if event.charge_ref:
+        charge_id = charge_id_from_reference(event.charge_ref)
+        if session.get(Charge, charge_id) is not None:
+            return charge_id
+    found = session.scalar(
+        select(Charge.id).where(Charge.gateway == event.gateway, Charge.gateway_payment_id == event.payment_id)
+    )
+    if found is None:
+        raise UnknownCharge(f"no charge for reference {event.charge_ref!r} / payment {event.payment_id!r}")
+    return found
+
+
+def _confirmed(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> Applied:
+    payment = ConfirmedPayment(event.gateway, event.payment_id, event.amount_cents, event.method, event.paid_at)
+    settlement = settle_charge(session, charge_id, payment, now)
+    if settlement.already_recorded:
+        return Applied(charge_id, "already_recorded", {"payment_id": settlement.payment_id})
+    return Applied(
+        charge_id,
+        "settled" if settlement.invoices_paid else "duplicate_payment",
+        {
+            "payment_id": settlement.payment_id,
+            "invoices_paid": settlement.invoices_paid,
+            "refunds_owed": settlement.refunds_owed,
+            "charges_canceled": settlement.charges_canceled,
+            "blocks_lifted": [block.id for block in settlement.blocks.lifted],
+        },
+    )
+
+
+def _pending(session: Session, charge_id: str, _event: Any, now: datetime, policy: Policy) -> Applied:
+    changes = mark_charge_verifying(session, charge_id, now, policy)
+    return Applied(charge_id, "verifying", {"blocks_lifted": [block.id for block in changes.lifted]})
+
+
+def _failed(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> Applied:
+    return Applied(charge_id, record_failure(session, charge_id, event.failure_code, now), {})
+
+
+def _refunded(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> Applied:
+    outcome = record_refund(
+        session,
+        charge_id,
+        event.gateway,
+        event.payment_id,
+        event.refund_id,
+        event.amount_cents,
+        event.refunded_at,
+        now,
+    )
+    return Applied(charge_id, outcome, {})
+
+
+def _chargeback(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> Applied:
+    return Applied(charge_id, record_chargeback(session, charge_id, event.gateway, event.payment_id, now), {})
+
+
+def _canceled(session: Session, charge_id: str, _event: Any, _now: datetime, _policy: Policy) -> Applied:
+    return Applied(charge_id, record_gateway_cancel(session, charge_id), {})
+
+
+Handler = Callable[[Session, str, Any, datetime, Policy], Applied]
+
+HANDLERS: dict[type[GatewayEvent], Handler] = {
+    PaymentConfirmed: _confirmed,
+    PaymentPending: _pending,
+    PaymentFailed: _failed,
+    PaymentRefunded: _refunded,
+    PaymentChargeback: _chargeback,
+    PaymentCanceled: _canceled,
+}
+assert set(HANDLERS) == set(GatewayEvent.__subclasses__()), "every gateway event kind needs a handler"
+
+
+def apply_gateway_event(session: Session, event: GatewayEvent, now: datetime, policy: Policy) -> Applied:
+    """Apply one event in the caller's transaction; raises UnknownCharge for a charge regua never made."""
+    charge_id = find_charge(session, event)
+    return HANDLERS[type(event)](session, charge_id, event, now, policy)

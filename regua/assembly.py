@@ -1,0 +1,128 @@
+"""Assembling the parts: providers, broker and actors, the in-process worker, the tick with its queue steps."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import dramatiq
+import httpx
+
+from billing.tick import TickReport, run_tick
+from regua.runtime import Runtime, build_runtime
+from regua.settings import Settings
+from webhooks.asaas import AsaasProvider
+from webhooks.base import Provider
+from webhooks.pix import PixProvider
+from webhooks.standard import StandardProvider
+from workers.actors import Jobs, WorkerContext, declare_actors
+from workers.broker import QUEUES, build_broker
+from workers.processing import events_to_requeue, process_event
+
+log = logging.getLogger("regua")
+
+
+class AsaasPaymentSource:
+    """GET /v3/payments/{id} on the Asaas API: the trusted state behind an unsigned webhook."""
+
+    def __init__(self, base_url: str, api_key: str, *, client: httpx.Client | None = None) -> None:
+        self._client = client or httpx.Client(base_url=base_url, timeout=httpx.Timeout(10.0, connect=3.0))
+        self._headers = {"access_token": api_key, "User-Agent": "regua"}
+
+    def fetch_payment(self, payment_id: str) -> dict[str, Any]:
+        response = self._client.get(f"/v3/payments/{payment_id}", headers=self._headers)
+        response.raise_for_status()
+        payload = response.json()
+        if not isinstance(payload, dict):
+            raise ValueError("the Asaas API answered something other than a payment object")
+        return payload
+
+
+def build_providers(settings: Settings) -> dict[str, Provider]:
+    payments = AsaasPaymentSource(settings.asaas_api_url, settings.asaas_api_key)
+    return {
+        "standard": StandardProvider(settings.standard_webhook_secrets),
+        "asaas": AsaasProvider(settings.asaas_webhook_token, payments),
+        "pix": PixProvider(settings.pix_webhook_secret),
+    }
+
+
+def lazy_context(settings: Settings) -> Callable[[], WorkerContext]:
+    """The worker context, built on first use in each process (after Dramatiq forks its workers)."""
+    built: list[WorkerContext] = []
+    lock = threading.Lock()
+
+    def context() -> WorkerContext:
+        if not built:
+            with lock:
+                if not built:
+                    built.append(WorkerContext(build_runtime(settings), build_providers(settings)))
+        return built[0]
+
+    return context
+
+
+@dataclass
+class InProcessWorker:
+    """Dramatiq's worker inside this process: for `regua dev`, the demo and tests on the stub broker."""
+
+    broker: dramatiq.Broker
+    threads: int = 4
+    _worker: Any = field(default=None, init=False)
+
+    def start(self) -> None:
+        self.broker.emit_after("process_boot")
+        self._worker = dramatiq.Worker(self.broker, worker_threads=self.threads, worker_timeout=100)
+        self._worker.start()
+
+    def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+
+
+def build_jobs(settings: Settings, context: Callable[[], WorkerContext]) -> Jobs:
+    return declare_actors(build_broker(settings.broker_url), context)
+
+
+def tick_with_queues(
+    runtime: Runtime,
+    jobs: Jobs | None,
+    providers: dict[str, Provider] | None = None,
+    now: datetime | None = None,
+) -> TickReport:
+    """The billing pass, then what only the service can do: put stale webhook events back in line.
+
+    Without a broker this process can reach (`regua tick` on the embedded default), stale events are
+    processed right here instead.
+    """
+    report = run_tick(runtime.sessions, now or runtime.clock.now(), runtime.calendar, runtime.clock)
+    stale = runtime.read(lambda session: events_to_requeue(session, runtime))
+    if stale and jobs is not None:
+        try:
+            jobs.enqueue_events(stale)
+        except Exception as error:
+            log.warning("re-queueing %d webhook events failed: %s", len(stale), error)
+            stale = []
+    elif stale and providers is not None:
+        for event_id in stale:
+            try:
+                process_event(runtime, providers, event_id)
+            except Exception as error:
+                log.warning("webhook event %s failed again: %s", event_id, error)
+    report.counts["webhooks_requeued"] = len(stale)
+    return report
+
+
+__all__ = [
+    "QUEUES",
+    "AsaasPaymentSource",
+    "InProcessWorker",
+    "build_jobs",
+    "build_providers",
+    "tick_with_queues",
+]

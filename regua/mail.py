@@ -1,0 +1,459 @@
+"""Customer emails: the template pair of each kind rendered into a subject, an HTML and a text part."""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, replace
+from datetime import date, datetime, timedelta
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+
+import css_inline
+import jinja2
+from jinja2.runtime import Context
+
+from billing.calendar import TOLERANCE_DAYS
+from billing.clock import as_utc
+from billing.money import AUTO_DEBIT_DISCOUNT_PERCENT, format_brl
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "email"
+
+KINDS: tuple[str, ...] = (
+    "invoice_issued",
+    "payment_confirmed",
+    "payment_failed",
+    "payment_reminder",
+    "block_warning",
+    "account_blocked",
+    "account_unblocked",
+    "verification_pending",
+    "trial_ended",
+    "refund_issued",
+)
+
+# Payment codes are shown only where money is still owed: a PIX code in a receipt invites a second payment.
+_PAYMENT_DUE_KINDS = frozenset(
+    {
+        "invoice_issued",
+        "payment_failed",
+        "payment_reminder",
+        "block_warning",
+        "account_blocked",
+        "trial_ended",
+    }
+)
+# Kinds that tell the customer when the block starts; the date follows from the due date when not given.
+_BLOCK_DATE_KINDS = frozenset({"invoice_issued", "payment_failed", "payment_reminder", "block_warning", "trial_ended"})
+
+_PRODUCTS = {"platform": "Plataforma", "mentorship": "Mentoria"}
+_PAYMENT_METHODS = {
+    "card_auto_debit": "cartão de crédito (débito automático)",
+    "card": "cartão de crédito",
+    "boleto": "boleto",
+    "pix": "PIX",
+}
+_MANUAL_METHODS = frozenset({"boleto", "pix"})
+_PREPAID_PLANS = {3: "plano trimestral", 6: "plano semestral", 12: "plano anual"}
+_MONTHS = (
+    "janeiro",
+    "fevereiro",
+    "março",
+    "abril",
+    "maio",
+    "junho",
+    "julho",
+    "agosto",
+    "setembro",
+    "outubro",
+    "novembro",
+    "dezembro",
+)
+# Gateway codes worth translating; anything else is shown as the caller gave it.
+_FAILURE_REASONS = {
+    "insufficient_funds": "saldo ou limite insuficiente",
+    "card_declined": "cartão recusado pelo banco emissor",
+    "do_not_honor": "cartão recusado pelo banco emissor",
+    "expired_card": "cartão vencido",
+    "card_expired": "cartão vencido",
+    "invalid_card": "dados do cartão inválidos",
+    "stolen_card": "cartão bloqueado pelo banco emissor",
+    "lost_card": "cartão bloqueado pelo banco emissor",
+    "timeout": "o banco emissor não respondeu a tempo",
+}
+_REFUND_REASONS = {
+    "duplicate": "pagamento em duplicidade",
+    "requested_by_customer": "solicitação do cliente",
+    "canceled": "cancelamento do serviço",
+}
+
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    """One invoice as an email shows it; amounts in integer centavos."""
+
+    invoice_id: str
+    product: str
+    period_start: date
+    period_end: date
+    due_date: date
+    subtotal_cents: int
+    discount_cents: int
+    total_cents: int
+
+
+@dataclass(frozen=True)
+class EmailContext:
+    """Everything one email says; `block_on` is the first blocked day (day 7 for an invoice due on day 1)."""
+
+    kind: str
+    account_id: str
+    account_name: str
+    recipients: tuple[tuple[str, str], ...]
+    invoices: tuple[InvoiceLine, ...]
+    portal_url: str
+    payment_method: str | None = None
+    amount_cents: int | None = None
+    next_retry_on: date | None = None
+    block_on: date | None = None
+    blocked_since: date | None = None
+    pix_code: str | None = None
+    boleto_line: str | None = None
+    boleto_url: str | None = None
+    failure_reason: str | None = None
+    refund_amount_cents: int | None = None
+    refund_reason: str | None = None
+    verifying_until: date | None = None
+    trial_ended_on: date | None = None
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+
+
+_CONTEXT_FIELDS = tuple(f.name for f in fields(EmailContext))
+
+
+def render_email(context: EmailContext) -> RenderedEmail:
+    """The subject, HTML and text of one email; raises ValueError for an unknown kind, product or method."""
+    return _render(context, _environment())
+
+
+def build_message(
+    rendered: RenderedEmail,
+    context: EmailContext,
+    *,
+    mail_from: str,
+    message_id_domain: str,
+    invoice_id: str | None = None,
+    sent_at: datetime | None = None,
+) -> EmailMessage:
+    """A multipart/alternative message (text, then HTML) with the X-Regua-* headers the sink and ops read.
+
+    `sent_at` is the clock's now for the Date header; without it the system time is used.
+    """
+    if not context.recipients:
+        raise ValueError(f"a {context.kind} email for account {context.account_id!r} has no recipients")
+    message = EmailMessage()
+    message["Subject"] = rendered.subject
+    message["From"] = mail_from
+    message["To"] = [Address(display_name=name, addr_spec=email) for name, email in context.recipients]
+    message["Date"] = formatdate(usegmt=True) if sent_at is None else format_datetime(as_utc(sent_at))
+    message["Message-ID"] = make_msgid(idstring=context.kind, domain=message_id_domain)
+    message["X-Regua-Kind"] = context.kind
+    message["X-Regua-Account"] = context.account_id
+    if invoice_id is not None:
+        message["X-Regua-Invoice"] = invoice_id
+    message.set_content(rendered.text, cte="quoted-printable")
+    message.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    return message
+
+
+# Formatting: exactly one filter for money and one for dates.
+
+
+def _brl(amount_cents: int) -> str:
+    if not isinstance(amount_cents, int) or isinstance(amount_cents, bool):
+        raise TypeError(f"money is integer centavos, not {type(amount_cents).__name__}: {amount_cents!r}")
+    return format_brl(amount_cents)
+
+
+def _data(day: date, style: str = "dia") -> str:
+    """dd/mm/aaaa; with style "mes", the month as people say it: dezembro/2026."""
+    if not isinstance(day, date):
+        raise TypeError(f"not a date: {day!r}")
+    if style == "dia":
+        return f"{day.day:02d}/{day.month:02d}/{day.year:04d}"
+    if style == "mes":
+        return f"{_MONTHS[day.month - 1]}/{day.year:04d}"
+    raise ValueError(f"unknown date style {style!r}: use 'dia' or 'mes'")
+
+
+def _product_label(line: InvoiceLine) -> str:
+    """What the invoice pays for: the product and, for the platform, which kind of period."""
+    label = _PRODUCTS[line.product]
+    if line.product != "platform":
+        return label
+    months = (line.period_end.year - line.period_start.year) * 12 + line.period_end.month - line.period_start.month + 1
+    if months == 1:
+        prorated = line.period_start.day != 1
+        return f"{label} (mensalidade{' proporcional' if prorated else ''})"
+    plan = _PREPAID_PLANS.get(months)
+    return f"{label} ({plan})" if plan else label
+
+
+# Rendering.
+
+
+def _render(context: EmailContext, environment: jinja2.Environment) -> RenderedEmail:
+    if context.kind not in KINDS:
+        raise ValueError(f"unknown email kind {context.kind!r}; kinds are: {', '.join(KINDS)}")
+    subject_block, html_template, text_template = _templates(environment, context.kind)
+    variables = _variables(context)
+    subject = " ".join("".join(subject_block(text_template.new_context(variables))).split())
+    if not subject:
+        raise ValueError(f"the {context.kind} template rendered an empty subject")
+    variables["subject"] = subject
+    return RenderedEmail(subject=subject, html=html_template.render(variables), text=text_template.render(variables))
+
+
+def _variables(context: EmailContext) -> dict[str, Any]:
+    """The template's namespace: the context's fields and what follows from them."""
+    if not context.invoices:
+        raise ValueError(f"a {context.kind} email names the invoices it is about; none were given")
+    for line in context.invoices:
+        if line.product not in _PRODUCTS:
+            raise ValueError(f"unknown product {line.product!r} on invoice {line.invoice_id!r}")
+    if context.payment_method is not None and context.payment_method not in _PAYMENT_METHODS:
+        raise ValueError(f"unknown payment method {context.payment_method!r}")
+
+    values: dict[str, Any] = {name: getattr(context, name) for name in _CONTEXT_FIELDS}
+    invoices = context.invoices
+    first_due = min((line.due_date for line in invoices), default=None)
+    block_on = context.block_on
+    if block_on is None and first_due is not None and context.kind in _BLOCK_DATE_KINDS:
+        block_on = first_due + timedelta(days=TOLERANCE_DAYS)
+    products = tuple(dict.fromkeys(_PRODUCTS[line.product] for line in invoices))
+    total_cents = sum(line.total_cents for line in invoices)
+    last_end = max((line.period_end for line in invoices), default=None)
+    amount_cents = total_cents if context.amount_cents is None else context.amount_cents
+    names = [name for name, _ in context.recipients]
+    values.update(
+        block_on=block_on,
+        last_day_to_pay=block_on - timedelta(days=1) if block_on is not None else None,
+        amount_cents=amount_cents,
+        refund_amount_cents=amount_cents if context.refund_amount_cents is None else context.refund_amount_cents,
+        invoices_total_cents=total_cents,
+        product=" e ".join(products),
+        mentorship=any(line.product == "mentorship" for line in invoices),
+        first_month=min((line.period_start for line in invoices), default=None),
+        last_month=max((line.period_start for line in invoices), default=None),
+        next_invoice_on=last_end + timedelta(days=1) if last_end is not None else None,
+        method=_PAYMENT_METHODS.get(context.payment_method or ""),
+        auto_debit=context.payment_method == "card_auto_debit",
+        manual=context.payment_method in _MANUAL_METHODS,
+        payment_due=context.kind in _PAYMENT_DUE_KINDS,
+        greeting=names[0].strip() if len(names) == 1 else "",
+        failure_text=_FAILURE_REASONS.get(context.failure_reason or "", context.failure_reason),
+        refund_reason_text=_REFUND_REASONS.get(context.refund_reason or "", context.refund_reason),
+        discount_percent=AUTO_DEBIT_DISCOUNT_PERCENT,
+    )
+    return values
+
+
+_SubjectBlock = Callable[[Context], Iterator[str]]
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    return _build_environment(inline_css_at_load=True)
+
+
+@functools.cache
+def _templates(environment: jinja2.Environment, kind: str) -> tuple[_SubjectBlock, jinja2.Template, jinja2.Template]:
+    """A kind's compiled pair and the subject block of its text template (plain text, never escaped)."""
+    html_template = environment.get_template(f"{kind}.html")
+    text_template = environment.get_template(f"{kind}.txt")
+    subject_block = text_template.blocks.get("subject")
+    if subject_block is None:
+        raise jinja2.TemplateError(f"{kind}.txt has no {{% block subject %}}")
+    return subject_block, html_template, text_template
+
+
+def _build_environment(*, inline_css_at_load: bool) -> jinja2.Environment:
+    loader: jinja2.BaseLoader = (
+        _InliningLoader(TEMPLATES_DIR) if inline_css_at_load else jinja2.FileSystemLoader(TEMPLATES_DIR)
+    )
+    environment = jinja2.Environment(
+        loader=loader,
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        auto_reload=False,
+    )
+    environment.filters["brl"] = _brl
+    environment.filters["data"] = _data
+    environment.globals["produto"] = _product_label
+    return environment
+
+
+# CSS inlining at load time. The layout's <style> is inlined into every HTML template's source once,
+# before Jinja compiles it, so rendering costs nothing extra. The HTML parser must not see Jinja
+# syntax, so each construct is swapped for a placeholder first: an HTML comment for statements
+# between elements (a comment stays where it is, even between table rows, where text would be moved
+# out of the table) and a private-use character pair inside tags and for expressions.
+
+_STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
+_SCAN = re.compile(r"(\{%.*?%\}|\{\{.*?\}\}|\{#.*?#\})|(<[A-Za-z/!])|(>)", re.DOTALL)
+_PLACEHOLDER = re.compile(r"<!--jinja:(\d+)-->|\ue000(\d+)\ue001")
+_DYNAMIC_CLASS = re.compile(r"""\sclass=("[^"]*\ue000|'[^']*\ue000)""")
+_DOCUMENT = re.compile(r"^\s*(\{%.*?%\}\s*)*<!doctype", re.IGNORECASE | re.DOTALL)
+
+
+class _InliningLoader(jinja2.FileSystemLoader):
+    """Hands Jinja each HTML template with the layout's CSS already inlined."""
+
+    def __init__(self, searchpath: Path) -> None:
+        super().__init__(searchpath)
+        self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False)
+        self._css: str | None = None
+
+    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        if template.endswith(".html"):
+            source = self._inline(source, template, environment)
+        return source, filename, uptodate
+
+    def _inline(self, source: str, name: str, environment: jinja2.Environment) -> str:
+        protected, originals = _protect(source)
+        if _DOCUMENT.match(source):
+            inlined = self._inliner.inline(protected)
+        else:
+            inlined = self._inliner.inline_fragment(protected, self._layout_css(environment))
+        if inlined.count("<tbody") != protected.count("<tbody"):
+            raise jinja2.TemplateError(f"{name}: write <tbody> in every table, the HTML parser adds it otherwise")
+        if _DYNAMIC_CLASS.search(protected):
+            raise jinja2.TemplateError(f"{name}: class attributes must be static for the CSS to be inlined")
+        return _restore(inlined, originals, name)
+
+    def _layout_css(self, environment: jinja2.Environment) -> str:
+        if self._css is None:
+            layout, _, _ = super().get_source(environment, "base.html")
+            self._css = "\n".join(_STYLE.findall(layout))
+        return self._css
+
+
+def _protect(source: str) -> tuple[str, list[str]]:
+    originals: list[str] = []
+    pieces: list[str] = []
+    position = 0
+    in_tag = False
+    for match in _SCAN.finditer(source):
+        jinja, tag_open, tag_close = match.groups()
+        if tag_open:
+            in_tag = True
+        elif tag_close:
+            in_tag = False
+        else:
+            pieces.append(source[position : match.start()])
+            number = len(originals)
+            originals.append(jinja)
+            statement = not jinja.startswith("{{")
+            pieces.append(f"<!--jinja:{number}-->" if statement and not in_tag else f"\ue000{number}\ue001")
+            position = match.end()
+    pieces.append(source[position:])
+    return "".join(pieces), originals
+
+
+def _restore(inlined: str, originals: list[str], name: str) -> str:
+    seen: list[int] = []
+
+    def original(match: re.Match[str]) -> str:
+        number = int(match.group(1) or match.group(2))
+        seen.append(number)
+        return originals[number]
+
+    restored = _PLACEHOLDER.sub(original, inlined)
+    if seen != list(range(len(originals))):
+        raise jinja2.TemplateError(
+            f"{name}: the HTML parser moved or dropped Jinja syntax while inlining CSS; "
+            "keep statements between whole elements and expressions inside elements or attribute values"
+        )
+    return restored
+
+
+# Samples for docs/samples: regenerate with `python -m regua.mail docs/samples`.
+
+_SAMPLE_PORTAL = "https://app.example.com.br/portal"
+
+
+def write_samples(directory: Path) -> list[Path]:
+    """Render the sample emails into `directory` as NAME.html and NAME.txt; returns the files written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, context in _sample_contexts().items():
+        rendered = render_email(context)
+        html_path, text_path = directory / f"{name}.html", directory / f"{name}.txt"
+        html_path.write_text(rendered.html, encoding="utf-8")
+        text_path.write_text(rendered.text, encoding="utf-8")
+        written += [html_path, text_path]
+    return written
+
+
+def _sample_contexts() -> dict[str, EmailContext]:
+    """Two realistic emails: a boleto/PIX payer's new invoice and a declined card auto-debit."""
+    manual = InvoiceLine(
+        invoice_id="inv_20261201_mbv",
+        product="platform",
+        period_start=date(2026, 12, 1),
+        period_end=date(2026, 12, 31),
+        due_date=date(2026, 12, 1),
+        subtotal_cents=19990,
+        discount_cents=0,
+        total_cents=19990,
+    )
+    auto_debit = replace(manual, invoice_id="inv_20261201_pc", discount_cents=1000, total_cents=18990)
+    return {
+        "invoice_issued_boleto_pix": EmailContext(
+            kind="invoice_issued",
+            account_id="mercearia-boa-vista",
+            account_name="Mercearia Boa Vista Ltda",
+            recipients=(("Carla Souza", "carla@boavista.example"),),
+            invoices=(manual,),
+            portal_url=_SAMPLE_PORTAL,
+            payment_method="boleto",
+            pix_code=(
+                "00020101021226900014br.gov.bcb.pix2568pix.example.com.br/qr/v2/cobv/"
+                "9d36b84fc70b478fb95c12729b90ca255204000053039865406199.905802BR5920"
+                "REGUA EXEMPLO LTDA6009SAO PAULO62070503***6304A1B2"
+            ),
+            boleto_line="23793.38128 60000.000003 00000.000406 1 97100000019990",
+            boleto_url="https://app.example.com.br/boletos/inv_20261201_mbv.pdf",
+        ),
+        "payment_failed_card_auto_debit": EmailContext(
+            kind="payment_failed",
+            account_id="padaria-central",
+            account_name="Padaria Central Ltda",
+            recipients=(("Ana", "ana@padaria.example"),),
+            invoices=(auto_debit,),
+            portal_url=_SAMPLE_PORTAL,
+            payment_method="card_auto_debit",
+            next_retry_on=date(2026, 12, 3),
+            block_on=date(2026, 12, 7),
+            failure_reason="insufficient_funds",
+        ),
+    }
+
+
+if __name__ == "__main__":
+    for path in write_samples(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/samples")):
+        print(path)

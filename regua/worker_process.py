@@ -1,0 +1,10 @@
+"""The module each `regua worker` process imports: the broker and actors from the environment."""
+
+from __future__ import annotations
+
+from regua.assembly import build_jobs, lazy_context
+from regua.settings import Settings
+
+settings = Settings.from_env()
+jobs = build_jobs(settings, lazy_context(settings))
+broker = jobs.broker

@@ -1,0 +1,112 @@
+"""What every provider module offers: authenticate a delivery, parse it into events, normalise them.
+
+WebhookError
+├── Unauthorized    signature, token or hmac missing or wrong; timestamp out of tolerance (401)
+└── BadPayload      invalid JSON, a required field missing or of the wrong type (400, naming it)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from billing.gateway_events import GatewayEvent
+
+
+class WebhookError(Exception):
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Unauthorized(WebhookError):
+    status = 401
+    code = "unauthorized"
+
+
+class BadPayload(WebhookError):
+    status = 400
+    code = "invalid_payload"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The parts of an HTTP request a provider needs, read once by the route."""
+
+    headers: Mapping[str, str]
+    """Lower-cased names."""
+    query: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class IncomingEvent:
+    """One event of a delivery, ready to store: a PIX batch gives several."""
+
+    dedupe_key: str
+    event_type: str
+    body: str
+    """The raw JSON of this event (the whole body, or one item of a batch)."""
+    ignored: bool = False
+    """A type regua does not act on: stored as ignored, no job queued."""
+
+
+class Provider(Protocol):
+    name: str
+
+    def authenticate(self, delivery: Delivery, now: datetime) -> None:
+        """Raise Unauthorized unless the delivery proves it comes from this provider."""
+
+    def parse(self, delivery: Delivery) -> list[IncomingEvent]:
+        """The events of an authenticated delivery; raise BadPayload naming the field that is wrong."""
+
+    def normalize(self, event_type: str, body: str, received_at: datetime) -> list[GatewayEvent]:
+        """A stored event in regua's own terms (an empty list: nothing to do)."""
+
+
+def decode_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadPayload("body", "is not valid JSON") from None
+
+
+def require(payload: Any, path: str, kind: type | tuple[type, ...]) -> Any:
+    """payload[a][b]... for "a.b", checked to be of `kind`; BadPayload names the dotted path."""
+    value = payload
+    walked = []
+    for part in path.split("."):
+        walked.append(part)
+        if not isinstance(value, dict) or part not in value or value[part] is None:
+            raise BadPayload(".".join(walked), "is required")
+        value = value[part]
+    accepted = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in accepted:
+        raise BadPayload(path, f"must be {_kind_name(accepted)}")
+    if not isinstance(value, accepted):
+        raise BadPayload(path, f"must be {_kind_name(accepted)}")
+    if isinstance(value, str) and not value.strip():
+        raise BadPayload(path, "must not be empty")
+    return value
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {
+        str: "a string",
+        int: "an integer",
+        float: "a number",
+        dict: "an object",
+        list: "a list",
+        bool: "a boolean",
+    }
+    return " or ".join(names.get(kind, kind.__name__) for kind in kinds)

@@ -1,0 +1,70 @@
+"""The actors: each takes ids, calls one processing function, and lets Dramatiq retry what failed."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+
+from regua.runtime import Runtime
+from webhooks.base import Provider
+from workers.processing import process_event
+
+log = logging.getLogger("regua.workers")
+
+EVENTS_PER_MESSAGE = 50
+
+
+@dataclass
+class WorkerContext:
+    """What jobs need, built once per worker process (after the fork: engines must not be shared)."""
+
+    runtime: Runtime
+    providers: Mapping[str, Provider]
+
+
+class EventsNotProcessed(Exception):
+    """Some events of a batch failed; the whole batch is retried (the processed ones are skipped)."""
+
+
+@dataclass
+class Jobs:
+    """The actors declared on one broker, and how the rest of regua queues work on them."""
+
+    broker: dramatiq.Broker
+    process_webhook_events: Any
+
+    def enqueue_events(self, event_ids: list[str]) -> None:
+        for offset in range(0, len(event_ids), EVENTS_PER_MESSAGE):
+            self.process_webhook_events.send(event_ids[offset : offset + EVENTS_PER_MESSAGE])
+
+
+def declare_actors(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Jobs:
+    def process_webhook_events(event_ids: list[str]) -> None:
+        jobs = context()
+        failed = []
+        for event_id in event_ids:
+            try:
+                outcome = process_event(jobs.runtime, jobs.providers, event_id)
+                log.info("webhook event %s: %s", event_id, outcome)
+            except Exception as error:
+                log.warning("webhook event %s failed: %s: %s", event_id, type(error).__name__, error)
+                failed.append(event_id)
+        if failed:
+            raise EventsNotProcessed(f"{len(failed)} of {len(event_ids)} events failed: {failed[:5]}")
+
+    return Jobs(
+        broker=broker,
+        process_webhook_events=dramatiq.actor(
+            actor_name="process_webhook_events",
+            queue_name="webhooks",
+            broker=broker,
+            max_retries=12,
+            min_backoff=1_000,
+            max_backoff=600_000,
+            time_limit=120_000,
+        )(process_webhook_events),
+    )

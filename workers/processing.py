@@ -1,0 +1,128 @@
+"""Processing a stored webhook event: normalise it, apply it to the books, record the outcome. Idempotent."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from billing.gateway_events import Applied, UnknownCharge, apply_gateway_event
+from billing.models import EventStatus, WebhookEvent
+from billing.settlement import PaymentNotYetKnown
+from regua.runtime import Runtime
+from webhooks.asaas import NothingToApply
+from webhooks.base import Provider
+
+log = logging.getLogger("regua.workers")
+
+REQUEUE_AFTER = timedelta(minutes=5)
+MAX_ATTEMPTS = 25
+DONE = (EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.UNMATCHED)
+
+
+def process_event(runtime: Runtime, providers: Mapping[str, Provider], event_id: str) -> str:
+    """Apply one stored event once, however often it is delivered or queued; returns its outcome.
+
+    Normalising may call the gateway (Asaas is re-fetched), so it happens before the transaction;
+    the transaction then takes the event's row lock and re-checks that nobody applied it meanwhile.
+    """
+    event = runtime.read(lambda session: session.get(WebhookEvent, event_id))
+    if event is None:
+        return "missing"
+    if event.status in DONE:
+        return "already_done"
+    provider = providers[event.provider]
+    try:
+        gateway_events = provider.normalize(event.event_type, event.body, event.received_at)
+    except NothingToApply as reason:
+        why = str(reason)
+        return runtime.transaction(lambda session: _finish(session, event_id, EventStatus.PROCESSED, why))
+
+    def apply(session: Session) -> str:
+        locked = session.scalar(select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update())
+        if locked is None or locked.status in DONE:
+            return "already_done"
+        now = runtime.clock.now()
+        results: list[Applied] = []
+        try:
+            for gateway_event in gateway_events:
+                results.append(apply_gateway_event(session, gateway_event, now, runtime.policy))
+        except UnknownCharge as unknown:
+            session.rollback()
+            return _finish(session, event_id, EventStatus.UNMATCHED, str(unknown)[:200])
+        outcome = ",".join(result.outcome for result in results) or "no_action"
+        locked.charge_id = results[0].charge_id if results else None
+        locked.status, locked.processed_at = EventStatus.PROCESSED.value, now
+        locked.outcome, locked.attempts = outcome[:200], locked.attempts + 1
+        return outcome
+
+    try:
+        return runtime.transaction(apply)
+    except PaymentNotYetKnown as waiting:
+        _record_failure(runtime, event_id, f"waiting: {waiting}")
+        raise
+    except Exception as error:
+        _record_failure(runtime, event_id, f"{type(error).__name__}: {error}")
+        raise
+
+
+def _finish(session: Session, event_id: str, status: EventStatus, outcome: str) -> str:
+    event = session.scalar(select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update())
+    if event is None or event.status in DONE:
+        return "already_done"
+    event.status, event.outcome, event.attempts = status.value, outcome[:200], event.attempts + 1
+    return status.value
+
+
+def _record_failure(runtime: Runtime, event_id: str, reason: str) -> None:
+    def work(session: Session) -> None:
+        session.execute(
+            update(WebhookEvent)
+            .where(
+                WebhookEvent.id == event_id,
+                WebhookEvent.status.in_((EventStatus.RECEIVED, EventStatus.FAILED)),
+            )
+            .values(status=EventStatus.FAILED.value, outcome=reason[:200], attempts=WebhookEvent.attempts + 1)
+        )
+
+    try:
+        runtime.transaction(work)
+    except Exception:
+        log.exception("could not record the failure of event %s", event_id)
+
+
+def events_to_requeue(session: Session, runtime: Runtime) -> list[str]:
+    """Events still unprocessed 5 minutes after they arrived (a broker outage, a dead worker)."""
+    cutoff = runtime.clock.now() - REQUEUE_AFTER
+    return list(
+        session.scalars(
+            select(WebhookEvent.id)
+            .where(
+                or_(
+                    WebhookEvent.status == EventStatus.RECEIVED,
+                    (WebhookEvent.status == EventStatus.FAILED) & (WebhookEvent.attempts < MAX_ATTEMPTS),
+                ),
+                WebhookEvent.received_at <= cutoff,
+            )
+            .order_by(WebhookEvent.received_at)
+            .limit(10_000)
+        )
+    )
+
+
+def replay_events(session: Session, event_ids: list[str]) -> list[str]:
+    """Put unmatched or failed events back in line (ops, after creating the missing charge)."""
+    replayable = (EventStatus.UNMATCHED, EventStatus.FAILED)
+    ids = list(
+        session.scalars(
+            select(WebhookEvent.id).where(WebhookEvent.id.in_(event_ids), WebhookEvent.status.in_(replayable))
+        )
+    )
+    if ids:
+        session.execute(
+            update(WebhookEvent).where(WebhookEvent.id.in_(ids)).values(status=EventStatus.RECEIVED.value, outcome=None)
+        )
+    return ids
