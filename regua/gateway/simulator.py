@@ -14,7 +14,8 @@ webhooks from a background thread, retrying while the receiver is down. Card tok
 Test controls live under /sim/ (no token): `POST /sim/payments/{id}/pay` (boleto, PIX, or a confirmed
 card received), `pay-again` (the customer pays a second time: a new received payment with the same
 externalReference), `overdue`, `refuse` (PAYMENT_CREDIT_CARD_CAPTURE_REFUSED), `chargeback`, `event`
-(any event for the payment as it is), `GET /sim/state`, `POST /sim/reset`.
+(any event for the payment as it is), `GET /sim/state` (payments, refused cards, webhook deliveries),
+`POST /sim/webhooks/resend` (queue failed deliveries again), `POST /sim/reset`.
 """
 
 from __future__ import annotations
@@ -199,7 +200,7 @@ def _iso(day: date | None) -> str | None:
 @dataclass
 class _Delivery:
     event: dict[str, object]
-    status: str = "pending"  # pending, delivered, failed, abandoned
+    status: str = "pending"  # pending, delivered, failed, abandoned, disabled (no URL)
     attempts: int = 0
     last_error: str | None = None
 
@@ -261,6 +262,15 @@ class WebhookDispatcher:
     def log(self) -> list[dict[str, object]]:
         with self._lock:
             return [delivery.summary() for delivery in self._log]
+
+    def resend_failed(self) -> int:
+        """Queue again every delivery that failed or was abandoned (Asaas: "reactivate the queue")."""
+        with self._lock:
+            again = [delivery for delivery in self._log if delivery.status in ("failed", "abandoned")]
+            for delivery in again:
+                delivery.status = "pending"
+                self._queue.put(delivery)
+        return len(again)
 
     def forget(self) -> None:
         with self._lock:
@@ -825,6 +835,9 @@ def _routes(sim: AsaasSimulator) -> list[Route]:
         sim.reset()
         return {"reset": True}, 200
 
+    async def resend(_request: Request) -> tuple[object, int]:
+        return {"requeued": sim.dispatcher.resend_failed()}, 200
+
     return [
         Route("/v3/payments", endpoint(create), methods=["POST"]),
         Route("/v3/payments", endpoint(list_payments), methods=["GET"]),
@@ -838,6 +851,7 @@ def _routes(sim: AsaasSimulator) -> list[Route]:
         Route("/sim/payments/{payment_id}/{action}", endpoint(change), methods=["POST"]),
         Route("/sim/state", endpoint(state), methods=["GET"]),
         Route("/sim/reset", endpoint(reset), methods=["POST"]),
+        Route("/sim/webhooks/resend", endpoint(resend), methods=["POST"]),
     ]
 
 

@@ -27,15 +27,14 @@ from regua.gateway.port import (
     BoletoCode,
     CardCharge,
     CardDeclined,
-    GatewayRejected,
     ManualCharge,
     PixCode,
 )
 from regua.gateway.simulator import create_simulator_app
 
 WEBHOOK_TOKEN = "whk-test-token"
-CLIENT_READ_TIMEOUT_S = 0.5
-SIMULATED_DELAY_S = 1.5
+CLIENT_READ_TIMEOUT_S = 0.75
+SIMULATED_DELAY_S = 2.0
 
 
 @contextmanager
@@ -304,9 +303,29 @@ def test_webhooks_are_retried_until_the_receiver_answers_exactly_200(
 def test_a_configured_api_key_is_the_only_one_accepted() -> None:
     app = create_simulator_app("", "", api_key="the-right-key")
     with TestClient(app) as client:
-        with pytest.raises(GatewayRejected) as rejected:
-            AsaasGateway(str(client.base_url), "a-wrong-key", client=client).get_payment("pay_any")
-        assert rejected.value.status_code == 401
-        with pytest.raises(GatewayRejected) as missing:
-            AsaasGateway(str(client.base_url), "the-right-key", client=client).get_payment("pay_any")
-        assert missing.value.status_code == 404
+        missing = client.get("/v3/payments/pay_any")
+        wrong = client.get("/v3/payments/pay_any", headers={"access_token": "a-wrong-key"})
+        right = client.get("/v3/payments/pay_any", headers={"access_token": "the-right-key"})
+
+    assert missing.status_code == wrong.status_code == 401
+    assert wrong.json()["errors"][0]["code"] == "invalid_access_token"
+    assert right.status_code == 404
+    assert right.json() == {"errors": [{"code": "not_found", "description": "Cobrança pay_any não encontrada."}]}
+
+
+def test_a_webhook_that_ran_out_of_retries_can_be_sent_again(
+    gateway: AsaasGateway, sim: httpx.Client, receiver: Receiver
+) -> None:
+    receiver.failures = [500, 500, 500, 500]  # the first try and all three retries
+
+    gateway.charge_card(card("tok_ok"))
+    receiver.events("PAYMENT_CONFIRMED", count=4)
+    deadline = time.monotonic() + 5
+    while sim.get("/sim/state").json()["webhooks"][0]["status"] == "pending":
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert sim.get("/sim/state").json()["webhooks"][0]["status"] == "failed"
+
+    assert sim.post("/sim/webhooks/resend").json() == {"requeued": 1}
+
+    assert len(receiver.events("PAYMENT_CONFIRMED", count=5)) == 5

@@ -18,6 +18,7 @@ from regua.gateway.port import (
     BoletoCode,
     CardCharge,
     CardDeclined,
+    Gateway,
     GatewayRejected,
     GatewayUnavailable,
     ManualCharge,
@@ -396,6 +397,17 @@ def test_an_unknown_payment_is_not_found(asaas: respx.MockRouter, gateway: Asaas
         gateway.get_payment("pay_nope")
 
 
+def test_find_by_reference_ignores_deleted_payments_and_other_references(
+    gateway: AsaasGateway, lookup: respx.Route
+) -> None:
+    listed = fixture("payment_list_by_reference.json")
+    deleted = {**listed["data"][0], "id": "pay_deleted", "deleted": True}
+    other = {**listed["data"][0], "id": "pay_other", "externalReference": "chg_someone_else"}
+    lookup.mock(return_value=httpx.Response(200, json={**listed, "totalCount": 2, "data": [deleted, other]}))
+
+    assert gateway.find_by_reference("chg_7f3a9c1e") is None
+
+
 def test_find_by_reference_answers_none_when_asaas_has_nothing(gateway: AsaasGateway, lookup: respx.Route) -> None:
     assert gateway.find_by_reference("chg_7f3a9c1e") is None
 
@@ -469,6 +481,11 @@ def test_the_base_url_may_be_given_with_or_without_v3(asaas: respx.MockRouter, h
 
     with AsaasGateway(f"{BASE}/v3/", "k", client=http) as gateway:
         assert gateway.get_payment(CARD_ID).id == CARD_ID
+
+
+def test_the_asaas_client_is_a_gateway(http: httpx.Client) -> None:
+    port: Gateway = AsaasGateway(BASE, "k", client=http)  # mypy checks the Protocol here
+    assert isinstance(port, AsaasGateway)
 
 
 # -- money -----------------------------------------------------------------------------------------------------
