@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billing.accounts import get_account
-from billing.blocking import blocking_invoices
+from billing.blocking import blocking_invoices, is_open_at
 from billing.calendar import BillingCalendar
 from billing.models import UNPAID, Block, Invoice, InvoiceStatus, Subscription
 from billing.policy import Policy
@@ -45,8 +45,8 @@ def product_access(
             else min(invoice.block_at for invoice in unpaid if invoice.id in keeping)
         )
         return ProductAccess("blocked", "block", None, since, open_ids)
-    pending = [invoice for invoice in unpaid if invoice.status == InvoiceStatus.OPEN]
-    verifying = [invoice for invoice in unpaid if invoice.status == InvoiceStatus.VERIFYING]
+    pending = [invoice for invoice in unpaid if is_open_at(invoice, now)]
+    verifying = [invoice for invoice in unpaid if not is_open_at(invoice, now)]
     candidates = [invoice.block_at for invoice in pending] + [
         max(invoice.block_at, invoice.verifying_until or invoice.block_at) for invoice in verifying
     ]

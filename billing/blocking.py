@@ -22,6 +22,17 @@ class UnpaidInvoice(Protocol):
     def status(self) -> str: ...
     @property
     def block_at(self) -> datetime: ...
+    @property
+    def verifying_until(self) -> datetime | None: ...
+
+
+def is_open_at(invoice: UnpaidInvoice, now: datetime) -> bool:
+    """Open, or verifying past its window: the rules hold at `now`, not only after the next tick."""
+    if invoice.status == InvoiceStatus.OPEN:
+        return True
+    return invoice.status == InvoiceStatus.VERIFYING and (
+        invoice.verifying_until is None or invoice.verifying_until <= now
+    )
 
 
 def blocking_invoices(
@@ -31,10 +42,10 @@ def blocking_invoices(
 
     Platform (3.5): an open invoice past its block instant blocks; paying it is enough.
     Mentorship (3.6): the same starts a block, but once blocked, every open invoice issued so far
-    keeps it, overdue or not. Verifying invoices (3.7) never block: they hold off or lift a block
-    until their verification expires and they are open again.
+    keeps it, overdue or not. Verifying invoices (3.7) never block while their window lasts: they
+    hold off or lift a block until the verification expires and they are open again.
     """
-    open_invoices = [invoice for invoice in unpaid if invoice.status == InvoiceStatus.OPEN]
+    open_invoices = [invoice for invoice in unpaid if is_open_at(invoice, now)]
     overdue = [invoice.id for invoice in open_invoices if invoice.block_at <= now]
     if product == Product.MENTORSHIP and (overdue or currently_blocked):
         return [invoice.id for invoice in open_invoices]
@@ -88,7 +99,7 @@ def reconcile_blocks(session: Session, account_ids: Sequence[str], now: datetime
                 }
             )
         elif not keeping and block is not None:
-            verifying = any(invoice.status == InvoiceStatus.VERIFYING for invoice in unpaid.get(key, []))
+            verifying = any(not is_open_at(invoice, now) for invoice in unpaid.get(key, []))
             block.lifted_at = now
             block.lift_reason = "verifying" if verifying else "paid"
             changes.lifted.append(block)

@@ -6,7 +6,7 @@ import re
 
 AUTO_DEBIT_DISCOUNT_PERCENT = 5
 
-_DECIMAL = re.compile(r"^(\d{1,15})(?:\.(\d{1,2}))?$")
+_DECIMAL = re.compile(r"([0-9]{1,15})(?:\.([0-9]{1,2}))?")
 
 
 def divide_half_up(numerator: int, denominator: int) -> int:
@@ -36,7 +36,7 @@ def format_brl(amount_cents: int) -> str:
 
 def parse_decimal(text: str) -> int:
     """A gateway's decimal string ("110.00", "99.9", "5") as centavos; anything else is refused."""
-    match = _DECIMAL.match(text.strip()) if isinstance(text, str) else None
+    match = _DECIMAL.fullmatch(text.strip()) if isinstance(text, str) else None
     if match is None:
         raise ValueError(f"not a decimal amount: {text!r}")
     reais, fraction = match.group(1), (match.group(2) or "").ljust(2, "0")

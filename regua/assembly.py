@@ -10,9 +10,9 @@ from datetime import datetime
 from typing import Any
 
 import dramatiq
-import httpx
 
 from billing.tick import TickReport, run_tick
+from regua.gateway.asaas import AsaasGateway
 from regua.runtime import Runtime, build_runtime
 from regua.settings import Settings
 from webhooks.asaas import AsaasProvider
@@ -26,24 +26,25 @@ from workers.processing import events_to_requeue, process_event
 log = logging.getLogger("regua")
 
 
-class AsaasPaymentSource:
-    """GET /v3/payments/{id} on the Asaas API: the trusted state behind an unsigned webhook."""
+class GatewayPaymentSource:
+    """The Asaas payment behind an unsigned webhook, as the gateway's API tells it now.
 
-    def __init__(self, base_url: str, api_key: str, *, client: httpx.Client | None = None) -> None:
-        self._client = client or httpx.Client(base_url=base_url, timeout=httpx.Timeout(10.0, connect=3.0))
-        self._headers = {"access_token": api_key, "User-Agent": "regua"}
+    One attempt per call: retrying is the job's business (Dramatiq's backoff), not a sleeping worker's.
+    """
+
+    def __init__(self, gateway: AsaasGateway) -> None:
+        self._gateway = gateway
 
     def fetch_payment(self, payment_id: str) -> dict[str, Any]:
-        response = self._client.get(f"/v3/payments/{payment_id}", headers=self._headers)
-        response.raise_for_status()
-        payload = response.json()
-        if not isinstance(payload, dict):
-            raise ValueError("the Asaas API answered something other than a payment object")
-        return payload
+        return dict(self._gateway.get_payment(payment_id).raw)
+
+
+def build_gateway(settings: Settings, *, max_attempts: int = 3) -> AsaasGateway:
+    return AsaasGateway(settings.asaas_api_url, settings.asaas_api_key, max_attempts=max_attempts)
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
-    payments = AsaasPaymentSource(settings.asaas_api_url, settings.asaas_api_key)
+    payments = GatewayPaymentSource(build_gateway(settings, max_attempts=1))
     return {
         "standard": StandardProvider(settings.standard_webhook_secrets),
         "asaas": AsaasProvider(settings.asaas_webhook_token, payments),

@@ -194,6 +194,20 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gateway_sim(settings: Settings, args: argparse.Namespace) -> int:
+    """The Asaas API subset regua uses, with scripted outcomes, posting webhooks back to regua."""
+    from regua.gateway.simulator import run_simulator
+
+    run_simulator(
+        args.host,
+        args.port,
+        args.webhook_url,
+        settings.asaas_webhook_token,
+        timeout_delay_s=args.timeout_delay,
+    )
+    return 0
+
+
 def _redacted(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -208,6 +222,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "scheduler": cmd_scheduler,
     "migrate": cmd_migrate,
     "replay": cmd_replay,
+    "gateway-sim": cmd_gateway_sim,
 }
 
 
@@ -227,6 +242,11 @@ def parser() -> argparse.ArgumentParser:
     tick.add_argument("--json", action="store_true", help="print the counts as one JSON object")
     commands.add_parser("scheduler", help="tick every REGUA_TICK_SECONDS until stopped")
     commands.add_parser("migrate", help="apply the database migrations")
+    sim = commands.add_parser("gateway-sim", help="a gateway simulator speaking the Asaas API subset regua uses")
+    sim.add_argument("--host", default="127.0.0.1")
+    sim.add_argument("--port", type=int, default=8001)
+    sim.add_argument("--webhook-url", default="http://127.0.0.1:8000/webhooks/asaas")
+    sim.add_argument("--timeout-delay", type=float, default=25.0, help="seconds tok_timeout holds its answer")
     replay = commands.add_parser("replay", help="process unmatched or failed webhook events again")
     replay.add_argument("event_ids", nargs="+", metavar="EVENT_ID")
     return root

@@ -40,6 +40,9 @@ def process_event(runtime: Runtime, providers: Mapping[str, Provider], event_id:
     except NothingToApply as reason:
         why = str(reason)
         return runtime.transaction(lambda session: _finish(session, event_id, EventStatus.PROCESSED, why))
+    except Exception as error:  # the gateway's API down, most likely: retried by the job, then by tick
+        _record_failure(runtime, event_id, f"{type(error).__name__}: {error}")
+        raise
 
     def apply(session: Session) -> str:
         locked = session.scalar(select(WebhookEvent).where(WebhookEvent.id == event_id).with_for_update())
