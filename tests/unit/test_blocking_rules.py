@@ -33,10 +33,15 @@ class Unpaid:
     id: str
     status: str
     block_at: datetime
+    verifying_until: datetime | None = None
 
 
-def unpaid(invoice_id: str, due: date, status: InvoiceStatus = InvoiceStatus.OPEN) -> Unpaid:
-    return Unpaid(invoice_id, status.value, CALENDAR.block_at(due))
+def unpaid(invoice_id: str, due: date) -> Unpaid:
+    return Unpaid(invoice_id, InvoiceStatus.OPEN.value, CALENDAR.block_at(due))
+
+
+def verifying(invoice_id: str, due: date, until: datetime) -> Unpaid:
+    return Unpaid(invoice_id, InvoiceStatus.VERIFYING.value, CALENDAR.block_at(due), until)
 
 
 def invoice(
@@ -117,22 +122,34 @@ def test_a_mentorship_that_is_not_blocked_is_not_blocked_by_a_current_invoice() 
 
 @pytest.mark.parametrize("product", PRODUCTS)
 @pytest.mark.parametrize("currently_blocked", [False, True], ids=["free", "blocked"])
-def test_a_verifying_invoice_never_blocks(product: str, currently_blocked: bool) -> None:
-    invoices = [unpaid("dec", DEC, InvoiceStatus.VERIFYING)]
+def test_a_verifying_invoice_never_blocks_while_its_verification_lasts(product: str, currently_blocked: bool) -> None:
+    invoices = [verifying("dec", DEC, until=local(2026, 12, 20, 14))]
 
-    assert blocking_invoices(product, invoices, currently_blocked, local(2026, 12, 20)) == []
+    assert blocking_invoices(product, invoices, currently_blocked, local(2026, 12, 20, 13, 59)) == []
 
 
 def test_a_mentorship_whose_every_unpaid_invoice_is_verifying_is_freed() -> None:
-    invoices = [unpaid("dec", DEC, InvoiceStatus.VERIFYING), unpaid("jan", JAN, InvoiceStatus.VERIFYING)]
+    until = local(2027, 1, 5)
+    invoices = [verifying("dec", DEC, until), verifying("jan", JAN, until)]
 
     assert blocking_invoices(Product.MENTORSHIP, invoices, True, local(2027, 1, 3)) == []
 
 
 def test_a_verifying_invoice_does_not_hold_a_platform_that_another_overdue_invoice_blocks() -> None:
-    invoices = [unpaid("dec", DEC, InvoiceStatus.VERIFYING), unpaid("jan", JAN)]
+    invoices = [verifying("dec", DEC, until=local(2027, 1, 10)), unpaid("jan", JAN)]
 
     assert blocking_invoices(Product.PLATFORM, invoices, True, local(2027, 1, 8)) == ["jan"]
+
+
+@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("currently_blocked", [False, True], ids=["free", "blocked"])
+def test_an_overdue_invoice_whose_verification_has_expired_blocks_again(product: str, currently_blocked: bool) -> None:
+    # Rule 3.7: after the window the invoice is overdue again, whether or not a tick has reopened it yet.
+    until = local(2026, 12, 11, 14)
+    invoices = [verifying("dec", DEC, until)]
+
+    assert blocking_invoices(product, invoices, currently_blocked, until) == ["dec"]
+    assert blocking_invoices(product, invoices, currently_blocked, until - timedelta(seconds=1)) == []
 
 
 def test_an_unpaid_mentorship_never_blocks_a_paid_platform_and_the_reverse() -> None:
@@ -147,14 +164,22 @@ def test_an_unpaid_mentorship_never_blocks_a_paid_platform_and_the_reverse() -> 
     assert blocking_invoices(Product.PLATFORM, overdue, False, now) == ["dec"]
 
 
-statuses = st.sampled_from([InvoiceStatus.OPEN, InvoiceStatus.VERIFYING])
+instants = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2028, 1, 1), timezones=st.just(UTC))
 due_dates = st.dates(min_value=date(2026, 1, 1), max_value=date(2027, 12, 1)).map(lambda d: d.replace(day=1))
-invoice_lists = st.lists(st.tuples(due_dates, statuses), max_size=6, unique_by=lambda pair: pair[0]).map(
-    lambda pairs: [unpaid(f"inv_{due.isoformat()}", due, status) for due, status in pairs]
+windows = st.one_of(st.none(), instants)
+"""None: the invoice is open; an instant: it is verifying until then."""
+invoice_lists = st.lists(st.tuples(due_dates, windows), max_size=6, unique_by=lambda pair: pair[0]).map(
+    lambda pairs: [
+        unpaid(f"inv_{due}", due) if until is None else verifying(f"inv_{due}", due, until) for due, until in pairs
+    ]
 )
-instants = st.datetimes(
-    min_value=datetime(2026, 1, 1), max_value=datetime(2028, 1, 1), timezones=st.just(UTC)
-)
+
+
+def open_at(invoice: Unpaid, now: datetime) -> bool:
+    """The oracle of rule 3.7: open, or verifying with its window over."""
+    if invoice.status == InvoiceStatus.OPEN:
+        return True
+    return invoice.verifying_until is not None and invoice.verifying_until <= now
 
 
 @settings(max_examples=300)
@@ -162,7 +187,7 @@ instants = st.datetimes(
 def test_a_platform_is_blocked_exactly_by_its_open_invoices_past_their_block_instant(
     invoices: list[Unpaid], now: datetime
 ) -> None:
-    expected = [i.id for i in invoices if i.status == InvoiceStatus.OPEN and i.block_at <= now]
+    expected = [i.id for i in invoices if open_at(i, now) and i.block_at <= now]
 
     assert blocking_invoices(Product.PLATFORM, invoices, False, now) == expected
     assert blocking_invoices(Product.PLATFORM, invoices, True, now) == expected
@@ -173,8 +198,8 @@ def test_a_platform_is_blocked_exactly_by_its_open_invoices_past_their_block_ins
 def test_a_mentorship_is_blocked_by_every_open_invoice_or_by_none(
     invoices: list[Unpaid], now: datetime, currently_blocked: bool
 ) -> None:
-    open_ids = [i.id for i in invoices if i.status == InvoiceStatus.OPEN]
-    any_overdue = any(i.status == InvoiceStatus.OPEN and i.block_at <= now for i in invoices)
+    open_ids = [i.id for i in invoices if open_at(i, now)]
+    any_overdue = any(open_at(i, now) and i.block_at <= now for i in invoices)
 
     keeping = blocking_invoices(Product.MENTORSHIP, invoices, currently_blocked, now)
 
@@ -188,12 +213,12 @@ def test_a_mentorship_is_blocked_by_every_open_invoice_or_by_none(
     currently_blocked=st.booleans(),
     product=st.sampled_from(PRODUCTS),
 )
-def test_a_verifying_invoice_is_never_among_the_blocking_ones(
+def test_an_invoice_in_its_verification_window_is_never_among_the_blocking_ones(
     invoices: list[Unpaid], now: datetime, currently_blocked: bool, product: str
 ) -> None:
-    verifying = {i.id for i in invoices if i.status == InvoiceStatus.VERIFYING}
+    in_window = {i.id for i in invoices if not open_at(i, now)}
 
-    assert not verifying & set(blocking_invoices(product, invoices, currently_blocked, now))
+    assert not in_window & set(blocking_invoices(product, invoices, currently_blocked, now))
 
 
 # product_access: what the product shows and allows.
@@ -219,6 +244,13 @@ def test_an_account_in_its_trial_has_no_alert() -> None:
         None,
         [],
     )
+
+
+def test_a_trial_lasts_until_its_very_instant_of_ending() -> None:
+    ends = local(2026, 12, 10, 15)
+
+    assert access_at(ends - timedelta(minutes=1), [], trial_ends_at=ends)[0] == "trial"
+    assert access_at(ends, [], trial_ends_at=ends)[0] != "trial"
 
 
 def test_an_account_with_nothing_to_pay_is_active() -> None:
@@ -358,9 +390,7 @@ def test_a_receipt_under_verification_lifts_the_block_until_the_verification_exp
 
 
 def test_a_verification_that_ends_before_day_7_does_not_move_the_block_instant_earlier() -> None:
-    verifying = invoice(
-        "inv_dec", DEC, status=InvoiceStatus.VERIFYING, verifying_until=local(2026, 12, 5, 10)
-    )
+    verifying = invoice("inv_dec", DEC, status=InvoiceStatus.VERIFYING, verifying_until=local(2026, 12, 5, 10))
 
     assert access_at(local(2026, 12, 2, 10), [verifying]) == (
         "verifying",

@@ -181,9 +181,7 @@ def test_a_cpf_with_either_check_digit_changed_is_refused(base: list[int], posit
 
 @settings(max_examples=300)
 @given(base=cnpj_bases, position=st.sampled_from([12, 13]), shift=st.integers(1, 9))
-def test_a_cnpj_with_either_check_digit_changed_is_refused(
-    base: list[int], position: int, shift: int
-) -> None:
+def test_a_cnpj_with_either_check_digit_changed_is_refused(base: list[int], position: int, shift: int) -> None:
     digits = list(complete_cnpj(base))
     digits[position] = str((int(digits[position]) + shift) % 10)
     wrong = "".join(digits)

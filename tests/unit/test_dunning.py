@@ -36,9 +36,7 @@ def test_a_manual_invoice_is_issued_on_day_1_reminded_on_day_3_warned_on_day_5_a
     ]
 
 
-def test_an_auto_debit_invoice_is_charged_on_days_1_3_and_5_and_never_gets_issued_or_reminder_emails() -> (
-    None
-):
+def test_an_auto_debit_invoice_is_charged_on_days_1_3_and_5_and_never_gets_issued_or_reminder_emails() -> None:
     steps = invoice_steps(PaymentMethod.CARD_AUTO_DEBIT, DEC, Policy(), CALENDAR)
 
     assert schedule(steps) == [
@@ -99,9 +97,7 @@ def test_each_step_happens_at_midnight_in_sao_paulo_of_its_day(method: str) -> N
 
 @pytest.mark.parametrize("method", [*MANUAL, PaymentMethod.CARD_AUTO_DEBIT])
 def test_the_account_blocked_email_goes_out_at_the_block_instant(method: str) -> None:
-    [blocked] = [
-        step for step in invoice_steps(method, DEC, Policy(), CALENDAR) if step.kind == "account_blocked"
-    ]
+    [blocked] = [step for step in invoice_steps(method, DEC, Policy(), CALENDAR) if step.kind == "account_blocked"]
 
     assert blocked.at == CALENDAR.block_at(DEC)
 

@@ -74,12 +74,8 @@ def test_a_prepaid_invoice_costs_the_monthly_price_times_its_months(
 
 
 @settings(max_examples=300)
-@given(
-    price=st.integers(min_value=0, max_value=10**9), year=st.integers(2024, 2028), month=st.integers(1, 12)
-)
-def test_an_auto_debit_month_takes_five_percent_off_rounded_half_up(
-    price: int, year: int, month: int
-) -> None:
+@given(price=st.integers(min_value=0, max_value=10**9), year=st.integers(2024, 2028), month=st.integers(1, 12))
+def test_an_auto_debit_month_takes_five_percent_off_rounded_half_up(price: int, year: int, month: int) -> None:
     period = Period(date(year, month, 1), date(year, month, days_in_month(date(year, month, 1))))
 
     draft = draft_invoice(period, price, PaymentMethod.CARD_AUTO_DEBIT)
@@ -196,9 +192,7 @@ def test_a_trial_ending_mid_month_bills_the_remaining_days_pro_rata_rounded_half
     assert period.start == trial_end
     assert period.end == date(trial_end.year, trial_end.month, month_days)
     assert draft.subtotal_cents == half_up(Fraction(price * remaining, month_days))
-    expected_discount = (
-        half_up(Fraction(draft.subtotal_cents, 20)) if method == PaymentMethod.CARD_AUTO_DEBIT else 0
-    )
+    expected_discount = half_up(Fraction(draft.subtotal_cents, 20)) if method == PaymentMethod.CARD_AUTO_DEBIT else 0
     assert draft.discount_cents == expected_discount
     assert draft.total_cents == draft.subtotal_cents - expected_discount
     row = issued_row(period, method, ends_at)
@@ -212,13 +206,8 @@ def test_a_trial_ending_mid_month_bills_the_remaining_days_pro_rata_rounded_half
 def test_no_invoice_is_due_while_the_trial_lasts_even_on_its_last_day() -> None:
     trial_end = local(2026, 12, 10, 15)
 
-    assert (
-        due_periods(date(2026, 12, 10), Frequency.MONTHLY, trial_end, local(2026, 12, 10, 14, 59), CALENDAR)
-        == []
-    )
-    assert due_periods(date(2026, 12, 10), Frequency.MONTHLY, trial_end, trial_end, CALENDAR) == [
-        DECEMBER_REST
-    ]
+    assert due_periods(date(2026, 12, 10), Frequency.MONTHLY, trial_end, local(2026, 12, 10, 14, 59), CALENDAR) == []
+    assert due_periods(date(2026, 12, 10), Frequency.MONTHLY, trial_end, trial_end, CALENDAR) == [DECEMBER_REST]
 
 
 def test_a_month_is_not_due_at_23_59_of_the_day_before_and_is_due_at_midnight_of_day_1() -> None:
@@ -251,9 +240,7 @@ def test_a_pass_after_a_gap_catches_up_every_missing_month() -> None:
     ("frequency", "count"),
     [(Frequency.MONTHLY, 60), (Frequency.QUARTERLY, 20), (Frequency.SEMIANNUAL, 10), (Frequency.ANNUAL, 5)],
 )
-def test_five_years_of_periods_are_contiguous_and_each_begins_on_a_day_1(
-    frequency: Frequency, count: int
-) -> None:
+def test_five_years_of_periods_are_contiguous_and_each_begins_on_a_day_1(frequency: Frequency, count: int) -> None:
     periods = due_periods(date(2024, 1, 1), frequency, None, local(2028, 12, 31, 23, 59), CALENDAR)
 
     assert len(periods) == count

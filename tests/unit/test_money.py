@@ -58,9 +58,7 @@ def test_dividing_rounds_a_half_up_and_not_to_even(numerator: int, denominator: 
 
 
 @pytest.mark.parametrize(("numerator", "denominator"), [(-1, 2), (1, 0), (1, -2), (-5, -5)])
-def test_dividing_refuses_a_negative_numerator_or_a_non_positive_denominator(
-    numerator: int, denominator: int
-) -> None:
+def test_dividing_refuses_a_negative_numerator_or_a_non_positive_denominator(numerator: int, denominator: int) -> None:
     with pytest.raises(ValueError, match="divide_half_up"):
         divide_half_up(numerator, denominator)
 
@@ -221,9 +219,7 @@ def test_centavos_survive_a_round_trip_through_a_gateway_decimal(cents: int) -> 
 
 @settings(max_examples=300)
 @given(reais=st.integers(min_value=0, max_value=10**15 - 1), centavos=st.integers(min_value=0, max_value=99))
-def test_a_two_place_gateway_decimal_survives_a_round_trip_through_centavos(
-    reais: int, centavos: int
-) -> None:
+def test_a_two_place_gateway_decimal_survives_a_round_trip_through_centavos(reais: int, centavos: int) -> None:
     text = f"{reais}.{centavos:02d}"
 
     assert to_decimal_string(parse_decimal(text)) == text

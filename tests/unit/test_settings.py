@@ -203,9 +203,7 @@ def test_a_pix_secret_is_enough_instead_of_standard_webhook_secrets() -> None:
     ],
     ids=lambda value: value if isinstance(value, str) else "+".join(value),
 )
-def test_a_worker_in_production_names_the_first_missing_variable(
-    missing: tuple[str, ...], named: str
-) -> None:
+def test_a_worker_in_production_names_the_first_missing_variable(missing: tuple[str, ...], named: str) -> None:
     settings = Settings.from_env(without(*missing), env_file=None)
 
     with pytest.raises(ConfigError, match=named):
