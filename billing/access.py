@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from billing.accounts import get_account
 from billing.blocking import blocking_invoices, is_open_at
 from billing.calendar import BillingCalendar
-from billing.models import UNPAID, Block, Invoice, InvoiceStatus, Subscription
+from billing.models import UNPAID, Block, Invoice, Subscription
 from billing.policy import Policy
 
 

@@ -332,3 +332,37 @@ class WebhookEvent(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     outcome: Mapped[str | None] = mapped_column(String(200))
     charge_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class NotificationStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+    """Refused for good by the mail server (a 5xx answer): recorded, never retried."""
+    NO_CONTACT = "no_contact"
+    """The account has no contact with manage_payments: nothing sent, listed for ops."""
+    OBSOLETE = "obsolete"
+    """No longer true when its turn came (paid meanwhile): not sent."""
+
+
+class Notification(Base):
+    """An email regua decided to send: once per (invoice or account, kind, step), whatever retries."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_status_created_at", "status", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    """"<invoice or account id>:<kind>:<step>"."""
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    invoice_id: Mapped[str | None] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32))
+    step: Mapped[str] = mapped_column(String(64))
+    recipients: Mapped[list[str]]
+    context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(16), default=NotificationStatus.PENDING)
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    message_id: Mapped[str | None] = mapped_column(String(200))

@@ -44,6 +44,8 @@ def parse_decimal(text: str) -> int:
 
 
 def to_decimal_string(amount_cents: int) -> str:
-    """Centavos as the decimal string that gateway APIs expect ("189.90")."""
+    """Centavos as the decimal string that gateway APIs expect ("189.90"); never a negative amount."""
+    if amount_cents < 0:
+        raise ValueError("gateway amounts are never negative")
     reais, centavos = divmod(amount_cents, 100)
     return f"{reais}.{centavos:02d}"

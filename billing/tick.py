@@ -26,6 +26,7 @@ class TickReport:
     counts: Counter[str] = field(default_factory=Counter)
     invoice_ids: list[str] = field(default_factory=list)
     blocks: BlockChanges = field(default_factory=BlockChanges)
+    started_at: datetime | None = None
 
     def lines(self) -> list[str]:
         names = list(ACTIONS) + sorted(set(self.counts) - set(ACTIONS))
@@ -62,8 +63,19 @@ def run_tick(sessions: sessionmaker[Session], now: datetime, calendar: BillingCa
         report.blocks.lifted += changes.lifted
     report.counts["blocks_applied"] = len(report.blocks.applied)
     report.counts["blocks_lifted"] = len(report.blocks.lifted)
-
-    with unit_of_work(sessions) as session:
-        session.add(TickRun(now=now, started_at=started_at, finished_at=clock.now(), actions=report.as_dict()))
-        session.commit()
+    report.started_at = started_at
     return report
+
+
+def record_tick(sessions: sessionmaker[Session], report: TickReport, clock: Clock) -> None:
+    """The pass's row for ops (its lag and what it did), written once every step has run."""
+    with unit_of_work(sessions) as session:
+        session.add(
+            TickRun(
+                now=report.now,
+                started_at=report.started_at or clock.now(),
+                finished_at=clock.now(),
+                actions=report.as_dict(),
+            )
+        )
+        session.commit()

@@ -11,7 +11,7 @@ from typing import Any
 
 import dramatiq
 
-from billing.tick import TickReport, run_tick
+from billing.tick import TickReport, record_tick, run_tick
 from regua.gateway.asaas import AsaasGateway
 from regua.runtime import Runtime, build_runtime
 from regua.settings import Settings
@@ -19,8 +19,9 @@ from webhooks.asaas import AsaasProvider
 from webhooks.base import Provider
 from webhooks.pix import PixProvider
 from webhooks.standard import StandardProvider
+from workers import charging, mailing
 from workers.actors import Jobs, WorkerContext, declare_actors
-from workers.broker import QUEUES, build_broker
+from workers.broker import build_broker
 from workers.processing import events_to_requeue, process_event
 
 log = logging.getLogger("regua")
@@ -52,6 +53,11 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
     }
 
 
+def worker_context(runtime: Runtime) -> WorkerContext:
+    settings = runtime.settings
+    return WorkerContext(runtime, build_providers(settings), build_gateway(settings))
+
+
 def lazy_context(settings: Settings) -> Callable[[], WorkerContext]:
     """The worker context, built on first use in each process (after Dramatiq forks its workers)."""
     built: list[WorkerContext] = []
@@ -61,7 +67,7 @@ def lazy_context(settings: Settings) -> Callable[[], WorkerContext]:
         if not built:
             with lock:
                 if not built:
-                    built.append(WorkerContext(build_runtime(settings), build_providers(settings)))
+                    built.append(worker_context(build_runtime(settings)))
         return built[0]
 
     return context
@@ -90,17 +96,13 @@ def build_jobs(settings: Settings, context: Callable[[], WorkerContext]) -> Jobs
     return declare_actors(build_broker(settings.broker_url), context)
 
 
-def tick_with_queues(
-    runtime: Runtime,
-    jobs: Jobs | None,
-    providers: dict[str, Provider] | None = None,
-    now: datetime | None = None,
-) -> TickReport:
-    """The billing pass, then what only the service can do: put stale webhook events back in line.
+def tick_with_queues(context: WorkerContext, jobs: Jobs | None, now: datetime | None = None) -> TickReport:
+    """The billing pass, then what only the service can do: queue the work the pass found.
 
-    Without a broker this process can reach (`regua tick` on the embedded default), stale events are
-    processed right here instead.
+    Without a broker this process can reach (`regua tick` on the embedded default), that work is
+    done right here instead: stale webhook events processed, charges made, emails sent.
     """
+    runtime = context.runtime
     report = run_tick(runtime.sessions, now or runtime.clock.now(), runtime.calendar, runtime.clock)
     stale = runtime.read(lambda session: events_to_requeue(session, runtime))
     if stale and jobs is not None:
@@ -109,21 +111,14 @@ def tick_with_queues(
         except Exception as error:
             log.warning("re-queueing %d webhook events failed: %s", len(stale), error)
             stale = []
-    elif stale and providers is not None:
+    elif stale:
         for event_id in stale:
             try:
-                process_event(runtime, providers, event_id)
+                process_event(runtime, context.providers, event_id)
             except Exception as error:
                 log.warning("webhook event %s failed again: %s", event_id, error)
     report.counts["webhooks_requeued"] = len(stale)
+    charging.tick_step(jobs, context, report)
+    mailing.tick_step(jobs, context, report)
+    record_tick(runtime.sessions, report, runtime.clock)
     return report
-
-
-__all__ = [
-    "QUEUES",
-    "AsaasPaymentSource",
-    "InProcessWorker",
-    "build_jobs",
-    "build_providers",
-    "tick_with_queues",
-]

@@ -13,11 +13,18 @@ from datetime import datetime
 
 from billing.clock import parse_instant
 from billing.tick import TickReport
-from regua.assembly import InProcessWorker, build_jobs, build_providers, lazy_context, tick_with_queues
+from regua.assembly import (
+    InProcessWorker,
+    build_jobs,
+    build_providers,
+    lazy_context,
+    tick_with_queues,
+    worker_context,
+)
 from regua.migrate import NotMigrated, ensure_migrated, upgrade
 from regua.runtime import Runtime, build_runtime
 from regua.settings import ConfigError, Settings
-from workers.actors import Jobs, WorkerContext
+from workers.actors import Jobs
 from workers.broker import QUEUES
 from workers.processing import process_event, replay_events
 
@@ -40,8 +47,8 @@ def _runtime(settings: Settings, *, migrated: bool = True) -> Runtime:
 
 
 def tick_once(runtime: Runtime, now: datetime | None = None) -> TickReport:
-    """One pass on this runtime, with stale webhook events processed inline (no broker needed)."""
-    return tick_with_queues(runtime, None, build_providers(runtime.settings), now)
+    """One pass on this runtime, its follow-up work done inline (no broker needed)."""
+    return tick_with_queues(worker_context(runtime), None, now)
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -62,7 +69,7 @@ def cmd_tick(settings: Settings, args: argparse.Namespace) -> int:
     runtime = _runtime(settings)
     try:
         if settings.broker_url:
-            report = tick_with_queues(runtime, build_jobs(settings, lazy_context(settings)), None, now)
+            report = tick_with_queues(worker_context(runtime), build_jobs(settings, lazy_context(settings)), now)
         else:
             report = tick_once(runtime, now)
     finally:
@@ -81,10 +88,10 @@ class Scheduler:
     _thread: threading.Thread | None = None
 
     def run(self) -> None:
-        providers = None if self.jobs is not None else build_providers(self.runtime.settings)
+        context = self.jobs.context() if self.jobs is not None else worker_context(self.runtime)
         while not self._stop.is_set():
             try:
-                report = tick_with_queues(self.runtime, self.jobs, providers)
+                report = tick_with_queues(context, self.jobs)
                 log.info("tick %s", " ".join(report.lines()))
             except Exception:
                 log.exception("tick failed; the next pass will catch up")
@@ -118,8 +125,9 @@ def _serve(settings: Settings, runtime: Runtime, host: str, port: int, *, with_s
 
     from regua.app import Background, create_app
 
-    providers = build_providers(settings)
-    jobs = build_jobs(settings, lambda: WorkerContext(runtime, providers))
+    context = worker_context(runtime)
+    jobs = build_jobs(settings, lambda: context)
+    providers = context.providers
     background: list[Background] = []
     checks: dict[str, Callable[[], object]] = {}
     if settings.broker_url:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
 
+from regua.gateway.port import Gateway
 from regua.runtime import Runtime
 from webhooks.base import Provider
+from workers import charging, mailing
 from workers.processing import process_event
 
 log = logging.getLogger("regua.workers")
@@ -24,6 +26,7 @@ class WorkerContext:
 
     runtime: Runtime
     providers: Mapping[str, Provider]
+    gateway: Gateway | None = None
 
 
 class EventsNotProcessed(Exception):
@@ -36,27 +39,38 @@ class Jobs:
 
     broker: dramatiq.Broker
     process_webhook_events: Any
+    charging: charging.ChargeActors
+    mailing: mailing.MailActors
+    context: Callable[[], WorkerContext] = field(repr=False, default=lambda: None)  # type: ignore[assignment]
 
     def enqueue_events(self, event_ids: list[str]) -> None:
         for offset in range(0, len(event_ids), EVENTS_PER_MESSAGE):
             self.process_webhook_events.send(event_ids[offset : offset + EVENTS_PER_MESSAGE])
 
+    def kick(self) -> None:
+        """Queue the level-triggered follow-ups: pending emails, owed refunds and gateway cancels."""
+        self.mailing.kick()
+        self.charging.kick()
+
 
 def declare_actors(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Jobs:
+    jobs: list[Jobs] = []
+
     def process_webhook_events(event_ids: list[str]) -> None:
-        jobs = context()
+        worker = context()
         failed = []
         for event_id in event_ids:
             try:
-                outcome = process_event(jobs.runtime, jobs.providers, event_id)
+                outcome = process_event(worker.runtime, worker.providers, event_id)
                 log.info("webhook event %s: %s", event_id, outcome)
             except Exception as error:
                 log.warning("webhook event %s failed: %s: %s", event_id, type(error).__name__, error)
                 failed.append(event_id)
+        jobs[0].kick()
         if failed:
             raise EventsNotProcessed(f"{len(failed)} of {len(event_ids)} events failed: {failed[:5]}")
 
-    return Jobs(
+    declared = Jobs(
         broker=broker,
         process_webhook_events=dramatiq.actor(
             actor_name="process_webhook_events",
@@ -67,4 +81,9 @@ def declare_actors(broker: dramatiq.Broker, context: Callable[[], WorkerContext]
             max_backoff=600_000,
             time_limit=120_000,
         )(process_webhook_events),
+        charging=charging.declare(broker, context),
+        mailing=mailing.declare(broker, context),
+        context=context,
     )
+    jobs.append(declared)
+    return declared

@@ -9,7 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from regua.app import create_app
-from regua.assembly import InProcessWorker, build_providers
+from regua.assembly import InProcessWorker, build_gateway, build_providers
 from regua.runtime import Runtime
 from regua.settings import Settings
 from webhooks.base import Provider
@@ -82,7 +82,8 @@ def providers(settings: Settings) -> dict[str, Provider]:
 @pytest.fixture
 def jobs(runtime: Runtime, providers: dict[str, Provider]) -> Jobs:
     """Actors on an in-process stub broker, working on the test's runtime."""
-    return declare_actors(build_broker(""), lambda: WorkerContext(runtime, providers))
+    context = WorkerContext(runtime, providers, build_gateway(runtime.settings))
+    return declare_actors(build_broker(""), lambda: context)
 
 
 @pytest.fixture

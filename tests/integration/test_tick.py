@@ -146,8 +146,8 @@ def test_each_pass_is_recorded_as_a_tick_run_with_its_counts(api: Api, runtime: 
         ]
 
     assert runtime.read(work) == [
-        ("2026-12-01T03:05:00+00:00", billing_counts(first), True),
-        ("2026-12-07T03:01:00+00:00", billing_counts(second), True),
+        ("2026-12-01T03:05:00+00:00", first.as_dict(), True),
+        ("2026-12-07T03:01:00+00:00", second.as_dict(), True),
     ]
     assert first.as_dict()["invoices_issued"] == 1
     assert second.as_dict()["blocks_applied"] == 1

@@ -79,9 +79,11 @@ def test_a_rotated_secret_still_verifies_while_both_are_configured(
     runtime: Runtime, settings: Settings, clock: FrozenClock
 ) -> None:
     new_secret = "whsec_" + "B" * 43
-    rotated = Settings(**{**settings.__dict__, "standard_webhook_secrets": (new_secret, *settings.standard_webhook_secrets)})
+    rotated = Settings(
+        **{**settings.__dict__, "standard_webhook_secrets": (new_secret, *settings.standard_webhook_secrets)}
+    )
     app_runtime = build_runtime(rotated, clock=clock)
-    app = create_app(app_runtime, build_providers(rotated), lambda ids: None)
+    app = create_app(app_runtime, build_providers(rotated), lambda _ids: None)
     body = standard_body("payment.pending", "chg_x")
     with TestClient(app) as client:
         for index, secret in enumerate((new_secret, settings.standard_webhook_secrets[0])):
@@ -114,7 +116,9 @@ def test_an_asaas_delivery_without_the_right_token_is_401(
     assert stored_events(runtime) == 0
 
 
-@pytest.mark.parametrize("url", ["/webhooks/pix", "/webhooks/pix?hmac=wrong", "/webhooks/pix/pix?hmac=", "/webhooks/pix/pix"])
+@pytest.mark.parametrize(
+    "url", ["/webhooks/pix", "/webhooks/pix?hmac=wrong", "/webhooks/pix/pix?hmac=", "/webhooks/pix/pix"]
+)
 def test_a_pix_delivery_without_the_right_hmac_is_401(client: TestClient, runtime: Runtime, url: str) -> None:
     body = json.dumps(fixture("pix/single.json")).encode()
     response = client.post(url, content=body, headers={"content-type": "application/json"})
@@ -144,7 +148,9 @@ def test_a_body_over_the_limit_streamed_without_content_length_is_413(client: Te
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", ""])
-def test_a_body_that_is_not_json_by_content_type_is_415(client: TestClient, runtime: Runtime, content_type: str) -> None:
+def test_a_body_that_is_not_json_by_content_type_is_415(
+    client: TestClient, runtime: Runtime, content_type: str
+) -> None:
     headers = {**asaas_headers(), "content-type": content_type}
     response = client.post("/webhooks/asaas", content=asaas_delivery("PAYMENT_RECEIVED", **ASAAS), headers=headers)
     assert response.status_code == 415
@@ -154,7 +160,7 @@ def test_a_body_that_is_not_json_by_content_type_is_415(client: TestClient, runt
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
-        (lambda body: "{not json", "body"),
+        (lambda _body: "{not json", "body"),
         (lambda body: {**body, "id": None}, "id"),
         (lambda body: {**body, "event": 7}, "event"),
         (lambda body: {**body, "payment": "pay_1"}, "payment.id"),
@@ -273,9 +279,11 @@ def test_when_the_database_is_unreachable_the_answer_is_503_so_the_gateway_retri
 ) -> None:
     down = Settings(**{**settings.__dict__, "database_url": "postgresql://postgres@127.0.0.1:1/regua"})
     runtime = build_runtime(down, clock=clock)
-    app = create_app(runtime, build_providers(down), lambda ids: None)
+    app = create_app(runtime, build_providers(down), lambda _ids: None)
     with TestClient(app) as client:
-        response = client.post("/webhooks/asaas", content=asaas_delivery("PAYMENT_RECEIVED", **ASAAS), headers=asaas_headers())
+        response = client.post(
+            "/webhooks/asaas", content=asaas_delivery("PAYMENT_RECEIVED", **ASAAS), headers=asaas_headers()
+        )
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "unavailable"
     assert "Traceback" not in response.text
@@ -301,4 +309,3 @@ def test_when_the_broker_is_down_the_event_is_stored_answered_and_later_requeued
     assert tick_once(runtime).counts["webhooks_requeued"] == 1
     [row] = event_rows(runtime)
     assert row.status == "unmatched"
-
