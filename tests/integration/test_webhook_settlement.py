@@ -59,7 +59,9 @@ def charge_for(runtime: Runtime, invoice_ids: list[str], method: str = "pix") ->
     return runtime.transaction(lambda session: open_charge(session, invoice_ids, method, runtime.clock.now()).id)
 
 
-def deliver_standard(client: TestClient, clock: FrozenClock, event_type: str, charge_id: str, message_id: str, **data: Any) -> None:
+def deliver_standard(
+    client: TestClient, clock: FrozenClock, event_type: str, charge_id: str, message_id: str, **data: Any
+) -> None:
     body = standard_body(event_type, charge_id, **data)
     response = client.post("/webhooks/standard", content=body, headers=standard_headers(body, message_id, clock.now()))
     assert response.status_code == 200, response.text
@@ -183,7 +185,12 @@ def test_a_chargeback_reopens_the_month_it_paid(
 
 
 def test_an_event_for_an_unknown_charge_is_parked_as_unmatched_and_can_be_replayed(
-    client: TestClient, runtime: Runtime, clock: FrozenClock, jobs: Jobs, providers: dict[str, Provider], blocked_invoice: str
+    client: TestClient,
+    runtime: Runtime,
+    clock: FrozenClock,
+    jobs: Jobs,
+    providers: dict[str, Provider],
+    blocked_invoice: str,
 ) -> None:
     deliver_standard(client, clock, "payment.confirmed", "chg_made_elsewhere", "msg_orphan", payment_id="gw_ext_1")
     settle_jobs(jobs, runtime)
@@ -219,7 +226,9 @@ def test_an_asaas_payment_is_settled_only_after_the_api_confirms_it(
     fetch = asaas_api.get("/v3/payments/pay_777").mock(
         return_value=httpx.Response(200, json=asaas_payment("pay_777", charge_id, "RECEIVED", 199.9))
     )
-    body = asaas_delivery("PAYMENT_RECEIVED_PIX", event_id="evt_1", payment_id="pay_777", reference=charge_id, value=199.9)
+    body = asaas_delivery(
+        "PAYMENT_RECEIVED_PIX", event_id="evt_1", payment_id="pay_777", reference=charge_id, value=199.9
+    )
     assert client.post("/webhooks/asaas", content=body, headers=asaas_headers()).json() == {"status": "accepted"}
     settle_jobs(jobs, runtime)
     assert fetch.call_count == 1
@@ -236,7 +245,9 @@ def test_an_asaas_webhook_the_api_contradicts_settles_nothing(
     asaas_api.get("/v3/payments/pay_forged").mock(
         return_value=httpx.Response(200, json=asaas_payment("pay_forged", charge_id, "PENDING", 199.9))
     )
-    body = asaas_delivery("PAYMENT_RECEIVED_PIX", event_id="evt_f", payment_id="pay_forged", reference=charge_id, value=199.9)
+    body = asaas_delivery(
+        "PAYMENT_RECEIVED_PIX", event_id="evt_f", payment_id="pay_forged", reference=charge_id, value=199.9
+    )
     client.post("/webhooks/asaas", content=body, headers=asaas_headers())
     settle_jobs(jobs, runtime)
     assert rows(runtime, Payment) == []
@@ -252,11 +263,15 @@ def test_an_asaas_refund_is_recorded_from_the_refetched_payment(
     charge_id = charge_for(runtime, [blocked_invoice], "card")
     route = asaas_api.get("/v3/payments/pay_9")
     route.mock(return_value=httpx.Response(200, json=asaas_payment("pay_9", charge_id, "CONFIRMED", 199.9)))
-    confirmed = asaas_delivery("PAYMENT_CONFIRMED", event_id="evt_c", payment_id="pay_9", reference=charge_id, value=199.9)
+    confirmed = asaas_delivery(
+        "PAYMENT_CONFIRMED", event_id="evt_c", payment_id="pay_9", reference=charge_id, value=199.9
+    )
     client.post("/webhooks/asaas", content=confirmed, headers=asaas_headers())
     settle_jobs(jobs, runtime)
     route.mock(return_value=httpx.Response(200, json=asaas_payment("pay_9", charge_id, "REFUNDED", 199.9)))
-    refunded = asaas_delivery("PAYMENT_REFUNDED", event_id="evt_r", payment_id="pay_9", reference=charge_id, value=199.9)
+    refunded = asaas_delivery(
+        "PAYMENT_REFUNDED", event_id="evt_r", payment_id="pay_9", reference=charge_id, value=199.9
+    )
     client.post("/webhooks/asaas", content=refunded, headers=asaas_headers())
     settle_jobs(jobs, runtime)
     [payment] = rows(runtime, Payment)
@@ -265,12 +280,18 @@ def test_an_asaas_refund_is_recorded_from_the_refetched_payment(
 
 
 def test_an_asaas_api_outage_leaves_the_event_to_be_retried(
-    client: TestClient, runtime: Runtime, jobs: Jobs, providers: dict[str, Provider], blocked_invoice: str,
+    client: TestClient,
+    runtime: Runtime,
+    jobs: Jobs,
+    providers: dict[str, Provider],
+    blocked_invoice: str,
     asaas_api: respx.MockRouter,
 ) -> None:
     charge_id = charge_for(runtime, [blocked_invoice])
     route = asaas_api.get("/v3/payments/pay_5").mock(return_value=httpx.Response(503))
-    body = asaas_delivery("PAYMENT_RECEIVED_PIX", event_id="evt_5", payment_id="pay_5", reference=charge_id, value=199.9)
+    body = asaas_delivery(
+        "PAYMENT_RECEIVED_PIX", event_id="evt_5", payment_id="pay_5", reference=charge_id, value=199.9
+    )
     client.post("/webhooks/asaas", content=body, headers=asaas_headers())
     settle_jobs(jobs, runtime, until=("failed",))
     [event] = event_rows(runtime)
@@ -288,14 +309,18 @@ def test_a_pix_payment_settles_by_txid_and_its_devolucao_refunds_it(
     charge_id = charge_for(runtime, [blocked_invoice])
     item = fixture("pix/devolucao_devolvido.json")["pix"][0]
     paid = {**{k: v for k, v in item.items() if k != "devolucoes"}, "txid": pix_txid(charge_id), "valor": "199.90"}
-    response = client.post(pix_url(), content=json.dumps({"pix": [paid]}).encode(), headers={"content-type": "application/json"})
+    response = client.post(
+        pix_url(), content=json.dumps({"pix": [paid]}).encode(), headers={"content-type": "application/json"}
+    )
     assert response.json() == {"status": "accepted"}
     settle_jobs(jobs, runtime)
     assert api.access("padaria-central", "platform")["state"] == "active"
     refunded = {**item, "txid": pix_txid(charge_id), "valor": "199.90"}
     refunded["devolucoes"] = [{**item["devolucoes"][0], "valor": "199.90"}]
     response = client.post(
-        pix_url("/webhooks/pix/pix"), content=json.dumps({"pix": [refunded]}).encode(), headers={"content-type": "application/json"}
+        pix_url("/webhooks/pix/pix"),
+        content=json.dumps({"pix": [refunded]}).encode(),
+        headers={"content-type": "application/json"},
     )
     assert response.json() == {"status": "accepted"}  # the payment is a duplicate, its devolução is new
     settle_jobs(jobs, runtime)
@@ -304,7 +329,9 @@ def test_a_pix_payment_settles_by_txid_and_its_devolucao_refunds_it(
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-@pytest.mark.parametrize("events", [("evt_msg_1", "evt_msg_2"), ("evt_msg_1", "evt_msg_1")], ids=["two-deliveries", "one-delivery"])
+@pytest.mark.parametrize(
+    "events", [("evt_msg_1", "evt_msg_2"), ("evt_msg_1", "evt_msg_1")], ids=["two-deliveries", "one-delivery"]
+)
 def test_two_workers_settling_the_same_payment_at_the_same_instant_settle_it_once(
     runtime: Runtime, clock: FrozenClock, providers: dict[str, Provider], blocked_invoice: str, events: tuple[str, str]
 ) -> None:
@@ -346,4 +373,3 @@ def test_two_workers_settling_the_same_payment_at_the_same_instant_settle_it_onc
     assert sorted(outcomes)[0] in ("already_done", "already_recorded")
     assert len(rows(runtime, Payment)) == 1
     assert [invoice.status for invoice in rows(runtime, Invoice)] == ["paid"]
-

@@ -68,6 +68,4 @@ def stored_events(runtime: Runtime) -> int:
 
 
 def event_rows(runtime: Runtime) -> list[WebhookEvent]:
-    return runtime.read(
-        lambda session: list(session.scalars(select(WebhookEvent).order_by(WebhookEvent.received_at)))
-    )
+    return runtime.read(lambda session: list(session.scalars(select(WebhookEvent).order_by(WebhookEvent.received_at))))
