@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
@@ -58,15 +59,17 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        intake.start()
+        await intake.start()
         for part in background:
             part.start()
+        # What exists after start-up lives as long as the process: keep the collector off it.
+        gc.freeze()
         try:
             yield
         finally:
             for part in reversed(background):
                 await run_in_threadpool(part.stop)
-            await run_in_threadpool(intake.stop)
+            await intake.stop()
             runtime.close()
 
     routes: list[BaseRoute] = [

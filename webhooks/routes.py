@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -13,7 +12,7 @@ from starlette.routing import Route
 from billing.clock import Clock
 from regua.http import error_response
 from webhooks.base import Delivery, Provider, WebhookError
-from webhooks.intake import Intake
+from webhooks.intake import Intake, StoreUnavailable
 
 log = logging.getLogger("regua.webhooks")
 
@@ -70,7 +69,7 @@ class WebhookEndpoint:
             return error_response(error.status, error.code, error.message)
         try:
             answer = await self.intake.submit(provider.name, events)
-        except SQLAlchemyError:
+        except StoreUnavailable:
             return error_response(
                 503, "unavailable", "the database is unreachable; deliver again", {"Retry-After": "5"}
             )

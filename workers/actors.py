@@ -17,7 +17,7 @@ from workers.processing import process_event
 
 log = logging.getLogger("regua.workers")
 
-EVENTS_PER_MESSAGE = 50
+EVENTS_PER_MESSAGE = 100
 
 
 @dataclass
