@@ -8,7 +8,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from billing.clock import parse_instant
@@ -174,6 +174,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     """Everything in one process on the embedded default (SQLite), migrated on start."""
     if settings.production:
         raise CommandError("`regua dev` is for development: unset REGUA_ENV=production")
+    settings = with_dev_secrets(settings)
     upgrade(settings.database_url)
     runtime = _runtime(settings)
     base = f"http://{args.host}:{args.port}"
@@ -182,8 +183,23 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     print(f"  webhooks   {base}/webhooks/standard  {base}/webhooks/asaas  {base}/webhooks/pix")
     print(f"  health     {base}/healthz   {base}/readyz")
     print(f"  scheduler  a tick every {settings.tick_seconds} s")
+    print(f"  secrets    standard {settings.standard_webhook_secrets[0]}")
+    print(f"             asaas-access-token {settings.asaas_webhook_token}   pix ?hmac={settings.pix_webhook_secret}")
     _serve(settings, runtime, args.host, args.port, with_scheduler=True)
     return 0
+
+
+DEV_STANDARD_SECRET = "whsec_cmVndWEtZGV2LW9ubHktc2VjcmV0LW5vdC1mb3ItcHJvZA=="
+
+
+def with_dev_secrets(settings: Settings) -> Settings:
+    """`regua dev` answers webhooks out of the box: known, printed secrets where none are set."""
+    return replace(
+        settings,
+        standard_webhook_secrets=settings.standard_webhook_secrets or (DEV_STANDARD_SECRET,),
+        asaas_webhook_token=settings.asaas_webhook_token or "dev-asaas-token",
+        pix_webhook_secret=settings.pix_webhook_secret or "dev-pix-hmac",
+    )
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
