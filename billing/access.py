@@ -35,15 +35,17 @@ def product_access(
     calendar: BillingCalendar,
     policy: Policy,
 ) -> ProductAccess:
-    """The truth at `now` by the rules, not only by the last tick: login is refused from 00:00 of day 7."""
+    """The truth at `now` by the rules, not only by the last tick: login is refused from 00:00 of day 7.
+
+    A block in force is honoured as it is: only a payment or a verification lifts one, and both
+    reconcile the blocks in their own transaction.
+    """
     open_ids = [invoice.id for invoice in unpaid]
-    keeping = blocking_invoices(product, unpaid, block is not None, now)
+    if block is not None:
+        return ProductAccess("blocked", "block", None, block.started_at, open_ids)
+    keeping = blocking_invoices(product, unpaid, False, now)
     if keeping:
-        since = (
-            block.started_at
-            if block is not None
-            else min(invoice.block_at for invoice in unpaid if invoice.id in keeping)
-        )
+        since = min(invoice.block_at for invoice in unpaid if invoice.id in keeping)
         return ProductAccess("blocked", "block", None, since, open_ids)
     pending = [invoice for invoice in unpaid if is_open_at(invoice, now)]
     verifying = [invoice for invoice in unpaid if not is_open_at(invoice, now)]
