@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
+from starlette.testclient import TestClient
 
 from billing.accounts import AccountInput, SubscriptionInput, upsert_account, upsert_subscription
 from billing.clock import FrozenClock, parse_instant
 from billing.models import Invoice
+from regua.app import create_app
+from regua.assembly import build_providers
 from regua.migrate import upgrade
 from regua.runtime import build_runtime
 from regua.settings import Settings
@@ -132,6 +135,16 @@ def test_tick_on_day_seven_applies_the_block(migrated: str) -> None:
     assert result.returncode == 0, result.stderr
     assert "blocks_applied 1" in result.stdout.splitlines()
     assert "invoices_issued 1" in result.stdout.splitlines()
+
+
+def test_after_the_day_seven_tick_the_access_api_says_blocked_whatever_the_server_clock(migrated: str) -> None:
+    assert regua(migrated, "tick", "--now", "2026-12-07T00:01:00-03:00").returncode == 0
+    server_clock = FrozenClock(parse_instant("2026-11-23T10:00:00-03:00"))  # a server that is not ahead
+    runtime = build_runtime(Settings(env="test", database_url=migrated), clock=server_clock)
+    app = create_app(runtime, build_providers(runtime.settings), lambda _ids: None)
+    with TestClient(app) as client:
+        access = client.get("/api/accounts/padaria-central/access").json()["products"]["platform"]
+    assert (access["state"], access["blocked_since"]) == ("blocked", "2026-12-07T00:01:00-03:00")
 
 
 def test_tick_refuses_now_in_production(migrated: str) -> None:
