@@ -46,7 +46,22 @@ async def server_error(_request: Request, exc: Exception) -> Response:
     return error_response(500, "internal_error", "something went wrong on our side")
 
 
+class HTTPStatusError(BillingError):
+    """An error that is about the HTTP request itself, with its own status."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+async def http_status_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPStatusError)
+    return error_response(exc.status, exc.code, exc.message)
+
+
 EXCEPTION_HANDLERS: dict[Any, Any] = {
+    HTTPStatusError: http_status_error,
     BillingError: billing_error,
     HTTPException: http_error,
     OperationalError: database_error,
@@ -68,23 +83,6 @@ async def json_body(request: Request) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise InvalidInput("body", "must be a JSON object")
     return payload
-
-
-class HTTPStatusError(BillingError):
-    """An error that is about the HTTP request itself, with its own status."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-async def http_status_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPStatusError)
-    return error_response(exc.status, exc.code, exc.message)
-
-
-EXCEPTION_HANDLERS[HTTPStatusError] = http_status_error
 
 
 class BearerAuthMiddleware:

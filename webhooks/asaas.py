@@ -18,7 +18,15 @@ from billing.gateway_events import (
     PaymentPending,
     PaymentRefunded,
 )
-from webhooks.base import BadPayload, Delivery, IncomingEvent, Unauthorized, decode_json, require
+from webhooks.base import (
+    BadPayload,
+    Delivery,
+    IncomingEvent,
+    NothingToApply,
+    Unauthorized,
+    decode_json,
+    require,
+)
 
 GATEWAY = "asaas"
 ASAAS_ZONE = ZoneInfo("America/Sao_Paulo")
@@ -42,10 +50,6 @@ ACTED_ON = (
     "PAYMENT_CHARGEBACK_REQUESTED",
     "PAYMENT_DELETED",
 )
-
-
-class NothingToApply(Exception):
-    """A known event that changes nothing in regua's books (the reason is kept as its outcome)."""
 
 
 class PaymentSource(Protocol):

@@ -39,6 +39,10 @@ class BadPayload(WebhookError):
         self.field = field
 
 
+class NothingToApply(Exception):
+    """A known event that changes nothing in regua's books (the reason is kept as its outcome)."""
+
+
 @dataclass(frozen=True)
 class Delivery:
     """The parts of an HTTP request a provider needs, read once by the route."""

@@ -13,8 +13,7 @@ from billing.gateway_events import Applied, UnknownCharge, apply_gateway_event
 from billing.models import EventStatus, WebhookEvent
 from billing.settlement import PaymentNotYetKnown
 from regua.runtime import Runtime
-from webhooks.asaas import NothingToApply
-from webhooks.base import Provider
+from webhooks.base import NothingToApply, Provider
 
 log = logging.getLogger("regua.workers")
 
