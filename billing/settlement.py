@@ -100,6 +100,11 @@ def _locked_charge(session: Session, charge_id: str) -> Charge:
     return charge
 
 
+def lock_charge(session: Session, charge_id: str) -> Charge:
+    """The charge, under its account's lock and its own row lock, as settlement takes them (NotFound if none)."""
+    return _locked_charge(session, charge_id)
+
+
 def settle_charge(session: Session, charge_id: str, payment: ConfirmedPayment, now: datetime) -> Settlement:
     """Record a confirmed payment of a charge and everything that follows from it, in one transaction.
 

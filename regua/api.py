@@ -22,11 +22,14 @@ from billing.accounts import (
     upsert_subscription,
     validate_account_id,
 )
+from billing.checkout import CheckoutRequest, CheckoutResult, checkout
 from billing.history import payment_history
 from billing.models import Account, Invoice, Payment, Refund, Subscription
 from billing.settlement import record_receipt
 from billing.timeline import Event, account_timeline
-from regua.http import BearerAuthMiddleware, json_body
+from regua.gateway.asaas import AsaasGateway
+from regua.gateway.port import Gateway, GatewayRejected, GatewayUnavailable
+from regua.http import BearerAuthMiddleware, error_response, json_body
 from regua.runtime import Runtime
 
 
@@ -105,6 +108,43 @@ def refund_json(refund: Refund) -> dict[str, Any]:
         "refunded_at": utc_text(refund.refunded_at),
         "reason": refund.reason,
         "status": refund.status,
+    }
+
+
+def checkout_json(result: CheckoutResult) -> dict[str, Any]:
+    """A checkout's answer: the charge, its invoices, and how to pay it (or how the card went)."""
+    charge, details = result.charge, result.charge.details
+    pix = boleto = card = None
+    if charge.method == "pix" and "pix_code" in details:
+        pix = {
+            "code": details["pix_code"],
+            "qr_image": details.get("pix_qr"),
+            "expires_at": details.get("pix_expires_at"),
+        }
+    if charge.method == "boleto" and "boleto_line" in details:
+        boleto = {
+            "line": details["boleto_line"],
+            "url": details.get("boleto_url"),
+            "bar_code": details.get("boleto_bar_code"),
+        }
+    if result.card is not None:
+        decline = result.card.decline
+        card = {
+            "status": charge.status,
+            "installments": charge.installments,
+            "decline": None
+            if decline is None
+            else {"hard": decline.hard, "reason": decline.reason, "message": decline.message},
+        }
+    return {
+        "charge_id": charge.id,
+        "amount_cents": charge.amount_cents,
+        "method": charge.method,
+        "status": charge.status,
+        "invoices": [invoice_json(invoice) for invoice in result.invoices],
+        "pix": pix,
+        "boleto": boleto,
+        "card": card,
     }
 
 
@@ -214,6 +254,32 @@ class ProductAPI:
 
         return JSONResponse(await run_in_threadpool(rt.transaction, work))
 
+    async def post_checkout(self, request: Request) -> JSONResponse:
+        """One charge for what must be paid now: 201 new, 200 the pending one again, 202 a card still unsure."""
+        account_id = request.path_params["account_id"]
+        data = CheckoutRequest.parse(await json_body(request))
+        try:
+            result = await run_in_threadpool(checkout, self.runtime, self.checkout_gateway(), account_id, data)
+        except GatewayUnavailable:
+            return error_response(
+                503, "gateway_unavailable", "the payment gateway did not answer: try again", {"Retry-After": "30"}
+            )
+        except GatewayRejected as rejected:
+            return error_response(
+                502, "gateway_rejected", f"the payment gateway refused the charge (HTTP {rejected.status_code})"
+            )
+        pending_card = result.card is not None and result.charge.status == "pending"
+        status = 202 if pending_card else 201 if result.created else 200
+        return JSONResponse(checkout_json(result), status_code=status)
+
+    def checkout_gateway(self) -> Gateway:
+        """The gateway checkouts charge through, built on first use from the settings."""
+        gateway: Gateway | None = self.__dict__.get("_checkout_gateway")
+        if gateway is None:
+            settings = self.runtime.settings
+            gateway = self.__dict__["_checkout_gateway"] = AsaasGateway(settings.asaas_api_url, settings.asaas_api_key)
+        return gateway
+
     async def get_timeline(self, request: Request) -> JSONResponse:
         account_id = request.path_params["account_id"]
         rt = self.runtime
@@ -242,6 +308,7 @@ def api_routes(runtime: Runtime) -> Mount:
             Route("/accounts/{account_id}/invoices", api.get_invoices, methods=["GET"]),
             Route("/accounts/{account_id}/payments", api.get_payments, methods=["GET"]),
             Route("/accounts/{account_id}/timeline", api.get_timeline, methods=["GET"]),
+            Route("/accounts/{account_id}/checkout", api.post_checkout, methods=["POST"]),
             Route("/invoices/{invoice_id}/receipts", api.post_receipt, methods=["POST"]),
         ],
         middleware=[Middleware(BearerAuthMiddleware, token=runtime.settings.api_token)],

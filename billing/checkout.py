@@ -1,0 +1,306 @@
+"""The checkout: one charge for what must be paid now (rules 3.5, 3.6), by PIX, boleto or card.
+
+Platform: the overdue invoices are enough to lift a block (3.5); with none overdue, the open ones.
+Mentorship: every open invoice, in one combined charge (3.6). A checkout never doubles a charge: one
+still pending for the same invoices and method is answered again (its PIX or boleto codes); any
+other pending charge on these invoices is canceled, at the gateway first, before the new one exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from billing import validation as v
+from billing.accounts import get_account
+from billing.blocking import is_open_at, lock_accounts
+from billing.charging import (
+    CHECKOUT,
+    Books,
+    CardResult,
+    leased,
+    make_card_charge,
+    record_gateway_answer,
+    release_lease,
+    take_lease,
+    was_sent,
+)
+from billing.errors import Conflict, InvalidInput
+from billing.models import (
+    UNPAID,
+    Account,
+    Charge,
+    ChargeInvoice,
+    ChargeStatus,
+    Invoice,
+    Product,
+)
+from billing.settlement import lock_charge, open_charge, record_failure
+from regua.gateway.port import (
+    BoletoCode,
+    Gateway,
+    GatewayRejected,
+    ManualCharge,
+    PaymentNotFound,
+    PixCode,
+)
+
+METHODS = ("pix", "boleto", "card")
+PRODUCTS = tuple(product.value for product in Product)
+
+
+@dataclass(frozen=True)
+class CheckoutRequest:
+    product: str
+    method: str
+    card_token: str | None
+    installments: int
+
+    @classmethod
+    def parse(cls, payload: Mapping[str, Any]) -> CheckoutRequest:
+        product = v.choice(payload, "product", PRODUCTS)
+        method = v.choice(payload, "method", METHODS)
+        card_token = v.text(payload, "card_token", required=method == "card")
+        installments = v.integer(payload, "installments", required=False, minimum=1, maximum=12, default=1)
+        assert installments is not None
+        if method != "card" and card_token is not None:
+            raise InvalidInput("card_token", "only a card checkout takes a card token")
+        if method != "card" and installments > 1:
+            raise InvalidInput("installments", "only a card payment is split in installments")
+        return cls(product, method, card_token, installments)
+
+
+@dataclass(frozen=True)
+class CheckoutResult:
+    charge: Charge
+    invoices: list[Invoice]
+    created: bool
+    card: CardResult | None = None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    charge_id: str
+    method: str
+    installments: int
+    invoice_ids: frozenset[str]
+    sent: bool
+    leased: bool
+    has_codes: bool
+
+
+@dataclass(frozen=True)
+class _Selection:
+    invoice_ids: list[str]
+    pending: list[_Pending]
+
+
+def owed_now(invoices: Sequence[Invoice], product: str, now: datetime) -> list[Invoice]:
+    """What a checkout collects: rule 3.5 for the platform, rule 3.6 for a mentorship.
+
+    Overdue means past its tolerance (the invoices that block): a platform pays those and the month
+    still in its tolerance follows its own cycle; with none overdue, every open invoice.
+    """
+    unpaid = [invoice for invoice in invoices if is_open_at(invoice, now)]
+    if product == Product.MENTORSHIP:
+        return unpaid
+    overdue = [invoice for invoice in unpaid if invoice.block_at <= now]
+    return overdue or unpaid
+
+
+def _select(session: Session, account_id: str, request: CheckoutRequest, books: Books) -> _Selection:
+    now = books.clock.now()
+    account = get_account(session, account_id)
+    lock_accounts(session, [account_id])
+    unpaid = list(
+        session.scalars(
+            select(Invoice)
+            .where(
+                Invoice.account_id == account_id,
+                Invoice.product == request.product,
+                Invoice.status.in_(UNPAID),
+            )
+            .order_by(Invoice.period_start)
+        )
+    )
+    chosen = owed_now(unpaid, request.product, now)
+    if not chosen:
+        raise Conflict(f"nothing is owed for {request.product} now")
+    if not account.gateway_customer_id:
+        raise Conflict("the account has no gateway_customer_id: set it with PUT /api/accounts/{id} first")
+    if request.installments > 1 and any((i.period_end - i.period_start).days < 60 for i in chosen):
+        raise InvalidInput("installments", "more than 1 only for prepaid periods (quarterly or longer)")
+    ids = [invoice.id for invoice in chosen]
+    charges = session.scalars(
+        select(Charge)
+        .join(ChargeInvoice, ChargeInvoice.charge_id == Charge.id)
+        .where(ChargeInvoice.invoice_id.in_(ids), Charge.status == ChargeStatus.PENDING.value)
+    ).unique()
+    pending = [
+        _Pending(
+            charge.id,
+            charge.method,
+            charge.installments,
+            frozenset(charge.invoice_ids),
+            was_sent(charge),
+            leased(charge, now),
+            "pix_code" in charge.details or "boleto_line" in charge.details,
+        )
+        for charge in charges
+    ]
+    return _Selection(ids, pending)
+
+
+def checkout(books: Books, gateway: Gateway, account_id: str, request: CheckoutRequest) -> CheckoutResult:
+    """One charge for what the account owes now for a product; see the module docstring for reuse.
+
+    Raises NotFound, Conflict (nothing owed, a card payment in flight), and the gateway's
+    GatewayUnavailable (try again: the same checkout then reuses the charge) or GatewayRejected.
+    """
+    selection = books.transaction(lambda session: _select(session, account_id, request, books))
+    wanted = frozenset(selection.invoice_ids)
+    reuse = next(
+        (
+            p
+            for p in selection.pending
+            if p.invoice_ids == wanted and p.method == request.method and p.installments == request.installments
+        ),
+        None,
+    )
+    others = [p for p in selection.pending if p is not reuse]
+    if any(p.leased for p in others):
+        raise Conflict("a payment for these invoices is in progress at the gateway: try again in a minute")
+    for other in others:
+        _supersede(books, gateway, other)
+
+    if reuse is not None and request.method != "card":
+        if reuse.leased and not reuse.has_codes:
+            raise Conflict("this charge is being created at the gateway: try again in a minute")
+        if not reuse.has_codes:
+            _issue_manual(books, gateway, reuse.charge_id, request.method)
+        return _result(books, reuse.charge_id, created=False)
+    if reuse is not None:
+        if reuse.sent:
+            # Already at the gateway (in flight or awaiting it): answered as it stands, never sent twice.
+            in_flight = CardResult(reuse.charge_id, "in_flight", ChargeStatus.PENDING.value)
+            return _result(books, reuse.charge_id, created=False, card=in_flight)
+        card = make_card_charge(books, gateway, reuse.charge_id, card_token=request.card_token)
+        return _result(books, reuse.charge_id, created=False, card=card)
+
+    def open_new(session: Session) -> str:
+        charge = open_charge(
+            session, selection.invoice_ids, request.method, books.clock.now(), installments=request.installments
+        )
+        charge.details = {"source": CHECKOUT}
+        if request.method != "card":
+            take_lease(charge, books.clock.now())
+        return charge.id
+
+    charge_id = books.transaction(open_new)
+    if request.method == "card":
+        card = make_card_charge(books, gateway, charge_id, card_token=request.card_token)
+        return _result(books, charge_id, created=True, card=card)
+    _issue_manual(books, gateway, charge_id, request.method)
+    return _result(books, charge_id, created=True)
+
+
+def _issue_manual(books: Books, gateway: Gateway, charge_id: str, method: str) -> None:
+    """Create (or find again) the PIX or boleto payment at the gateway and keep its codes on the charge."""
+
+    def load(session: Session) -> tuple[Charge, str]:
+        charge = session.get(Charge, charge_id)
+        assert charge is not None
+        account = session.get(Account, charge.account_id)
+        if account is None or not account.gateway_customer_id:
+            raise Conflict("the account has no gateway_customer_id")
+        return charge, account.gateway_customer_id
+
+    charge, customer_id = books.read(load)
+    request = ManualCharge(
+        charge_id=charge_id,
+        customer_id=customer_id,
+        amount_cents=charge.amount_cents,
+        due_date=books.calendar.local_date(books.clock.now()),
+        method="pix" if method == "pix" else "boleto",
+        description=f"Cobrança {charge_id}",
+    )
+    try:
+        payment, code = gateway.create_manual_charge(request)
+    except GatewayRejected:
+        books.transaction(lambda session: record_failure(session, charge_id, "gateway_rejected", books.clock.now()))
+        raise
+    except BaseException:
+        books.transaction(lambda session: release_lease(session, charge_id))
+        raise
+
+    def keep(session: Session) -> None:
+        locked = lock_charge(session, charge_id)
+        locked.details = {**locked.details, **_codes(code, payment.invoice_url)}
+        record_gateway_answer(session, charge_id, payment, books.clock.now())
+
+    books.transaction(keep)
+
+
+def _codes(code: PixCode | BoletoCode, invoice_url: str | None) -> dict[str, Any]:
+    if isinstance(code, PixCode):
+        return {"pix_code": code.payload, "pix_qr": code.encoded_image, "pix_expires_at": code.expiration}
+    return {
+        "boleto_line": code.identification_field,
+        "boleto_url": code.bank_slip_url or invoice_url,
+        "boleto_bar_code": code.bar_code,
+    }
+
+
+def _supersede(books: Books, gateway: Gateway, pending: _Pending) -> None:
+    """Cancel a pending charge that the new checkout replaces: at the gateway first, then in the books."""
+    result = "never_sent"
+    if pending.sent:
+        charge = books.read(lambda session: session.get(Charge, pending.charge_id))
+        assert charge is not None
+        payment_id = charge.gateway_payment_id
+        if payment_id is None:
+            found = gateway.find_by_reference(pending.charge_id)
+            payment_id = found.id if found is not None else None
+        result = "not_at_gateway"
+        if payment_id is not None:
+            current = gateway.get_payment(payment_id)
+            if current.is_paid:
+                books.transaction(
+                    lambda session: record_gateway_answer(session, pending.charge_id, current, books.clock.now())
+                )
+                raise Conflict("these invoices were just paid")
+            try:
+                gateway.cancel(payment_id)
+                result = "canceled"
+            except PaymentNotFound:
+                result = "not_at_gateway"
+
+    def cancel(session: Session) -> None:
+        charge = lock_charge(session, pending.charge_id)
+        if charge.status == ChargeStatus.PENDING:
+            charge.status = ChargeStatus.CANCELED.value
+            charge.details = {
+                **charge.details,
+                "canceled": "superseded_by_checkout",
+                "gateway_cancel": result,
+                "gateway_canceled_at": books.clock.now().isoformat(),
+            }
+
+    books.transaction(cancel)
+
+
+def _result(books: Books, charge_id: str, *, created: bool, card: CardResult | None = None) -> CheckoutResult:
+    def load(session: Session) -> CheckoutResult:
+        charge = session.get(Charge, charge_id)
+        assert charge is not None
+        invoices = list(
+            session.scalars(select(Invoice).where(Invoice.id.in_(charge.invoice_ids)).order_by(Invoice.period_start))
+        )
+        return CheckoutResult(charge, invoices, created, card)
+
+    return books.read(load)
