@@ -37,6 +37,8 @@ class PaymentConfirmed(GatewayEvent):
     amount_cents: int
     method: str
     paid_at: datetime
+    whole_charge: bool = False
+    """The first installment of a card plan: the gateway holds the whole amount, paid in parts."""
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,12 @@ def find_charge(session: Session, event: GatewayEvent) -> str:
 
 
 def _confirmed(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> Applied:
-    payment = ConfirmedPayment(event.gateway, event.payment_id, event.amount_cents, event.method, event.paid_at)
+    amount = event.amount_cents
+    if event.whole_charge:
+        charge = session.get(Charge, charge_id)
+        assert charge is not None
+        amount = charge.amount_cents
+    payment = ConfirmedPayment(event.gateway, event.payment_id, amount, event.method, event.paid_at)
     settlement = settle_charge(session, charge_id, payment, now)
     if settlement.already_recorded:
         return Applied(charge_id, "already_recorded", {"payment_id": settlement.payment_id})

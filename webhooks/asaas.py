@@ -123,12 +123,16 @@ class AsaasProvider:
         }
         if event_type in ("PAYMENT_CONFIRMED", "PAYMENT_RECEIVED"):
             if status in PAID:
+                installment = _installment(payment)
+                if installment > 1:
+                    raise NothingToApply(f"installment {installment} of a card plan: the plan settled with the first")
                 return [
                     PaymentConfirmed(
                         **common,
                         amount_cents=cents(payment.get("value"), "payment.value"),
                         method=METHODS.get(str(payment.get("billingType")), "card"),
                         paid_at=now_hint,
+                        whole_charge=installment == 1,
                     )
                 ]
             if status not in REFUNDED:
@@ -152,6 +156,14 @@ class AsaasProvider:
         if event_type == "PAYMENT_DELETED":
             return [PaymentCanceled(**common)]
         raise NothingToApply(f"{event_type}: the régua runs on regua's own calendar")
+
+
+def _installment(payment: dict[str, Any]) -> int:
+    """Which installment of a card plan this payment is (Asaas makes one payment each); 0 if none."""
+    if not payment.get("installment") or payment.get("billingType") != "CREDIT_CARD":
+        return 0
+    number = payment.get("installmentNumber")
+    return number if isinstance(number, int) and not isinstance(number, bool) and number > 0 else 1
 
 
 def _refunded_part(payment: dict[str, Any]) -> int:

@@ -85,5 +85,6 @@ def declare_actors(broker: dramatiq.Broker, context: Callable[[], WorkerContext]
         mailing=mailing.declare(broker, context),
         context=context,
     )
+    declared.charging.on_books_changed = declared.kick  # a settled or failed charge has emails to send too
     jobs.append(declared)
     return declared

@@ -279,6 +279,26 @@ def test_an_asaas_refund_is_recorded_from_the_refetched_payment(
     assert [invoice["status"] for invoice in api.invoices("padaria-central")] == ["refunded"]
 
 
+def test_a_card_plan_in_installments_settles_whole_with_its_first_and_ignores_the_others(
+    client: TestClient, api: Api, runtime: Runtime, jobs: Jobs, blocked_invoice: str, asaas_api: respx.MockRouter
+) -> None:
+    charge_id = charge_for(runtime, [blocked_invoice], "card")
+    for number, payment_id in ((1, "pay_i1"), (2, "pay_i2")):
+        payment = asaas_payment(payment_id, charge_id, "CONFIRMED", 66.64 if number == 1 else 66.63)
+        payment.update(billingType="CREDIT_CARD", installment="ins_1", installmentNumber=number)
+        asaas_api.get(f"/v3/payments/{payment_id}").mock(return_value=httpx.Response(200, json=payment))
+        body = asaas_delivery(
+            "PAYMENT_CONFIRMED", event_id=f"evt_i{number}", payment_id=payment_id, reference=charge_id, value=66.64
+        )
+        client.post("/webhooks/asaas", content=body, headers=asaas_headers())
+        settle_jobs(jobs, runtime)
+    [payment_row] = rows(runtime, Payment)
+    assert (payment_row.amount_cents, payment_row.status) == (19990, "confirmed")
+    assert rows(runtime, Refund) == []
+    assert api.access("padaria-central", "platform")["state"] == "active"
+    assert sorted(event.outcome or "" for event in event_rows(runtime))[0].startswith("installment 2")
+
+
 def test_an_asaas_api_outage_leaves_the_event_to_be_retried(
     client: TestClient,
     runtime: Runtime,
