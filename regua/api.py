@@ -27,7 +27,6 @@ from billing.history import payment_history
 from billing.models import Account, Invoice, Payment, Refund, Subscription
 from billing.settlement import record_receipt
 from billing.timeline import Event, account_timeline
-from regua.gateway.asaas import AsaasGateway
 from regua.gateway.port import Gateway, GatewayRejected, GatewayUnavailable
 from regua.http import BearerAuthMiddleware, error_response, json_body
 from regua.runtime import Runtime
@@ -151,8 +150,9 @@ def checkout_json(result: CheckoutResult) -> dict[str, Any]:
 class ProductAPI:
     """Route handlers bound to one runtime; each runs its billing service in a worker thread."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, gateway: Gateway) -> None:
         self.runtime = runtime
+        self.gateway = gateway
 
     def local_text(self, instant: datetime | None) -> str | None:
         """Instants the product shows its users, in the billing zone: "2026-12-07T00:00:00-03:00"."""
@@ -259,7 +259,7 @@ class ProductAPI:
         account_id = request.path_params["account_id"]
         data = CheckoutRequest.parse(await json_body(request))
         try:
-            result = await run_in_threadpool(checkout, self.runtime, self.checkout_gateway(), account_id, data)
+            result = await run_in_threadpool(checkout, self.runtime, self.gateway, account_id, data)
         except GatewayUnavailable:
             return error_response(
                 503, "gateway_unavailable", "the payment gateway did not answer: try again", {"Retry-After": "30"}
@@ -271,14 +271,6 @@ class ProductAPI:
         pending_card = result.card is not None and result.charge.status == "pending"
         status = 202 if pending_card else 201 if result.created else 200
         return JSONResponse(checkout_json(result), status_code=status)
-
-    def checkout_gateway(self) -> Gateway:
-        """The gateway checkouts charge through, built on first use from the settings."""
-        gateway: Gateway | None = self.__dict__.get("_checkout_gateway")
-        if gateway is None:
-            settings = self.runtime.settings
-            gateway = self.__dict__["_checkout_gateway"] = AsaasGateway(settings.asaas_api_url, settings.asaas_api_key)
-        return gateway
 
     async def get_timeline(self, request: Request) -> JSONResponse:
         account_id = request.path_params["account_id"]
@@ -297,8 +289,8 @@ class ProductAPI:
         return JSONResponse(await run_in_threadpool(rt.read, work))
 
 
-def api_routes(runtime: Runtime) -> Mount:
-    api = ProductAPI(runtime)
+def api_routes(runtime: Runtime, gateway: Gateway) -> Mount:
+    api = ProductAPI(runtime, gateway)
     return Mount(
         "/api",
         routes=[

@@ -15,6 +15,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from regua.api import api_routes
+from regua.gateway.asaas import AsaasGateway
+from regua.gateway.port import Gateway
 from regua.http import EXCEPTION_HANDLERS, error_response
 from regua.runtime import Runtime
 from webhooks.base import Provider
@@ -35,6 +37,7 @@ def create_app(
     enqueue: Enqueue,
     background: Sequence[Background] = (),
     checks: Mapping[str, Callable[[], object]] | None = None,
+    gateway: Gateway | None = None,
 ) -> Starlette:
     """The app; `checks` are what /readyz pings besides the database (the broker)."""
     intake = Intake(runtime.engine, runtime.clock, enqueue)
@@ -76,6 +79,6 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *webhook_routes(endpoint),
-        api_routes(runtime),
+        api_routes(runtime, gateway or AsaasGateway(runtime.settings.asaas_api_url, runtime.settings.asaas_api_key)),
     ]
     return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

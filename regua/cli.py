@@ -136,7 +136,7 @@ def _serve(settings: Settings, runtime: Runtime, host: str, port: int, *, with_s
         background.append(InProcessWorker(jobs.broker))
     if with_scheduler:
         background.append(Scheduler(runtime, jobs))
-    app = create_app(runtime, providers, jobs.enqueue_events, background, checks)
+    app = create_app(runtime, providers, jobs.enqueue_events, background, checks, context.gateway)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
 
 
