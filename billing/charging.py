@@ -2,15 +2,17 @@
 
 The planner is level-triggered: at `now`, every unpaid `card_auto_debit` invoice whose attempt day
 has come and that has no attempt for that step gets one pending charge, keyed
-`auto:<invoice id>:day<N>`; the unique key makes concurrent passes create it once. Attempts that
-talk to the gateway happen outside any transaction, between a claim and a record:
+`auto:<invoice id>:day<N>`; every issued `boleto` or `pix` invoice that has no charge at all gets
+its PIX or boleto charge, keyed `manual:<invoice id>` (rule 3.3). The unique keys make concurrent
+passes create each once. Calls to the gateway happen outside any transaction, between a claim and
+a record:
 
     claim      lock the charge; still pending, not leased? take a short lease, note `sent_at`
-    gateway    charge_card / get_payment / refund / cancel (the port; Asaas looks a charge up by
-               our id before creating it, so a retry never charges twice)
+    gateway    charge_card / create_manual_charge / get_payment / refund / cancel (the port; Asaas
+               looks a charge up by our id before creating it, so a retry never charges twice)
     record     lock again; settle, fail or wait, and drop the lease
 
-State that only matters to charging lives in `Charge.details`: `source` (auto_debit, checkout),
+State that only matters to charging lives in `Charge.details`: `source` (auto_debit, manual, checkout),
 `day`, `card_ref` (a digest of the card token tried), `sent_at`, `attempts`, `lease_until`,
 `hard_decline`, `decline_reason`, `decline_message`, `gateway_status`, `rechecked_at`, the PIX and
 boleto codes, `refund_claims`, and `gateway_cancel_owed` (set by settlement) with its result.
@@ -22,8 +24,8 @@ import hashlib
 import json
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
@@ -37,6 +39,7 @@ from billing.clock import Clock
 from billing.db import insert_ignoring_conflicts
 from billing.dunning import regua_day_start
 from billing.models import (
+    UNPAID,
     Account,
     Charge,
     ChargeInvoice,
@@ -61,12 +64,15 @@ from billing.settlement import (
     settle_charge,
 )
 from regua.gateway.port import (
+    BoletoCode,
     CardCharge,
     CardDeclined,
     Gateway,
     GatewayPayment,
     GatewayRejected,
+    ManualCharge,
     PaymentNotFound,
+    PixCode,
 )
 
 log = logging.getLogger("regua.charging")
@@ -74,7 +80,9 @@ log = logging.getLogger("regua.charging")
 T = TypeVar("T")
 
 AUTO_DEBIT = "auto_debit"
+MANUAL = "manual"
 CHECKOUT = "checkout"
+MANUAL_METHODS = (PaymentMethod.BOLETO.value, PaymentMethod.PIX.value)
 BATCH = 10_000
 LEASE = timedelta(minutes=4)
 """Longer than one `charge_card` call with the client's own retries (3 x 20 s, plus lookups)."""
@@ -299,7 +307,7 @@ _COLUMNS = (
 def _insert_charges(
     session: Session, drafts: list[dict[str, Any]], on_batch: Callable[[list[str]], None] | None
 ) -> list[str]:
-    """Insert new auto-debit charges and their invoice links; a key already taken inserts nothing.
+    """Insert new one-invoice charges and their invoice links; a key already taken inserts nothing.
 
     On PostgreSQL each batch is one statement, charges and links together from unnest(arrays), the
     arrays sent in binary on the session's own connection (same transaction): a statement with
@@ -329,6 +337,60 @@ def _insert_charges(
         if on_batch is not None and inserted:
             on_batch(inserted)
     return created
+
+
+def manual_charge_key(invoice_id: str) -> str:
+    return f"manual:{invoice_id}"
+
+
+def has_codes(details: Mapping[str, Any]) -> bool:
+    """Whether a PIX or boleto charge holds what the customer needs to pay it."""
+    return "pix_code" in details or "boleto_line" in details
+
+
+def plan_manual_charges(
+    session: Session, now: datetime, *, on_batch: Callable[[list[str]], None] | None = None
+) -> list[str]:
+    """Open the PIX or boleto charge of every issued manual invoice that has no charge yet (rule 3.3).
+
+    Returns the ids this pass created. An invoice with any charge (its own, or a checkout's, pending
+    or not) is left alone: the customer has codes, or chose another way. Paid, void and verifying
+    invoices get none. The charge exists before its codes do: a job asks the gateway for them.
+    """
+    due = (
+        Invoice.payment_method.in_(MANUAL_METHODS),
+        Invoice.status == InvoiceStatus.OPEN.value,
+        Invoice.issued_at <= now,
+        Invoice.total_cents > 0,
+    )
+    candidates = session.execute(
+        select(Invoice.id, Invoice.account_id, Invoice.product, Invoice.total_cents, Invoice.payment_method).where(*due)
+    ).all()
+    if not candidates:
+        return []
+    charged = set(
+        session.scalars(
+            select(ChargeInvoice.invoice_id).join(Invoice, Invoice.id == ChargeInvoice.invoice_id).where(*due)
+        )
+    )
+    drafts = [
+        {
+            "id": new_charge_id(),
+            "account_id": row.account_id,
+            "product": row.product,
+            "method": row.payment_method,
+            "amount_cents": row.total_cents,
+            "installments": 1,
+            "status": ChargeStatus.PENDING.value,
+            "idempotency_key": manual_charge_key(row.id),
+            "gateway": "asaas",
+            "details": {"source": MANUAL, "invoice_id": row.id},
+            "created_at": now,
+        }
+        for row in candidates
+        if row.id not in charged
+    ]
+    return _insert_charges(session, drafts, on_batch)
 
 
 # -- leases ---------------------------------------------------------------------------------------------
@@ -516,6 +578,107 @@ def _now(books: Books) -> datetime:
     return books.clock.now()
 
 
+# -- one PIX or boleto charge ----------------------------------------------------------------------------
+
+
+def claim_manual_charge(
+    session: Session, charge_id: str, now: datetime, calendar: BillingCalendar
+) -> ManualCharge | str:
+    """Lock a pending PIX or boleto charge still without codes and take its lease; or say why not now.
+
+    No gateway customer yet leaves it pending: the hourly pass tries again (the account may get one).
+    """
+    charge = lock_charge(session, charge_id)
+    if charge.method not in MANUAL_METHODS:
+        return "not_a_manual_charge"
+    if charge.status != ChargeStatus.PENDING:
+        return "not_pending"
+    if has_codes(charge.details):
+        return "already_issued"
+    if leased(charge, now):
+        return "in_flight"
+    invoices = _charge_invoices(session, charge)
+    if any(invoice.status not in UNPAID for invoice in invoices):
+        charge.status = ChargeStatus.CANCELED.value
+        charge.details = {**charge.details, "canceled": "nothing_to_charge", "gateway_cancel_owed": was_sent(charge)}
+        return "nothing_to_charge"
+    account = session.get(Account, charge.account_id)
+    if account is None or not account.gateway_customer_id:
+        return "no_gateway_customer"
+    take_lease(charge, now)
+    return ManualCharge(
+        charge_id=charge.id,
+        customer_id=account.gateway_customer_id,
+        amount_cents=charge.amount_cents,
+        due_date=max(calendar.local_date(now), min(invoice.due_date for invoice in invoices)),
+        method="pix" if charge.method == PaymentMethod.PIX else "boleto",
+        description=_description(invoices),
+    )
+
+
+def manual_codes(code: PixCode | BoletoCode, invoice_url: str | None) -> dict[str, Any]:
+    """The codes a customer pays with, as `Charge.details` keeps them (emails, portal and checkout read them)."""
+    if isinstance(code, PixCode):
+        return {"pix_code": code.payload, "pix_qr": code.encoded_image, "pix_expires_at": code.expiration}
+    return {
+        "boleto_line": code.identification_field,
+        "boleto_url": code.bank_slip_url or invoice_url,
+        "boleto_bar_code": code.bar_code,
+    }
+
+
+def record_manual_answer(
+    session: Session, charge_id: str, payment: GatewayPayment, code: PixCode | BoletoCode, now: datetime
+) -> str:
+    """Keep the codes and the gateway's payment on the charge (settling it if it was paid meanwhile).
+
+    A charge canceled while it was being created (a checkout superseded it, its invoice was paid) is
+    owed a cancel at the gateway, so its codes can no longer be paid.
+    """
+    charge = lock_charge(session, charge_id)
+    charge.details = {**charge.details, **manual_codes(code, payment.invoice_url)}
+    outcome = record_gateway_answer(session, charge_id, payment, now).outcome
+    if charge.status == ChargeStatus.CANCELED and payment.state in ("pending", "overdue"):
+        charge.details = {**charge.details, "gateway_cancel_owed": True}
+        return "canceled_meanwhile"
+    return "issued" if outcome == "awaiting_gateway" else outcome
+
+
+def send_manual_charge(books: Books, gateway: Gateway, claim: ManualCharge) -> str:
+    """Create (or find again, by our id) a claimed PIX or boleto payment at the gateway and record it.
+
+    GatewayRejected fails the charge and is raised; anything else releases the lease and is raised.
+    """
+    charge_id = claim.charge_id
+    try:
+        payment, code = gateway.create_manual_charge(claim)
+    except GatewayRejected as rejected:
+        refusal = Decline(False, "gateway_rejected", str(rejected))
+        books.transaction(lambda session: _fail(session, lock_charge(session, charge_id), refusal, _now(books)))
+        raise
+    except BaseException:
+        books.transaction(lambda session: release_lease(session, charge_id))
+        raise
+    return books.transaction(lambda session: record_manual_answer(session, charge_id, payment, code, _now(books)))
+
+
+def issue_manual_charge(books: Books, gateway: Gateway, charge_id: str) -> str:
+    """Give a pending PIX or boleto charge its codes at the gateway, once. Safe to run twice.
+
+    Outcomes: issued, already_issued, settled (paid meanwhile), canceled_meanwhile, rejected,
+    in_flight, not_pending, nothing_to_charge, no_gateway_customer. GatewayUnavailable is raised for
+    the caller to retry (the Asaas client finds a payment it made by our id, so it is made once).
+    """
+    claim = books.transaction(lambda session: claim_manual_charge(session, charge_id, _now(books), books.calendar))
+    if isinstance(claim, str):
+        return claim
+    try:
+        return send_manual_charge(books, gateway, claim)
+    except GatewayRejected as rejected:
+        log.warning("manual charge %s refused by the gateway: %s", charge_id, rejected)
+        return "rejected"
+
+
 # -- asking the gateway again -----------------------------------------------------------------------------
 
 
@@ -525,6 +688,8 @@ class RecheckPlan:
     """Auto-debit charges never sent: their job was lost (a broker outage). Queued again."""
     ask: list[str]
     """Charges the gateway holds, or may hold: asked what became of them."""
+    issue: list[str] = field(default_factory=list)
+    """PIX and boleto charges of issued invoices still without codes (job lost, gateway down): issued again."""
 
 
 def charges_to_recheck(session: Session, now: datetime) -> RecheckPlan:
@@ -557,11 +722,17 @@ def charges_to_recheck(session: Session, now: datetime) -> RecheckPlan:
         .order_by(Charge.id)
         .with_for_update(skip_locked=True)
     ):
-        sent = was_sent(charge)
-        if not sent and charge.details.get("source") != AUTO_DEBIT:
+        source = charge.details.get("source")
+        if source == MANUAL and not has_codes(charge.details):
+            target = plan.issue
+        elif was_sent(charge):
+            target = plan.ask
+        elif source == AUTO_DEBIT:
+            target = plan.requeue
+        else:
             continue  # a checkout charge is sent in its own request; one never sent has nothing to ask
         charge.details = {**charge.details, "rechecked_at": now.isoformat()}
-        (plan.ask if sent else plan.requeue).append(charge.id)
+        target.append(charge.id)
     return plan
 
 
@@ -576,6 +747,8 @@ def recheck_charge(books: Books, gateway: Gateway, charge_id: str) -> str:
         return "not_pending"
     if leased(charge, books.clock.now()):
         return "in_flight"
+    if charge.details.get("source") == MANUAL and not has_codes(charge.details):
+        return issue_manual_charge(books, gateway, charge_id)
     if not was_sent(charge):
         return make_card_charge(books, gateway, charge_id).outcome if charge.method == "card" else "never_sent"
     try:

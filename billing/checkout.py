@@ -23,32 +23,25 @@ from billing.charging import (
     CHECKOUT,
     Books,
     CardResult,
+    claim_manual_charge,
+    has_codes,
     leased,
     make_card_charge,
     record_gateway_answer,
-    release_lease,
-    take_lease,
+    send_manual_charge,
     was_sent,
 )
 from billing.errors import Conflict, InvalidInput
 from billing.models import (
     UNPAID,
-    Account,
     Charge,
     ChargeInvoice,
     ChargeStatus,
     Invoice,
     Product,
 )
-from billing.settlement import lock_charge, open_charge, record_failure
-from regua.gateway.port import (
-    BoletoCode,
-    Gateway,
-    GatewayRejected,
-    ManualCharge,
-    PaymentNotFound,
-    PixCode,
-)
+from billing.settlement import lock_charge, open_charge
+from regua.gateway.port import Gateway, ManualCharge, PaymentNotFound
 
 METHODS = ("pix", "boleto", "card")
 PRODUCTS = tuple(product.value for product in Product)
@@ -149,7 +142,7 @@ def _select(session: Session, account_id: str, request: CheckoutRequest, books: 
             frozenset(charge.invoice_ids),
             was_sent(charge),
             leased(charge, now),
-            "pix_code" in charge.details or "boleto_line" in charge.details,
+            has_codes(charge.details),
         )
         for charge in charges
     ]
@@ -179,10 +172,17 @@ def checkout(books: Books, gateway: Gateway, account_id: str, request: CheckoutR
         _supersede(books, gateway, other)
 
     if reuse is not None and request.method != "card":
-        if reuse.leased and not reuse.has_codes:
-            raise Conflict("this charge is being created at the gateway: try again in a minute")
+        # Often the charge the tick opened when the invoice was issued (rule 3.3).
         if not reuse.has_codes:
-            _issue_manual(books, gateway, reuse.charge_id, request.method)
+            reclaim = books.transaction(
+                lambda session: claim_manual_charge(session, reuse.charge_id, books.clock.now(), books.calendar)
+            )
+            if reclaim == "in_flight":
+                raise Conflict("this charge is being created at the gateway: try again in a minute")
+            if reclaim in ("not_pending", "nothing_to_charge"):
+                raise Conflict("these invoices changed meanwhile: try again")
+            if isinstance(reclaim, ManualCharge):
+                send_manual_charge(books, gateway, reclaim)
         return _result(books, reuse.charge_id, created=False)
     if reuse is not None:
         if reuse.sent:
@@ -192,68 +192,23 @@ def checkout(books: Books, gateway: Gateway, account_id: str, request: CheckoutR
         card = make_card_charge(books, gateway, reuse.charge_id, card_token=request.card_token)
         return _result(books, reuse.charge_id, created=False, card=card)
 
-    def open_new(session: Session) -> str:
-        charge = open_charge(
-            session, selection.invoice_ids, request.method, books.clock.now(), installments=request.installments
-        )
+    def open_new(session: Session) -> tuple[str, ManualCharge | str | None]:
+        now = books.clock.now()
+        charge = open_charge(session, selection.invoice_ids, request.method, now, installments=request.installments)
         charge.details = {"source": CHECKOUT}
-        if request.method != "card":
-            take_lease(charge, books.clock.now())
-        return charge.id
+        if request.method == "card":
+            return charge.id, None
+        # Claimed (leased) in the transaction that creates it: no other checkout can supersede it unseen.
+        return charge.id, claim_manual_charge(session, charge.id, now, books.calendar)
 
-    charge_id = books.transaction(open_new)
+    charge_id, claim = books.transaction(open_new)
     if request.method == "card":
         card = make_card_charge(books, gateway, charge_id, card_token=request.card_token)
         return _result(books, charge_id, created=True, card=card)
-    _issue_manual(books, gateway, charge_id, request.method)
+    if not isinstance(claim, ManualCharge):
+        raise Conflict(f"the charge could not be created: {claim}")
+    send_manual_charge(books, gateway, claim)
     return _result(books, charge_id, created=True)
-
-
-def _issue_manual(books: Books, gateway: Gateway, charge_id: str, method: str) -> None:
-    """Create (or find again) the PIX or boleto payment at the gateway and keep its codes on the charge."""
-
-    def load(session: Session) -> tuple[Charge, str]:
-        charge = session.get(Charge, charge_id)
-        assert charge is not None
-        account = session.get(Account, charge.account_id)
-        if account is None or not account.gateway_customer_id:
-            raise Conflict("the account has no gateway_customer_id")
-        return charge, account.gateway_customer_id
-
-    charge, customer_id = books.read(load)
-    request = ManualCharge(
-        charge_id=charge_id,
-        customer_id=customer_id,
-        amount_cents=charge.amount_cents,
-        due_date=books.calendar.local_date(books.clock.now()),
-        method="pix" if method == "pix" else "boleto",
-        description=f"Cobrança {charge_id}",
-    )
-    try:
-        payment, code = gateway.create_manual_charge(request)
-    except GatewayRejected:
-        books.transaction(lambda session: record_failure(session, charge_id, "gateway_rejected", books.clock.now()))
-        raise
-    except BaseException:
-        books.transaction(lambda session: release_lease(session, charge_id))
-        raise
-
-    def keep(session: Session) -> None:
-        locked = lock_charge(session, charge_id)
-        locked.details = {**locked.details, **_codes(code, payment.invoice_url)}
-        record_gateway_answer(session, charge_id, payment, books.clock.now())
-
-    books.transaction(keep)
-
-
-def _codes(code: PixCode | BoletoCode, invoice_url: str | None) -> dict[str, Any]:
-    if isinstance(code, PixCode):
-        return {"pix_code": code.payload, "pix_qr": code.encoded_image, "pix_expires_at": code.expiration}
-    return {
-        "boleto_line": code.identification_field,
-        "boleto_url": code.bank_slip_url or invoice_url,
-        "boleto_bar_code": code.bar_code,
-    }
 
 
 def _supersede(books: Books, gateway: Gateway, pending: _Pending) -> None:
@@ -289,6 +244,8 @@ def _supersede(books: Books, gateway: Gateway, pending: _Pending) -> None:
                 "canceled": "superseded_by_checkout",
                 "gateway_cancel": result,
                 "gateway_canceled_at": books.clock.now().isoformat(),
+                # Sent by a job after it was read here (the tick's PIX or boleto): the follow-ups cancel it.
+                "gateway_cancel_owed": not pending.sent and was_sent(charge),
             }
 
     books.transaction(cancel)

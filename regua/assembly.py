@@ -54,8 +54,13 @@ def build_providers(settings: Settings) -> dict[str, Provider]:
 
 
 def worker_context(runtime: Runtime) -> WorkerContext:
+    """Jobs call the gateway once per attempt: retrying is Dramatiq's backoff, or the next tick's.
+
+    Every create looks the charge up by our reference first, so a retry after an unclear outcome
+    never charges twice.
+    """
     settings = runtime.settings
-    return WorkerContext(runtime, build_providers(settings), build_gateway(settings))
+    return WorkerContext(runtime, build_providers(settings), build_gateway(settings, max_attempts=1))
 
 
 def lazy_context(settings: Settings) -> Callable[[], WorkerContext]:

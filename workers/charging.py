@@ -1,4 +1,5 @@
-"""Actors that talk to the gateway: day-1 and retry charges, rechecks, owed refunds, cancels of superseded charges.
+"""Actors that talk to the gateway: day-1 and retry charges, PIX and boleto codes of issued invoices, rechecks,
+owed refunds, cancels of superseded charges.
 
 Each takes ids and calls one service of `billing.charging`; the service claims the charge, calls the
 gateway outside any transaction and records the answer, so every job is safe to run twice. A
@@ -21,15 +22,18 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
+from sqlalchemy.orm import Session
 
 from billing.charging import (
     Books,
     ChargeInFlight,
     charges_to_recheck,
+    issue_manual_charge,
     make_card_charge,
     owed_gateway_cancels,
     owed_refunds,
     plan_auto_debits,
+    plan_manual_charges,
     recheck_charge,
     run_follow_ups,
 )
@@ -47,7 +51,15 @@ QUEUE = "charges"
 KICK_DELAY_MS = 1_000
 """Follow-ups asked for within this window run once, after it (a burst of webhooks, one pass)."""
 PIPELINE_CHUNK = 1_000
-BOOKS_CHANGED = ("settled", "duplicate", "declined", "rejected", "canceled_at_gateway", "nothing_to_charge")
+BOOKS_CHANGED = (
+    "settled",
+    "duplicate",
+    "declined",
+    "rejected",
+    "canceled_at_gateway",
+    "nothing_to_charge",
+    "canceled_meanwhile",
+)
 
 
 def enqueue_many(broker: dramatiq.Broker, messages: Sequence[dramatiq.Message[Any]]) -> None:
@@ -91,6 +103,8 @@ class ChargeActors:
     charge: Any
     recheck: Any
     follow_ups: Any
+    manual: Any = None
+    """Gives a PIX or boleto charge its codes at the gateway (declare() always sets it)."""
     on_books_changed: Callable[[], None] | None = None
     """Called after a job settled or failed a charge: emails and refunds to queue (default: kick())."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -107,6 +121,9 @@ class ChargeActors:
 
     def send_charges(self, charge_ids: Sequence[str]) -> None:
         enqueue_many(self.broker, [self.charge.message(charge_id) for charge_id in charge_ids])
+
+    def send_manual_charges(self, charge_ids: Sequence[str]) -> None:
+        enqueue_many(self.broker, [self.manual.message(charge_id) for charge_id in charge_ids])
 
     def send_rechecks(self, charge_ids: Sequence[str]) -> None:
         enqueue_many(self.broker, [self.recheck.message(charge_id) for charge_id in charge_ids])
@@ -135,6 +152,19 @@ def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Ch
         if result.outcome == "in_flight":
             raise ChargeInFlight(f"charge {charge_id} is being sent by another job")
         if result.outcome in BOOKS_CHANGED:
+            actors[0].books_changed()
+
+    def manual_charge(charge_id: str) -> None:
+        worker = context()
+        try:
+            outcome = issue_manual_charge(worker.runtime, _gateway(worker), charge_id)
+        except NotFound:
+            log.warning("manual charge %s: no such charge", charge_id)
+            return
+        log.info("manual charge %s: %s", charge_id, outcome)
+        if outcome == "in_flight":
+            raise ChargeInFlight(f"charge {charge_id} is being created by another job")
+        if outcome in BOOKS_CHANGED:
             actors[0].books_changed()
 
     def recheck(charge_id: str) -> None:
@@ -172,29 +202,41 @@ def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Ch
         follow_ups=dramatiq.actor(actor_name="charging_follow_ups", max_retries=0, time_limit=600_000, **options)(
             follow_ups
         ),
+        manual=dramatiq.actor(
+            actor_name="issue_manual_charge",
+            max_retries=10,
+            min_backoff=15_000,
+            max_backoff=3_600_000,
+            time_limit=300_000,
+            **options,
+        )(manual_charge),
     )
     actors.append(declared)
     return declared
 
 
 def tick_step(jobs: Jobs | None, context: WorkerContext, report: TickReport) -> None:
-    """What a tick does for charging: open the auto-debits due at `report.now` and queue one job per
-    charge, queue again the charges whose job was lost, ask the gateway about charges pending for an
-    hour, and hand owed refunds and gateway cancels on. Without a broker it does all of it inline."""
+    """What a tick does for charging: open the auto-debits due at `report.now` and the PIX and boleto
+    charges of issued manual invoices, queue one job per charge, queue again the charges whose job was
+    lost (or whose codes never came), ask the gateway about charges pending for an hour, and hand owed
+    refunds and gateway cancels on. Without a broker it does all of it inline."""
     runtime = context.runtime
     now = report.now
-    started = _plan_and_queue(jobs, context, now)
+    started, manual = _plan_and_queue(jobs, context, now)
     recheck = runtime.transaction(lambda session: charges_to_recheck(session, now))
     refunds = runtime.read(lambda session: owed_refunds(session, now))
     cancels = runtime.read(owed_gateway_cancels)
     report.counts["charges_started"] = len(started)
     report.counts["charges_requeued"] = len(recheck.requeue)
     report.counts["charges_rechecked"] = len(recheck.ask)
+    report.counts["manual_charges_started"] = len(manual)
+    report.counts["manual_charges_requeued"] = len(recheck.issue)
     if jobs is not None:
         report.counts["refunds_sent"] = len(refunds)
         report.counts["gateway_cancels"] = len(cancels)
         try:
             jobs.charging.send_charges(recheck.requeue)
+            jobs.charging.send_manual_charges(recheck.issue)
             jobs.charging.send_rechecks(recheck.ask)
             if refunds or cancels:
                 jobs.charging.follow_ups.send()
@@ -204,11 +246,19 @@ def tick_step(jobs: Jobs | None, context: WorkerContext, report: TickReport) -> 
         return
     gateway = context.gateway
     if gateway is None:
-        log.warning("no payment gateway: %d charges wait for a worker that has one", len(started))
+        log.warning("no payment gateway: %d charges wait for a worker that has one", len(started) + len(manual))
         return
     for charge_id in started + recheck.requeue:
         outcome = _attempt(make_card_charge, runtime, gateway, charge_id)
         report.counts[f"charges_{outcome}"] += 1
+    to_issue = manual + recheck.issue
+    for tried, charge_id in enumerate(to_issue, start=1):
+        outcome = _attempt(issue_manual_charge, runtime, gateway, charge_id)
+        report.counts[f"manual_charges_{outcome}"] += 1
+        if outcome == "error":
+            # The gateway is down: the rest wait for the hourly pass instead of each stalling this one.
+            report.counts["manual_charges_deferred"] = len(to_issue) - tried
+            break
     for charge_id in recheck.ask:
         _attempt(recheck_charge, runtime, gateway, charge_id)
     done = run_follow_ups(runtime, gateway)
@@ -218,23 +268,36 @@ def tick_step(jobs: Jobs | None, context: WorkerContext, report: TickReport) -> 
     )
 
 
-def _plan_and_queue(jobs: Jobs | None, context: WorkerContext, now: datetime) -> list[str]:
-    """Open the auto-debits due at `now`. With a broker, each batch is committed and its jobs queued
-    on a thread while the next batch is written (100,000 jobs cost this process seconds of work)."""
+def _plan_and_queue(jobs: Jobs | None, context: WorkerContext, now: datetime) -> tuple[list[str], list[str]]:
+    """Open the auto-debits due at `now` and the PIX and boleto charges of manual invoices: (card, manual).
+
+    With a broker, each batch is committed and its jobs queued on a thread while the next batch is
+    written (100,000 jobs cost this process seconds of work)."""
     runtime = context.runtime
     if jobs is None:
-        return runtime.transaction(lambda session: plan_auto_debits(session, now, runtime.calendar, runtime.policy))
+
+        def plan(session: Session) -> tuple[list[str], list[str]]:
+            cards = plan_auto_debits(session, now, runtime.calendar, runtime.policy)
+            return cards, plan_manual_charges(session, now)
+
+        return runtime.transaction(plan)
     sends: list[Future[None]] = []
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="charge-queue") as sender,
         unit_of_work(runtime.sessions) as session,
     ):
 
-        def committed(charge_ids: list[str]) -> None:
-            session.commit()
-            sends.append(sender.submit(jobs.charging.send_charges, charge_ids))
+        def queued(send: Callable[[Sequence[str]], None]) -> Callable[[list[str]], None]:
+            def committed(charge_ids: list[str]) -> None:
+                session.commit()
+                sends.append(sender.submit(send, charge_ids))
 
-        started = plan_auto_debits(session, now, runtime.calendar, runtime.policy, on_batch=committed)
+            return committed
+
+        started = plan_auto_debits(
+            session, now, runtime.calendar, runtime.policy, on_batch=queued(jobs.charging.send_charges)
+        )
+        manual = plan_manual_charges(session, now, on_batch=queued(jobs.charging.send_manual_charges))
         session.commit()
     for send in sends:
         try:
@@ -242,7 +305,7 @@ def _plan_and_queue(jobs: Jobs | None, context: WorkerContext, now: datetime) ->
         except Exception as error:
             # The charges are in the books: a later pass queues them again (charges_requeued).
             log.warning("queueing charge jobs failed: %s: %s", type(error).__name__, error)
-    return started
+    return started, manual
 
 
 def _attempt(work: Callable[[Books, Gateway, str], object], books: Books, gateway: Gateway, charge_id: str) -> str:

@@ -272,7 +272,10 @@ def test_a_blocked_mentorship_pays_both_months_in_one_pix_and_is_unblocked(world
     assert body["amount_cents"] == 100000
     assert [invoice["period_start"] for invoice in body["invoices"]] == ["2026-11-01", "2026-12-01"]
     assert body["pix"]["code"].startswith("000201")
-    [created] = world.sim_payments()
+    # The PIX of each month, issued with its invoice, gave way to the combined one.
+    payments = world.sim_payments()
+    [created] = [p for p in payments if p["externalReference"] == body["charge_id"]]
+    assert [p["deleted"] for p in payments if p is not created] == [True, True]
     assert created["value"] == 1000
     world.sim.post(f"/sim/payments/{created['id']}/pay")
     world.settle(lambda: world.api.access(ACCOUNT, "mentorship")["state"] == "active")
@@ -283,9 +286,10 @@ def test_a_checkout_reuses_a_pending_pix_and_cancels_it_at_the_gateway_for_a_bol
     world.api.subscribe(ACCOUNT, "platform", payment_method="boleto")
     world.tick(day(1))
     world.tick(day(9))
+    [day_one] = world.charges()
     first = world.checkout(product="platform", method="pix")
     assert world.checkout(product="platform", method="pix") == first
-    assert len(world.sim_payments()) == 1
+    assert len(world.sim_payments()) == 2  # the day-1 boleto (canceled for the PIX) and the PIX
 
     boleto = world.checkout(product="platform", method="boleto")
     world.settle()
@@ -294,5 +298,6 @@ def test_a_checkout_reuses_a_pending_pix_and_cancels_it_at_the_gateway_for_a_bol
     by_reference = {p["externalReference"]: p for p in world.sim_payments()}
     assert by_reference[first["charge_id"]]["deleted"] is True
     assert by_reference[boleto["charge_id"]]["billingType"] == "BOLETO"
+    assert by_reference[day_one.id]["deleted"] is True
     statuses = {charge.id: charge.status for charge in world.charges()}
-    assert statuses == {first["charge_id"]: "canceled", boleto["charge_id"]: "pending"}
+    assert statuses == {day_one.id: "canceled", first["charge_id"]: "canceled", boleto["charge_id"]: "pending"}

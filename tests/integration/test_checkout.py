@@ -38,14 +38,20 @@ def post(client: TestClient, body: dict[str, Any], account: str = ACCOUNT) -> ht
 
 
 @pytest.fixture
-def blocked(api: Api, runtime: Runtime, clock: FrozenClock) -> str:
-    """A boleto platform customer who did not pay December: blocked, now on day 9."""
+def blocked(api: Api, runtime: Runtime, clock: FrozenClock, asaas: FakeAsaas) -> str:
+    """A boleto platform customer who did not pay December's boleto (issued on day 1): blocked, now on day 9.
+
+    The gateway calls made so far (the day-1 boleto) are forgotten, so tests count their own.
+    """
     api.put_account(ACCOUNT)
     api.subscribe(ACCOUNT, "platform", payment_method="boleto")
     tick_once(runtime)
     clock.set(DAY_9)
     tick_once(runtime)
     [invoice] = api.invoices(ACCOUNT)
+    [day_one] = charge_rows(runtime)
+    assert (day_one.method, day_one.status, day_one.details["boleto_line"][:4]) == ("boleto", "pending", "4619")
+    asaas.router.reset()
     return str(invoice["id"])
 
 
@@ -72,11 +78,23 @@ def test_a_pix_checkout_answers_the_amount_the_invoice_and_the_copy_paste_code(
         body["charge_id"],
         "cus_000005113026",
     )
-    [charge] = charge_rows(runtime)
+    [charge] = [charge for charge in charge_rows(runtime) if charge.id == body["charge_id"]]
     assert charge.details["pix_code"] == body["pix"]["code"]
     assert charge.details["pix_qr"] == body["pix"]["qr_image"]
     assert charge.gateway_payment_id is not None
     assert "lease_until" not in charge.details
+    assert asaas.delete.call_count == 1  # the day-1 boleto, canceled at the gateway first
+
+
+def test_a_checkout_by_the_subscriptions_own_method_answers_the_day_one_charge(
+    client: TestClient, runtime: Runtime, asaas: FakeAsaas, blocked: str
+) -> None:
+    [day_one] = charge_rows(runtime)
+    response = post(client, {"product": "platform", "method": "boleto"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["charge_id"], body["boleto"]["line"]) == (day_one.id, day_one.details["boleto_line"])
+    assert asaas.create.call_count == 0
 
 
 def test_the_same_checkout_again_answers_the_pending_charge_and_its_code(
@@ -100,12 +118,12 @@ def test_another_method_cancels_the_pending_charge_at_the_gateway_then_creates_i
     assert boleto["boleto"]["line"].startswith("4619")
     assert boleto["boleto"]["url"]
     assert boleto["pix"] is None
-    assert asaas.delete.call_count == 1
+    assert asaas.delete.call_count == 2  # the day-1 boleto, then the PIX
     [pix_payment] = [p for p in asaas.payments.values() if p["externalReference"] == pix["charge_id"]]
     assert pix_payment["deleted"] is True
-    statuses = {charge.id: charge.status for charge in charge_rows(runtime)}
+    statuses = {charge.id: charge.status for charge in charge_rows(runtime)[1:]}
     assert statuses == {pix["charge_id"]: "canceled", boleto["charge_id"]: "pending"}
-    [line] = [charge.details["boleto_line"] for charge in charge_rows(runtime) if charge.method == "boleto"]
+    [line] = [charge.details["boleto_line"] for charge in charge_rows(runtime) if charge.id == boleto["charge_id"]]
     assert line == boleto["boleto"]["line"]
 
 
@@ -269,13 +287,13 @@ def test_a_gateway_outage_is_503_and_the_next_checkout_completes_the_same_charge
     result = checkout(runtime, gateway, ACCOUNT, request)
     assert not result.created
     assert "pix_code" in result.charge.details
-    assert len(charge_rows(runtime)) == 1
-    assert len(asaas.payments) == 1
+    assert [charge.status for charge in charge_rows(runtime)] == ["canceled", "pending"]  # the day-1 boleto, the PIX
+    assert len(asaas.by_reference(result.charge.id)) == 1
 
 
 @SQLITE
 def test_the_api_answers_503_when_the_gateway_is_down(client: TestClient, asaas: FakeAsaas, blocked: str) -> None:
     asaas.lookup.side_effect = [httpx.Response(200, text="<html>upstream down</html>")]
-    response = post(client, {"product": "platform", "method": "boleto"})
+    response = post(client, {"product": "platform", "method": "pix"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "gateway_unavailable"

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
+from billing.charging import manual_charge_key
 from billing.clock import FrozenClock, parse_instant
 from billing.models import Block, Charge
 from billing.settlement import ConfirmedPayment, Settlement, open_charge, settle_charge
@@ -30,6 +31,14 @@ def charge(runtime: Runtime, invoice_ids: Sequence[str], method: str = "pix") ->
     """A pending charge for these invoices, as a checkout would open it."""
     now = runtime.clock.now()
     return runtime.transaction(lambda session: open_charge(session, invoice_ids, method, now).id)
+
+
+def issued_charge(runtime: Runtime, invoice_id: str) -> str:
+    """The PIX or boleto charge the tick opened when it issued a manual invoice (rule 3.3)."""
+    key = manual_charge_key(invoice_id)
+    found = runtime.read(lambda session: session.scalar(select(Charge.id).where(Charge.idempotency_key == key)))
+    assert found is not None
+    return str(found)
 
 
 def charge_amount(runtime: Runtime, charge_id: str) -> int:
@@ -511,7 +520,7 @@ def test_a_second_payment_for_a_paid_invoice_is_a_duplicate_owed_back(
     first = settle(runtime, by_pix, "gw_pix_1")
     assert first.invoices_paid == [invoice["id"]]
     assert first.refunds_owed == []
-    assert first.charges_canceled == [by_boleto]
+    assert sorted(first.charges_canceled) == sorted([by_boleto, issued_charge(runtime, invoice["id"])])
 
     move(clock, "2026-12-02T13:00")
     second = settle(runtime, by_boleto, "gw_boleto_1", method="boleto")
@@ -569,13 +578,14 @@ def test_paying_one_charge_cancels_every_other_pending_charge_for_the_invoice(ap
     [invoice] = api.invoices(ACCOUNT)
     paid, other, third = (charge(runtime, [invoice["id"]], method) for method in ("pix", "boleto", "card"))
 
+    issued = issued_charge(runtime, invoice["id"])
     settlement = settle(runtime, paid, "gw_1")
-    assert sorted(settlement.charges_canceled) == sorted([other, third])
+    assert sorted(settlement.charges_canceled) == sorted([other, third, issued])
 
     def statuses(session: Session) -> dict[str, str]:
         return {found.id: found.status for found in session.scalars(select(Charge))}
 
-    assert runtime.read(statuses) == {paid: "confirmed", other: "canceled", third: "canceled"}
+    assert runtime.read(statuses) == {paid: "confirmed", other: "canceled", third: "canceled", issued: "canceled"}
 
 
 # 3.10 Plan changes
