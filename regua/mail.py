@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import email
+import email.policy
 import functools
+import hashlib
 import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime, timedelta
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formatdate, make_msgid
+from email.utils import format_datetime, formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +89,12 @@ _FAILURE_REASONS = {
     "stolen_card": "cartão bloqueado pelo banco emissor",
     "lost_card": "cartão bloqueado pelo banco emissor",
     "timeout": "o banco emissor não respondeu a tempo",
+    # The reasons regua.gateway.asaas gives a refused card.
+    "expired": "cartão vencido",
+    "stolen_or_lost": "cartão bloqueado pelo banco emissor",
+    "invalid_token": "dados do cartão inválidos",
+    "card_canceled": "cartão cancelado ou bloqueado",
+    "generic": "transação não autorizada pelo banco emissor",
 }
 _REFUND_REASONS = {
     "duplicate": "pagamento em duplicidade",
@@ -147,6 +157,58 @@ def render_email(context: EmailContext) -> RenderedEmail:
     return _render(context, _environment())
 
 
+def message_bytes(
+    rendered: RenderedEmail,
+    context: EmailContext,
+    *,
+    mail_from: str,
+    message_id_domain: str,
+    invoice_id: str | None = None,
+    sent_at: datetime | None = None,
+    message_id: str | None = None,
+) -> bytes:
+    """The message as it goes on the wire (CRLF lines): multipart/alternative, text then HTML, with
+    the X-Regua-* headers the sink and ops read.
+
+    `sent_at` is the clock's now for the Date header; without it the system time is used. A
+    `message_id` chosen by the caller (one per notification) makes a resent copy recognisable as
+    the same message; without it a fresh one is made.
+
+    Written directly rather than through `email.message.EmailMessage`, whose header objects cost
+    about ten times the rendering; `build_message` parses these bytes back for whoever wants one.
+    """
+    if not context.recipients:
+        raise ValueError(f"a {context.kind} email for account {context.account_id!r} has no recipients")
+    sender_name, sender = parseaddr(mail_from)
+    if "@" not in sender:
+        raise ValueError(f"not an email address to send from: {mail_from!r}")
+    message_id = message_id or make_msgid(idstring=context.kind, domain=message_id_domain)
+    # Both parts are quoted-printable, which writes every "=" as "=3D": a boundary that begins with
+    # "=_" can never occur inside them, so it need not be random (os.urandom showed in the profile).
+    boundary = "=_regua_" + hashlib.blake2s(message_id.encode(), digest_size=12).hexdigest()
+    headers = [
+        ("Subject", _header_text("Subject", rendered.subject)),
+        ("From", _address(sender_name, sender)),
+        ("To", _fold(",", [_address(name, address) for name, address in context.recipients])),
+        ("Date", formatdate(usegmt=True) if sent_at is None else format_datetime(as_utc(sent_at))),
+        ("Message-ID", message_id),
+        ("X-Regua-Kind", context.kind),
+        ("X-Regua-Account", context.account_id),
+        *([("X-Regua-Invoice", invoice_id)] if invoice_id is not None else []),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+    ]
+    for name, value in headers:
+        _no_line_breaks(name, value.replace("\r\n ", ""))
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
+    parts = b"".join(
+        b'--%s\r\nContent-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n%s\r\n'
+        % (boundary.encode(), subtype, _quoted_printable(body))
+        for subtype, body in ((b"plain", rendered.text), (b"html", rendered.html))
+    )
+    return head + b"\r\n" + parts + b"--%s--\r\n" % boundary.encode()
+
+
 def build_message(
     rendered: RenderedEmail,
     context: EmailContext,
@@ -155,26 +217,78 @@ def build_message(
     message_id_domain: str,
     invoice_id: str | None = None,
     sent_at: datetime | None = None,
+    message_id: str | None = None,
 ) -> EmailMessage:
-    """A multipart/alternative message (text, then HTML) with the X-Regua-* headers the sink and ops read.
-
-    `sent_at` is the clock's now for the Date header; without it the system time is used.
-    """
-    if not context.recipients:
-        raise ValueError(f"a {context.kind} email for account {context.account_id!r} has no recipients")
-    message = EmailMessage()
-    message["Subject"] = rendered.subject
-    message["From"] = mail_from
-    message["To"] = [Address(display_name=name, addr_spec=email) for name, email in context.recipients]
-    message["Date"] = formatdate(usegmt=True) if sent_at is None else format_datetime(as_utc(sent_at))
-    message["Message-ID"] = make_msgid(idstring=context.kind, domain=message_id_domain)
-    message["X-Regua-Kind"] = context.kind
-    message["X-Regua-Account"] = context.account_id
-    if invoice_id is not None:
-        message["X-Regua-Invoice"] = invoice_id
-    message.set_content(rendered.text, cte="quoted-printable")
-    message.add_alternative(rendered.html, subtype="html", cte="quoted-printable")
+    """The message of `message_bytes` as an EmailMessage (for samples, tests and the dev sink)."""
+    wire = message_bytes(
+        rendered,
+        context,
+        mail_from=mail_from,
+        message_id_domain=message_id_domain,
+        invoice_id=invoice_id,
+        sent_at=sent_at,
+        message_id=message_id,
+    )
+    message = email.message_from_bytes(wire, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
     return message
+
+
+def _no_line_breaks(name: str, value: str) -> None:
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"the {name} header may not contain CR or LF: {value!r}")
+
+
+def _header_text(name: str, text: str) -> str:
+    """Unstructured header text: as it is when ASCII, else as RFC 2047 encoded words."""
+    _no_line_breaks(name, text)
+    return text if text.isascii() else _encoded_words(text)
+
+
+def _address(name: str, address: str) -> str:
+    _no_line_breaks("address", name + address)
+    if not _ADDR_SPEC.fullmatch(address):
+        raise ValueError(f"not an email address: {address!r}")
+    name = " ".join(name.split())
+    if name.isascii():
+        return formataddr((name, address))
+    # One word, however long: readers disagree on the space between two encoded words of a name.
+    return f"{_encoded_words(name, chunk_bytes=len(name) * 4)} <{address}>"
+
+
+def _encoded_words(text: str, *, chunk_bytes: int = 45) -> str:
+    """`=?utf-8?b?...?=` words of at most 72 characters, whole characters each, one per folded line.
+
+    (email.header does the same, but tries quoted-printable character by character first: that
+    cost more than rendering the templates.)
+    """
+    chunks: list[bytes] = [b""]
+    for character in text:
+        encoded = character.encode("utf-8")
+        if len(chunks[-1]) + len(encoded) > chunk_bytes:
+            chunks.append(b"")
+        chunks[-1] += encoded
+    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=" for chunk in chunks)
+
+
+def _fold(separator: str, items: list[str], width: int = 76) -> str:
+    """Items joined by `separator`, a line break before any item that would pass `width`."""
+    lines = [items[0]]
+    for item in items[1:]:
+        if len(lines[-1]) + len(separator) + 1 + len(item) > width:
+            lines[-1] += separator
+            lines.append(item)
+        else:
+            lines[-1] += f"{separator} {item}"
+    return "\r\n ".join(lines)
+
+
+def _quoted_printable(text: str) -> bytes:
+    encoded = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    return encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+_ADDR_SPEC = re.compile(r"[^\s@<>,;:\"()\[\]\\]+@[^\s@<>,;:\"()\[\]\\]+")
 
 
 # Formatting: exactly one filter for money and one for dates.
@@ -396,11 +510,19 @@ def _restore(inlined: str, originals: list[str], name: str) -> str:
 _SAMPLE_PORTAL = "https://app.example.com.br/portal"
 
 
-def write_samples(directory: Path) -> list[Path]:
-    """Render the sample emails into `directory` as NAME.html and NAME.txt; returns the files written."""
+_FIRST_SAMPLES = ("invoice_issued_boleto_pix", "payment_failed_card_auto_debit")
+
+
+def write_samples(directory: Path, *, every_kind: bool = False) -> list[Path]:
+    """Render the sample emails into `directory` as NAME.html and NAME.txt; returns the files written.
+
+    The first two samples, or with `every_kind` one more of each other kind.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for name, context in _sample_contexts().items():
+        if (name in _FIRST_SAMPLES) == every_kind:
+            continue
         rendered = render_email(context)
         html_path, text_path = directory / f"{name}.html", directory / f"{name}.txt"
         html_path.write_text(rendered.html, encoding="utf-8")
@@ -410,7 +532,7 @@ def write_samples(directory: Path) -> list[Path]:
 
 
 def _sample_contexts() -> dict[str, EmailContext]:
-    """Two realistic emails: a boleto/PIX payer's new invoice and a declined card auto-debit."""
+    """A realistic email of each kind, as the régua records them (docs/samples/<kind>_<case>.*)."""
     manual = InvoiceLine(
         invoice_id="inv_20261201_mbv",
         product="platform",
@@ -422,6 +544,16 @@ def _sample_contexts() -> dict[str, EmailContext]:
         total_cents=19990,
     )
     auto_debit = replace(manual, invoice_id="inv_20261201_pc", discount_cents=1000, total_cents=18990)
+    mentorship_dec = replace(manual, invoice_id="inv_20261201_lumen", product="mentorship", subtotal_cents=50000)
+    mentorship_dec = replace(mentorship_dec, total_cents=50000)
+    trial = replace(
+        manual,
+        invoice_id="inv_20261210_ze",
+        period_start=date(2026, 12, 10),
+        due_date=date(2026, 12, 10),
+        subtotal_cents=14186,
+        total_cents=14186,
+    )
     return {
         "invoice_issued_boleto_pix": EmailContext(
             kind="invoice_issued",
@@ -451,9 +583,95 @@ def _sample_contexts() -> dict[str, EmailContext]:
             block_on=date(2026, 12, 7),
             failure_reason="insufficient_funds",
         ),
+        "payment_confirmed_card_auto_debit": EmailContext(
+            kind="payment_confirmed",
+            account_id="padaria-central",
+            account_name="Padaria Central Ltda",
+            recipients=(("Ana", "ana@padaria.example"),),
+            invoices=(auto_debit,),
+            portal_url=_SAMPLE_PORTAL,
+            payment_method="card_auto_debit",
+            amount_cents=18990,
+        ),
+        "payment_reminder_boleto": EmailContext(
+            kind="payment_reminder",
+            account_id="mercearia-boa-vista",
+            account_name="Mercearia Boa Vista Ltda",
+            recipients=(("Carla Souza", "carla@boavista.example"),),
+            invoices=(manual,),
+            portal_url=_SAMPLE_PORTAL,
+            payment_method="boleto",
+            block_on=date(2026, 12, 7),
+            boleto_line="23793.38128 60000.000003 00000.000406 1 97100000019990",
+            boleto_url="https://app.example.com.br/boletos/inv_20261201_mbv.pdf",
+        ),
+        "block_warning_pix": EmailContext(
+            kind="block_warning",
+            account_id="mercearia-boa-vista",
+            account_name="Mercearia Boa Vista Ltda",
+            recipients=(("Carla Souza", "carla@boavista.example"), ("Jorge Souza", "jorge@boavista.example")),
+            invoices=(manual,),
+            portal_url=_SAMPLE_PORTAL,
+            payment_method="pix",
+            block_on=date(2026, 12, 7),
+        ),
+        "account_blocked_mentorship": EmailContext(
+            kind="account_blocked",
+            account_id="estudio-lumen",
+            account_name="Estúdio Lúmen Fotografia ME",
+            recipients=(("Rafael Lima", "rafael@lumen.example"),),
+            invoices=(mentorship_dec,),
+            portal_url=_SAMPLE_PORTAL,
+            payment_method="boleto",
+            blocked_since=date(2026, 12, 7),
+        ),
+        "account_unblocked_paid": EmailContext(
+            kind="account_unblocked",
+            account_id="mercearia-boa-vista",
+            account_name="Mercearia Boa Vista Ltda",
+            recipients=(("Carla Souza", "carla@boavista.example"),),
+            invoices=(manual,),
+            portal_url=_SAMPLE_PORTAL,
+            payment_method="pix",
+            amount_cents=19990,
+        ),
+        "verification_pending_receipt": EmailContext(
+            kind="verification_pending",
+            account_id="mercearia-boa-vista",
+            account_name="Mercearia Boa Vista Ltda",
+            recipients=(("Carla Souza", "carla@boavista.example"),),
+            invoices=(manual,),
+            portal_url=_SAMPLE_PORTAL,
+            payment_method="boleto",
+            verifying_until=date(2026, 12, 12),
+        ),
+        "trial_ended_pro_rata": EmailContext(
+            kind="trial_ended",
+            account_id="oficina-do-ze",
+            account_name="Oficina do Zé Ltda",
+            recipients=(("José Carlos", "ze@oficina.example"),),
+            invoices=(trial,),
+            portal_url=_SAMPLE_PORTAL,
+            payment_method="pix",
+            block_on=date(2026, 12, 16),
+            trial_ended_on=date(2026, 12, 10),
+        ),
+        "refund_issued_duplicate": EmailContext(
+            kind="refund_issued",
+            account_id="mercearia-boa-vista",
+            account_name="Mercearia Boa Vista Ltda",
+            recipients=(("Carla Souza", "carla@boavista.example"),),
+            invoices=(manual,),
+            portal_url=_SAMPLE_PORTAL,
+            payment_method="pix",
+            amount_cents=19990,
+            refund_amount_cents=19990,
+            refund_reason="duplicate",
+        ),
     }
 
 
 if __name__ == "__main__":
-    for path in write_samples(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/samples")):
+    target = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/samples")
+    for path in write_samples(target) + write_samples(target, every_kind=True):
         print(path)

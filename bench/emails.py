@@ -1,0 +1,298 @@
+"""Emails rendered and delivered per second by one worker process, against raw aiosmtplib sends.
+
+The sink is aiosmtpd in a process of its own (so it does not share the worker's GIL), counting what
+it accepts. In the same run:
+
+- raw: one pre-built message sent again and again with aiosmtplib, on 1 connection, then on as
+  many connections as the worker has threads (the ceiling for this sink on this machine);
+- render: the templates of one notification rendered into a MIME message, in one thread (no I/O);
+- regua: one Dramatiq worker (the in-process broker, THREADS threads) draining one send job per
+  notification: claim it in the database, check it is still true, render it, send it over pooled
+  SMTP connections, mark it sent (the jobs that run at the same time share the transactions and
+  send side by side: workers.mailing.Grouped). The script checks that the sink got every one and
+  the database says each was sent once.
+
+    python -m bench.emails [--emails 2000] [--threads 8,32] [--sqlite]
+
+Uses a fresh PostgreSQL database (REGUA_TEST_POSTGRES_URL's server) unless --sqlite is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from billing.accounts import AccountInput, SubscriptionInput, upsert_account, upsert_subscription
+from billing.clock import FrozenClock, parse_instant
+from billing.invoicing import issue_due_invoices
+from billing.models import Notification, NotificationStatus
+from billing.notifications import record_due_notifications
+from regua.assembly import InProcessWorker
+from regua.mail import message_bytes, render_email
+from regua.mailer import email_context
+from regua.migrate import upgrade
+from regua.runtime import Runtime, build_runtime
+from regua.settings import Settings
+from regua.smtp import CONNECTIONS
+from workers.actors import WorkerContext, declare_actors
+from workers.broker import build_broker
+
+POSTGRES = os.environ.get("REGUA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+START = "2026-12-01T00:05:00-03:00"
+SENDER = "financeiro@regua.example"
+
+
+@dataclass
+class Result:
+    name: str
+    emails: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.emails / self.seconds
+
+
+# The sink, in its own process.
+
+
+def free_port() -> int:
+    with closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class _Counter:
+    def __init__(self, count: Any) -> None:
+        self.count = count
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        with self.count.get_lock():
+            self.count.value += 1
+        return "250 OK"
+
+
+def _sink(port: int, count: Any, ready: Any, stop: Any) -> None:
+    from aiosmtpd.controller import Controller
+
+    controller = Controller(_Counter(count), hostname="127.0.0.1", port=port, server_hostname="sink.bench")
+    controller.start()
+    ready.set()
+    stop.wait()
+    controller.stop()
+
+
+@contextmanager
+def sink() -> Iterator[tuple[int, Callable[[], int]]]:
+    spawn = multiprocessing.get_context("spawn")
+    port, count, ready, stop = free_port(), spawn.Value("i", 0), spawn.Event(), spawn.Event()
+    process = spawn.Process(target=_sink, args=(port, count, ready, stop), daemon=True)
+    process.start()
+    if not ready.wait(timeout=30):
+        raise SystemExit("the SMTP sink did not start")
+    try:
+        yield port, lambda: int(count.value)
+    finally:
+        stop.set()
+        process.join(timeout=10)
+
+
+# The database, with one invoice_issued notification per account.
+
+
+@contextmanager
+def database(use_sqlite: bool) -> Iterator[str]:
+    if use_sqlite:
+        with tempfile.TemporaryDirectory() as directory:
+            url = f"sqlite:///{Path(directory) / 'bench.db'}"
+            upgrade(url)
+            yield url
+        return
+    name = f"regua_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(make_url(POSTGRES).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def customers(runtime: Runtime, count: int, prefix: str) -> list[str]:
+    """`count` boleto customers whose December invoice is issued: one pending notification each."""
+    now = runtime.clock.now()
+    subscription = SubscriptionInput.parse(
+        {
+            "plan": "pro",
+            "modules": [],
+            "monthly_price_cents": 19990,
+            "frequency": "monthly",
+            "payment_method": "boleto",
+            "installments": 1,
+            "starts_on": "2026-12-01",
+        }
+    )
+
+    def work(session: Session) -> list[str]:
+        for number in range(count):
+            account = AccountInput.parse(
+                {
+                    "name": f"Cliente {number} Ltda",
+                    "document": "11.222.333/0001-81",
+                    "contacts": [
+                        {"email": f"financeiro{number}@cliente.example", "name": "Ana", "manage_payments": True}
+                    ],
+                },
+                runtime.calendar,
+            )
+            upsert_account(session, f"{prefix}-{number:05d}", account, now)
+            upsert_subscription(session, f"{prefix}-{number:05d}", "platform", subscription, now, runtime.calendar)
+        session.flush()
+        issue_due_invoices(session, now, runtime.calendar)
+        return record_due_notifications(session, now, runtime.calendar, runtime.policy).pending
+
+    ids = runtime.transaction(work)
+    assert len(ids) == count, f"{len(ids)} notifications recorded for {count} customers"
+    return ids
+
+
+# What is measured.
+
+
+def raw(port: int, count: int, connections: int, data: bytes) -> Result:
+    async def one(share: int) -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, local_hostname="bench.local")
+        await client.connect()
+        for _ in range(share):
+            await client.sendmail(SENDER, ["financeiro0@cliente.example"], data)
+        await client.quit()
+
+    async def run() -> None:
+        shares = [count // connections + (1 if n < count % connections else 0) for n in range(connections)]
+        await asyncio.gather(*(one(share) for share in shares))
+
+    started = time.perf_counter()
+    asyncio.run(run())
+    return Result(f"raw aiosmtplib, {connections} connection{'s' if connections > 1 else ''}", count, _since(started))
+
+
+def render_only(runtime: Runtime, notification_id: str, count: int) -> tuple[Result, bytes]:
+    notification = runtime.read(lambda session: session.get(Notification, notification_id))
+    assert notification is not None
+    data = b""
+    started = time.perf_counter()
+    for _ in range(count):
+        context = email_context(notification.kind, notification.account_id, notification.context, "https://p.example")
+        data = message_bytes(
+            render_email(context),
+            context,
+            mail_from=f"Financeiro <{SENDER}>",
+            message_id_domain="regua.example",
+            invoice_id=notification.invoice_id,
+            sent_at=runtime.clock.now(),
+            message_id=f"<{notification.id}@regua.example>",
+        )
+    return Result("render only (templates + MIME bytes), 1 thread", count, _since(started)), data
+
+
+def regua_worker(runtime: Runtime, ids: list[str], threads: int, received: Callable[[], int]) -> Result:
+    context = WorkerContext(runtime, {}, None)
+    jobs = declare_actors(build_broker(""), lambda: context)
+    jobs.mailing.queue(ids)
+    before = received()
+    worker = InProcessWorker(jobs.broker, threads=threads)
+    started = time.perf_counter()
+    worker.start()
+    try:
+        deadline = time.monotonic() + 600
+        while received() - before < len(ids):
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {received() - before} of {len(ids)} emails arrived")
+            time.sleep(0.005)
+        seconds = _since(started)
+    finally:
+        worker.stop()
+        jobs.mailing.close()
+    sent = runtime.read(
+        lambda session: session.scalar(
+            select(func.count())
+            .select_from(Notification)
+            .where(Notification.id.in_(ids), Notification.status == NotificationStatus.SENT)
+        )
+    )
+    assert sent == len(ids), f"{sent} notifications marked sent for {len(ids)} emails"
+    assert received() - before == len(ids), "the sink got more emails than notifications"
+    return Result(f"regua worker: claim, render, send, mark sent ({threads} threads)", len(ids), seconds)
+
+
+def _since(started: float) -> float:
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--emails", type=int, default=2000)
+    parser.add_argument("--threads", default="8,32", help="worker threads, one run each (default 8,32)")
+    parser.add_argument("--sqlite", action="store_true", help="the embedded default instead of PostgreSQL")
+    args = parser.parse_args()
+    runs = [int(threads) for threads in args.threads.split(",")]
+
+    with sink() as (port, received), database(args.sqlite) as url:
+        settings = Settings(
+            env="test",
+            database_url=url,
+            smtp_url=f"smtp://127.0.0.1:{port}",
+            mail_from=f"Financeiro <{SENDER}>",
+            portal_url="https://app.example.com.br/portal",
+        )
+        runtime = build_runtime(settings, clock=FrozenClock(parse_instant(START)))
+        try:
+            batches = [customers(runtime, args.emails, f"run{n}") for n in range(len(runs))]
+            rendered, data = render_only(runtime, batches[0][0], min(args.emails, 1000))
+            connections = CONNECTIONS
+            results = [raw(port, args.emails, 1, data), raw(port, args.emails, connections, data), rendered]
+            results += [
+                regua_worker(runtime, ids, threads, received) for ids, threads in zip(batches, runs, strict=True)
+            ]
+        finally:
+            runtime.close()
+
+    database_name = "SQLite" if args.sqlite else "PostgreSQL"
+    sqlite = " --sqlite" if args.sqlite else ""
+    print(f"\n$ python -m bench.emails --emails {args.emails} --threads {args.threads}{sqlite}")
+    print(
+        f"{args.emails} emails a row, to an aiosmtpd sink in another process; {database_name}; {os.cpu_count()} cores\n"
+    )
+    print(f"| {'':<58} | {'emails':>6} | {'seconds':>7} | {'per second':>10} |")
+    print(f"|{'-' * 60}|{'-' * 7}:|{'-' * 8}:|{'-' * 11}:|")
+    for result in results:
+        print(f"| {result.name:<58} | {result.emails:>6} | {result.seconds:>7.2f} | {result.rate:>10,.0f} |")
+    ceiling = results[1]
+    print(f"\nregua's SMTP pool has {connections} connections: the ceiling is the raw row with as many.")
+    for worker in results[3:]:
+        verdict = "met" if worker.rate >= 300 else "NOT met"
+        print(f"{worker.name}: {worker.rate / ceiling.rate:.2f} of the ceiling; target 300/s {verdict}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,360 @@
+"""Delivering notifications: each sent at most once, whatever the number of jobs holding its id.
+
+A delivery takes a batch of ids (one, or the few that worker threads asked for at the same time)
+through the same steps as one:
+
+1. Claim them in one short transaction: each must be pending, and nobody may have started an
+   attempt in the last LEASE. While a notification is pending, `sent_at` holds when its latest
+   attempt began (the lease, and the sign that a retry is alive); once sent, when the attempt that
+   delivered it began. No transaction is open while the mail server talks, so SQLite writers and
+   settlement never wait for it.
+2. Check that each is still true (a reminder for an invoice paid meanwhile is marked obsolete), and
+   add the PIX code and boleto line that a charge got since it was recorded; a mail whose charge
+   was opened but has no codes yet waits for them (CODES_HOLD), then goes without.
+3. Render and send them, each with a Message-ID derived from its notification's id: if a crash after
+   the server's acceptance ever sends one again, the copy carries the same Message-ID.
+4. Right after the server answered, record each in one transaction: sent with its Message-ID; still
+   pending after a temporary failure (no connection, a timeout, a 4xx answer), for a retry; failed,
+   with the server's words, after a 5xx answer to the message: never tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from datetime import date, datetime, timedelta
+from email.utils import parseaddr
+from enum import StrEnum
+from typing import Any
+
+import jinja2
+from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy.orm import Session
+
+from billing.models import Notification, NotificationStatus
+from billing.notifications import PAYMENT_CODE_KEYS, PAYMENT_DUE_KINDS, Premise, codes_by_invoices, still_true
+from regua.mail import EmailContext, InvoiceLine, message_bytes, render_email
+from regua.runtime import Runtime
+from regua.smtp import ATTEMPT_SECONDS, Accepted, Mailer, MailError, Outgoing, TemporaryMailError
+
+log = logging.getLogger("regua.mail")
+
+LEASE = timedelta(seconds=60)
+"""Nobody starts another attempt within this long of the latest one (an attempt lasts at most ATTEMPT_SECONDS)."""
+REQUEUE_AFTER = timedelta(minutes=5)
+"""A pending notification younger than this is still in its first job's hands."""
+QUIET_AFTER = timedelta(minutes=15)
+"""Not tried for this long while pending: its job is gone (Dramatiq retries it every 10 minutes at most)."""
+CODES_HOLD = timedelta(minutes=10)
+"""A mail that asks for money waits this long for the PIX code and boleto line of a charge just opened."""
+GIVE_UP_AFTER = timedelta(hours=48)
+"""A notification not delivered within this long is recorded as failed: it would arrive too late to be true."""
+assert timedelta(seconds=ATTEMPT_SECONDS) < LEASE
+
+
+class Outcome(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    OBSOLETE = "obsolete"
+    DEFERRED = "deferred"
+    """A temporary failure: still pending, to be retried."""
+    BUSY = "busy"
+    """Another attempt holds the lease: still pending, to be looked at later."""
+    DONE = "done"
+    """Nothing to do: already sent, failed, obsolete or without contact (or unknown)."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    outcome: Outcome
+    detail: str = ""
+    unreachable: bool = False
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    id: str
+    kind: str
+    account_id: str
+    invoice_id: str | None
+    recipients: tuple[str, ...]
+    context: dict[str, Any]
+    created_at: datetime
+
+
+def deliver_notification(
+    runtime: Runtime, mailer: Mailer, notification_id: str, *, now: datetime | None = None
+) -> Delivery:
+    """Send one notification if it is still pending and still true; safe to call twice or at once."""
+    [delivery] = deliver_notifications(runtime, mailer, [notification_id], now=now)
+    return delivery
+
+
+def deliver_notifications(
+    runtime: Runtime, mailer: Mailer, notification_ids: Sequence[str], *, now: datetime | None = None
+) -> list[Delivery]:
+    """Send these notifications (see the module's docstring); one Delivery per id, in order."""
+    at = now or runtime.clock.now()
+    with runtime.engine.connect() as connection:
+        with connection.begin():
+            claimed, deliveries = _claim(connection, runtime, list(dict.fromkeys(notification_ids)), at)
+        records: dict[Any, list[dict[str, Any]]] = {_SENT: [], _DEFERRED: [], _END: []}
+        for item, (delivery, statement, parameters) in zip(claimed, _send(runtime, mailer, claimed, at), strict=True):
+            deliveries[item.id] = delivery
+            records[statement].append({"notification_id": item.id, **parameters})
+        if any(records.values()):
+            with connection.begin():
+                for statement, rows in records.items():
+                    if rows:
+                        connection.execute(statement, rows)
+    return [deliveries[notification_id] for notification_id in notification_ids]
+
+
+# Statements built once: a delivery runs them for every email sent.
+
+_PENDING = Notification.status == NotificationStatus.PENDING.value
+_THIS = Notification.id == bindparam("notification_id")
+_LOCKED = (
+    select(Notification.id)
+    .where(Notification.id.in_(bindparam("ids", expanding=True)))
+    .order_by(Notification.id)
+    .with_for_update(skip_locked=True)
+)
+"""On PostgreSQL, the rows locked in id order, skipping those another claim holds (they are busy):
+two batches that share ids never deadlock. SQLite has one writer at a time anyway."""
+_CLAIM = (
+    update(Notification)
+    .where(
+        Notification.id.in_(_LOCKED),
+        _PENDING,
+        or_(Notification.sent_at.is_(None), Notification.sent_at <= bindparam("lease_cutoff")),
+    )
+    .values(sent_at=bindparam("now"), attempts=Notification.attempts + 1)
+    .returning(
+        Notification.id,
+        Notification.kind,
+        Notification.step,
+        Notification.account_id,
+        Notification.invoice_id,
+        Notification.recipients,
+        Notification.context,
+        Notification.created_at,
+        Notification.last_error,
+    )
+)
+_STATUSES = select(Notification.id, Notification.status).where(Notification.id.in_(bindparam("ids", expanding=True)))
+_END = update(Notification).where(_THIS, _PENDING).values(status=bindparam("status"), last_error=bindparam("error"))
+_DEFERRED = update(Notification).where(_THIS, _PENDING).values(last_error=bindparam("error"))
+_SENT = (
+    update(Notification)
+    .where(_THIS, _PENDING)
+    .values(
+        status=NotificationStatus.SENT.value,
+        sent_at=bindparam("sent"),
+        message_id=bindparam("message"),
+        last_error=bindparam("error"),
+    )
+)
+
+
+def _claim(
+    connection: Connection, runtime: Runtime, ids: list[str], now: datetime
+) -> tuple[list[_Claimed], dict[str, Delivery]]:
+    """Take the leases in one statement; then the premises, the age limit, and today's payment codes."""
+    rows = list(connection.execute(_CLAIM, {"ids": ids, "lease_cutoff": now - LEASE, "now": now}))
+    deliveries: dict[str, Delivery] = {}
+    taken = {row.id for row in rows}
+    if len(taken) < len(ids):
+        statuses = dict(connection.execute(_STATUSES, {"ids": [i for i in ids if i not in taken]}).all())
+        for notification_id in ids:
+            if notification_id not in taken:
+                status = statuses.get(notification_id)
+                deliveries[notification_id] = (
+                    Delivery(Outcome.BUSY, "another attempt is under way")
+                    if status == NotificationStatus.PENDING
+                    else Delivery(Outcome.DONE, status or "unknown")
+                )
+    true = still_true(
+        connection, [Premise(row.kind, row.step, row.context) for row in rows], now, runtime.calendar, runtime.policy
+    )
+    ends, claimed = [], []
+    for row, holds in zip(rows, true, strict=True):
+        if not holds:
+            ends.append((row.id, NotificationStatus.OBSOLETE, "no longer true"))
+        elif now - row.created_at > GIVE_UP_AFTER:
+            ends.append(
+                (
+                    row.id,
+                    NotificationStatus.FAILED,
+                    f"not delivered within {GIVE_UP_AFTER}; last error: {row.last_error}",
+                )
+            )
+        else:
+            claimed.append(
+                _Claimed(
+                    row.id,
+                    row.kind,
+                    row.account_id,
+                    row.invoice_id,
+                    tuple(row.recipients),
+                    dict(row.context),
+                    row.created_at,
+                )
+            )
+    if ends:
+        connection.execute(
+            _END, [{"notification_id": i, "status": status.value, "error": _short(why)} for i, status, why in ends]
+        )
+        deliveries.update((i, Delivery(Outcome(status.value), why)) for i, status, why in ends)
+    wanting = [
+        c for c in claimed if c.kind in PAYMENT_DUE_KINDS and not any(c.context.get(k) for k in PAYMENT_CODE_KEYS)
+    ]
+    if wanting:
+        groups = [tuple(line["invoice_id"] for line in c.context.get("invoices", [])) for c in wanting]
+        codes = codes_by_invoices(connection, groups)
+        for item, group in zip(wanting, groups, strict=True):
+            if codes.get(group) == {} and now - item.created_at < CODES_HOLD:
+                deliveries[item.id] = Delivery(Outcome.DEFERRED, "waiting for the PIX code and boleto line")
+                connection.execute(_DEFERRED, {"notification_id": item.id, "error": deliveries[item.id].detail})
+            item.context.update(codes.get(group, {}))
+        claimed = [item for item in claimed if item.id not in deliveries]
+    return claimed, deliveries
+
+
+def _send(
+    runtime: Runtime, mailer: Mailer, claimed: list[_Claimed], at: datetime
+) -> list[tuple[Delivery, Any, dict[str, Any]]]:
+    """Render and send the claimed notifications: how each went, and the statement that records it."""
+    settings = runtime.settings
+    sender = parseaddr(settings.mail_from)[1] or settings.mail_from
+    domain = sender.rpartition("@")[2] or "localhost"
+    results: list[tuple[Delivery, Any, dict[str, Any]] | None] = []
+    outgoing: list[Outgoing] = []
+    for item in claimed:
+        try:
+            context = email_context(item.kind, item.account_id, item.context, settings.portal_url)
+            data = message_bytes(
+                render_email(context),
+                context,
+                mail_from=settings.mail_from,
+                message_id_domain=domain,
+                invoice_id=item.invoice_id,
+                sent_at=at,
+                message_id=_message_id(item.id, domain),
+            )
+        except (ValueError, TypeError, KeyError, jinja2.TemplateError) as error:
+            detail = f"could not render: {type(error).__name__}: {error}"
+            log.error("notification %s (%s): %s", item.id, item.kind, detail)
+            failed = {"status": NotificationStatus.FAILED.value, "error": _short(detail)}
+            results.append((Delivery(Outcome.FAILED, detail), _END, failed))
+            continue
+        results.append(None)
+        outgoing.append(Outgoing(data, sender, item.recipients))
+    answers = iter(mailer.send_many(outgoing))
+    for position, item in enumerate(claimed):
+        if results[position] is None:
+            results[position] = _answered(item, next(answers), at, domain)
+    return [result for result in results if result is not None]
+
+
+def _answered(
+    item: _Claimed, answer: Accepted | MailError, at: datetime, domain: str
+) -> tuple[Delivery, Any, dict[str, Any]]:
+    if isinstance(answer, TemporaryMailError):
+        return (
+            Delivery(Outcome.DEFERRED, str(answer), unreachable=answer.unreachable),
+            _DEFERRED,
+            {"error": _short(str(answer))},
+        )
+    if isinstance(answer, MailError):
+        log.warning("notification %s (%s) refused for good: %s", item.id, item.kind, answer)
+        failed = {"status": NotificationStatus.FAILED.value, "error": _short(str(answer))}
+        return Delivery(Outcome.FAILED, str(answer)), _END, failed
+    refused = "; ".join(f"{recipient}: {reply}" for recipient, reply in answer.refused.items())
+    sent = {
+        "sent": at,
+        "message": _message_id(item.id, domain),
+        "error": _short(f"refused: {refused}") if refused else None,
+    }
+    return Delivery(Outcome.SENT, answer.reply), _SENT, sent
+
+
+def _message_id(notification_id: str, domain: str) -> str:
+    return f"<{notification_id}@{domain}>"
+
+
+def _short(text: str) -> str:
+    return text[:500]
+
+
+def defer_notifications(runtime: Runtime, notification_ids: Sequence[str], now: datetime, reason: str) -> None:
+    """Count these as tried at `now` without trying them (the server is unreachable): left for a later pass."""
+    if not notification_ids:
+        return
+    runtime.transaction(
+        lambda session: session.execute(
+            update(Notification)
+            .where(
+                Notification.id.in_(list(notification_ids)),
+                Notification.status == NotificationStatus.PENDING,
+                or_(Notification.sent_at.is_(None), Notification.sent_at <= now - LEASE),
+            )
+            .values(sent_at=now, last_error=reason[:500])
+            .execution_options(synchronize_session=False)
+        )
+    )
+
+
+def notifications_to_send(session: Session, now: datetime, *, quiet_for: timedelta = QUIET_AFTER) -> list[str]:
+    """Pending notifications older than 5 minutes that nobody has tried for `quiet_for`: their job is lost."""
+    return list(
+        session.scalars(
+            select(Notification.id)
+            .where(
+                Notification.status == NotificationStatus.PENDING,
+                Notification.created_at <= now - REQUEUE_AFTER,
+                or_(Notification.sent_at.is_(None), Notification.sent_at <= now - quiet_for),
+            )
+            .order_by(Notification.created_at, Notification.id)
+            .limit(10_000)
+        )
+    )
+
+
+_DATE_FIELDS = frozenset({"next_retry_on", "block_on", "blocked_since", "verifying_until", "trial_ended_on"})
+_OPTIONAL_FIELDS = tuple(
+    f.name
+    for f in fields(EmailContext)
+    if f.name not in ("kind", "account_id", "account_name", "recipients", "invoices", "portal_url")
+)
+
+
+def email_context(kind: str, account_id: str, context: Mapping[str, Any], portal_url: str) -> EmailContext:
+    """The rendering input from a notification's recorded context."""
+    optional: dict[str, Any] = {}
+    for name in _OPTIONAL_FIELDS:
+        value = context.get(name)
+        if value is not None:
+            optional[name] = date.fromisoformat(value) if name in _DATE_FIELDS else value
+    return EmailContext(
+        kind=kind,
+        account_id=account_id,
+        account_name=str(context["account_name"]),
+        recipients=tuple((str(name), str(address)) for name, address in context["recipients"]),
+        invoices=tuple(
+            InvoiceLine(
+                invoice_id=line["invoice_id"],
+                product=line["product"],
+                period_start=date.fromisoformat(line["period_start"]),
+                period_end=date.fromisoformat(line["period_end"]),
+                due_date=date.fromisoformat(line["due_date"]),
+                subtotal_cents=int(line["subtotal_cents"]),
+                discount_cents=int(line["discount_cents"]),
+                total_cents=int(line["total_cents"]),
+            )
+            for line in context["invoices"]
+        ),
+        portal_url=portal_url,
+        **optional,
+    )
