@@ -212,6 +212,10 @@ class Invoice(Base):
 
 class Charge(Base):
     __tablename__ = "charges"
+    __table_args__ = (
+        Index("ix_charges_status_created_at", "status", "created_at"),
+        Index("ix_charges_confirmed_at", "confirmed_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
@@ -237,6 +241,7 @@ class Charge(Base):
 
 class ChargeInvoice(Base):
     __tablename__ = "charge_invoices"
+    __table_args__ = (Index("ix_charge_invoices_invoice_id", "invoice_id"),)
 
     charge_id: Mapped[str] = mapped_column(ForeignKey("charges.id"), primary_key=True)
     invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"), primary_key=True)
@@ -260,6 +265,7 @@ class Payment(Base):
 
 class Refund(Base):
     __tablename__ = "refunds"
+    __table_args__ = (Index("ix_refunds_refunded_at", "refunded_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"))
@@ -283,6 +289,8 @@ class Block(Base):
             postgresql_where=text("lifted_at IS NULL"),
             sqlite_where=text("lifted_at IS NULL"),
         ),
+        Index("ix_blocks_started_at", "started_at"),
+        Index("ix_blocks_lifted_at", "lifted_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -113,6 +113,7 @@ def settings(database_url: str) -> Settings:
         asaas_api_url=ASAAS_API_URL,
         asaas_api_key="asaas-test-key",
         pix_webhook_secret=PIX_SECRET,
+        smtp_url="smtp://127.0.0.1:1",  # closed: a test that mails says so with its own sink
     )
 
 
