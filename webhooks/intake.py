@@ -21,14 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import psycopg
 from sqlalchemy import Connection, Engine
 
 from billing.clock import Clock
-from billing.db import insert_ignoring_conflicts
+from billing.db import UnnestInsert, insert_ignoring_conflicts
 from billing.models import EventStatus, WebhookEvent, new_ids
 from webhooks.base import IncomingEvent
 
@@ -53,25 +52,11 @@ class _Submission:
     ids: list[str] = field(default_factory=list)
 
 
-_UNNEST_INSERT = """
-INSERT INTO webhook_events (id, provider, dedupe_key, event_type, body, status, received_at, attempts)
-SELECT id, provider, dedupe_key, event_type, body, status, %(received_at)s, 0
-FROM unnest(%(id)b::text[], %(provider)b::text[], %(dedupe_key)b::text[], %(event_type)b::text[],
-            %(body)b::text[], %(status)b::text[]) AS batch(id, provider, dedupe_key, event_type, body, status)
-ON CONFLICT (provider, dedupe_key) DO NOTHING
-RETURNING id
-"""
-_COLUMNS = ("id", "provider", "dedupe_key", "event_type", "body", "status")
-
-
-def _arrays(rows: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
-    """A batch as one array per column: one statement, no per-row parameter handling.
-
-    The arrays travel in binary (`%b`): the text format would quote every element with a regex.
-    """
-    arrays: dict[str, Any] = {column: [row[column] for row in rows] for column in _COLUMNS}
-    arrays["received_at"] = now
-    return arrays
+_STORE = UnnestInsert.build(
+    WebhookEvent,
+    ("id", "provider", "dedupe_key", "event_type", "body", "status", "received_at", "attempts"),
+    ("provider", "dedupe_key"),
+)
 
 
 class _PostgresWriter:
@@ -81,12 +66,12 @@ class _PostgresWriter:
         self._conninfo = conninfo
         self._connection: psycopg.AsyncConnection[Any] | None = None
 
-    async def store(self, rows: list[dict[str, Any]], now: datetime) -> list[str]:
+    async def store(self, rows: list[dict[str, Any]]) -> list[str]:
         try:
             if self._connection is None or self._connection.closed:
                 self._connection = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=5)
             async with self._connection.transaction():
-                cursor = await self._connection.execute(_UNNEST_INSERT, _arrays(rows, now))
+                cursor = await self._connection.execute(_STORE.sql, _STORE.columns(rows))
                 return [row[0] for row in await cursor.fetchall()]
         except psycopg.Error as error:
             await self.close()
@@ -109,7 +94,7 @@ class _ThreadedWriter:
         with self._engine.begin() as connection:
             return _portable_insert(connection, rows)
 
-    async def store(self, rows: list[dict[str, Any]], now: datetime) -> list[str]:
+    async def store(self, rows: list[dict[str, Any]]) -> list[str]:
         try:
             return await asyncio.to_thread(self._store, rows)
         except Exception as error:
@@ -214,7 +199,7 @@ class Intake:
                     }
                 )
         try:
-            stored = set(await writer.store(rows, now))
+            stored = set(await writer.store(rows))
         except StoreUnavailable as error:
             log.error("storing %d webhook events failed: %s", len(rows), error)
             for submission in batch:
