@@ -36,7 +36,7 @@ from regua.assembly import build_jobs, lazy_context, worker_context
 from regua.migrate import upgrade
 from regua.runtime import build_runtime
 from regua.settings import Settings
-from workers import charging
+from workers.tick import charging_step
 
 POSTGRES = os.environ.get("REGUA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("REGUA_BENCH_REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -98,11 +98,11 @@ def tick_in_process(database_url: str) -> tuple[dict[str, int], dict[str, float]
         context = worker_context(runtime)
         now = parse_instant(NOW)
         started = time.perf_counter()
-        report = run_tick(runtime.sessions, now, runtime.calendar, runtime.clock)
+        report = run_tick(runtime, now)
         issued = time.perf_counter()
-        charging.tick_step(jobs, context, report)
+        charging_step(jobs, context, report)
         planned = time.perf_counter()
-        record_tick(runtime.sessions, report, runtime.clock)
+        record_tick(runtime, report)
         done = time.perf_counter()
     finally:
         runtime.close()
@@ -176,7 +176,7 @@ def main() -> None:
         counts, phases = tick_in_process(database_url)
         found = check(database_url, queue)
         elapsed = sum(phases.values())
-        print(f"day-1 tick in process (run_tick + charging.tick_step, Redis broker): {elapsed:.1f} s")
+        print(f"day-1 tick in process (run_tick + charging_step, Redis broker): {elapsed:.1f} s")
         print("  " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items()))
         print(f"  invoices_issued {counts['invoices_issued']:,}, charges_started {counts['charges_started']:,}")
         print(

@@ -45,13 +45,14 @@ from billing.models import Notification, NotificationStatus
 from billing.notifications import record_due_notifications
 from regua.assembly import InProcessWorker
 from regua.mail import message_bytes, render_email
-from regua.mailer import email_context
+from regua.mailer import SmtpPostman, email_context
 from regua.migrate import upgrade
 from regua.runtime import Runtime, build_runtime
 from regua.settings import Settings
 from regua.smtp import CONNECTIONS
-from workers.actors import WorkerContext, declare_actors
+from workers.actors import declare_actors
 from workers.broker import build_broker
+from workers.context import WorkerContext
 
 POSTGRES = os.environ.get("REGUA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 START = "2026-12-01T00:05:00-03:00"
@@ -216,7 +217,7 @@ def render_only(runtime: Runtime, notification_id: str, count: int) -> tuple[Res
 
 
 def regua_worker(runtime: Runtime, ids: list[str], threads: int, received: Callable[[], int]) -> Result:
-    context = WorkerContext(runtime, {}, None)
+    context = WorkerContext(runtime, {}, None, postman=lambda: SmtpPostman(runtime))
     jobs = declare_actors(build_broker(""), lambda: context)
     jobs.mailing.queue(ids)
     before = received()

@@ -29,13 +29,12 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from functools import lru_cache
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 from sqlalchemy import insert, or_, select, true
 from sqlalchemy.orm import Session
 
 from billing.calendar import BillingCalendar
-from billing.clock import Clock
 from billing.db import insert_ignoring_conflicts
 from billing.dunning import regua_day_start
 from billing.models import (
@@ -55,16 +54,9 @@ from billing.models import (
 )
 from billing.money import parse_decimal
 from billing.policy import Policy
-from billing.settlement import (
-    ConfirmedPayment,
-    lock_charge,
-    record_failure,
-    record_gateway_cancel,
-    record_refund,
-    settle_charge,
-)
-from regua.gateway.port import (
+from billing.ports import (
     BoletoCode,
+    Books,
     CardCharge,
     CardDeclined,
     Gateway,
@@ -74,10 +66,17 @@ from regua.gateway.port import (
     PaymentNotFound,
     PixCode,
 )
+from billing.settlement import (
+    ConfirmedPayment,
+    lock_charge,
+    record_failure,
+    record_gateway_cancel,
+    record_refund,
+    settle_charge,
+)
 
 log = logging.getLogger("regua.charging")
 
-T = TypeVar("T")
 
 AUTO_DEBIT = "auto_debit"
 MANUAL = "manual"
@@ -93,19 +92,6 @@ REFUND_CLAIM = timedelta(minutes=5)
 REFUND_WAIT = timedelta(hours=6)
 """How long a refund the gateway accepted but has not finished (or refused) waits before it is asked again."""
 PRODUCT_NAMES = {"platform": "Mensalidade", "mentorship": "Mentoria"}
-
-
-class Books(Protocol):
-    """What charging needs of the composition root: short transactions, the clock, calendar and policy."""
-
-    @property
-    def clock(self) -> Clock: ...
-    @property
-    def calendar(self) -> BillingCalendar: ...
-    @property
-    def policy(self) -> Policy: ...
-    def transaction(self, work: Callable[[Session], T]) -> T: ...
-    def read(self, work: Callable[[Session], T]) -> T: ...
 
 
 class ChargeInFlight(Exception):

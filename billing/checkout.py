@@ -21,7 +21,6 @@ from billing.accounts import get_account
 from billing.blocking import is_open_at, lock_accounts
 from billing.charging import (
     CHECKOUT,
-    Books,
     CardResult,
     claim_manual_charge,
     has_codes,
@@ -40,8 +39,8 @@ from billing.models import (
     Invoice,
     Product,
 )
+from billing.ports import Books, Gateway, ManualCharge, PaymentNotFound
 from billing.settlement import lock_charge, open_charge
-from regua.gateway.port import Gateway, ManualCharge, PaymentNotFound
 
 METHODS = ("pix", "boleto", "card")
 PRODUCTS = tuple(product.value for product in Product)

@@ -6,14 +6,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy.orm import Session, sessionmaker
-
 from billing.blocking import BlockChanges, accounts_to_reconcile, lock_accounts, reconcile_blocks
-from billing.calendar import BillingCalendar
-from billing.clock import Clock
 from billing.db import unit_of_work
 from billing.invoicing import issue_due_invoices
 from billing.models import TickRun
+from billing.ports import Books
 from billing.settlement import expire_verifications
 
 ACTIONS = ("invoices_issued", "trials_ended", "verifications_expired", "blocks_applied", "blocks_lifted")
@@ -36,10 +33,11 @@ class TickReport:
         return {name: self.counts[name] for name in list(ACTIONS) + sorted(set(self.counts) - set(ACTIONS))}
 
 
-def run_tick(sessions: sessionmaker[Session], now: datetime, calendar: BillingCalendar, clock: Clock) -> TickReport:
+def run_tick(books: Books, now: datetime) -> TickReport:
     """One pass, in short transactions, each safe to repeat and to race against another pass."""
     report = TickReport(now=now)
-    started_at = clock.now()
+    started_at = books.clock.now()
+    calendar, sessions = books.calendar, books.sessions
     with unit_of_work(sessions) as session:
         issued = issue_due_invoices(session, now, calendar)
         session.commit()
@@ -67,10 +65,11 @@ def run_tick(sessions: sessionmaker[Session], now: datetime, calendar: BillingCa
     return report
 
 
-def record_tick(sessions: sessionmaker[Session], report: TickReport, clock: Clock) -> None:
+def record_tick(books: Books, report: TickReport) -> None:
     """The pass's row for ops (its lag and what it did), written once every step has run."""
-    with unit_of_work(sessions) as session:
-        session.add(
+    clock = books.clock
+    books.transaction(
+        lambda session: session.add(
             TickRun(
                 now=report.now,
                 started_at=report.started_at or clock.now(),
@@ -78,4 +77,4 @@ def record_tick(sessions: sessionmaker[Session], report: TickReport, clock: Cloc
                 actions=report.as_dict(),
             )
         )
-        session.commit()
+    )

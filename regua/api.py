@@ -25,9 +25,9 @@ from billing.accounts import (
 from billing.checkout import CheckoutRequest, CheckoutResult, checkout
 from billing.history import payment_history
 from billing.models import Account, Invoice, Payment, Refund, Subscription
+from billing.ports import Gateway, GatewayRejected, GatewayUnavailable
 from billing.settlement import record_receipt
 from billing.timeline import Event, account_timeline
-from regua.gateway.port import Gateway, GatewayRejected, GatewayUnavailable
 from regua.http import BearerAuthMiddleware, error_response, json_body
 from regua.runtime import Runtime
 

@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
+from billing.ports import Gateway
 from regua.api import api_routes
 from regua.gateway.asaas import AsaasGateway
-from regua.gateway.port import Gateway
 from regua.http import EXCEPTION_HANDLERS, error_response
 from regua.runtime import Runtime
 from webhooks.base import Provider

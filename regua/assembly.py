@@ -1,4 +1,4 @@
-"""Assembling the parts: providers, broker and actors, the in-process worker, the tick with its queue steps."""
+"""Assembling the parts: providers, gateway, postman, broker and actors, the in-process worker."""
 
 from __future__ import annotations
 
@@ -6,23 +6,21 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import dramatiq
 
-from billing.tick import TickReport, record_tick, run_tick
 from regua.gateway.asaas import AsaasGateway
+from regua.mailer import SmtpPostman
 from regua.runtime import Runtime, build_runtime
 from regua.settings import Settings
 from webhooks.asaas import AsaasProvider
 from webhooks.base import Provider
 from webhooks.pix import PixProvider
 from webhooks.standard import StandardProvider
-from workers import charging, mailing
-from workers.actors import Jobs, WorkerContext, declare_actors
+from workers.actors import Jobs, declare_actors
 from workers.broker import build_broker
-from workers.processing import events_to_requeue, process_event
+from workers.context import WorkerContext
 
 log = logging.getLogger("regua")
 
@@ -60,7 +58,12 @@ def worker_context(runtime: Runtime) -> WorkerContext:
     never charges twice.
     """
     settings = runtime.settings
-    return WorkerContext(runtime, build_providers(settings), build_gateway(settings, max_attempts=1))
+    return WorkerContext(
+        runtime,
+        build_providers(settings),
+        build_gateway(settings, max_attempts=1),
+        postman=lambda: SmtpPostman(runtime),
+    )
 
 
 def lazy_context(settings: Settings) -> Callable[[], WorkerContext]:
@@ -99,31 +102,3 @@ class InProcessWorker:
 
 def build_jobs(settings: Settings, context: Callable[[], WorkerContext]) -> Jobs:
     return declare_actors(build_broker(settings.broker_url), context)
-
-
-def tick_with_queues(context: WorkerContext, jobs: Jobs | None, now: datetime | None = None) -> TickReport:
-    """The billing pass, then what only the service can do: queue the work the pass found.
-
-    Without a broker this process can reach (`regua tick` on the embedded default), that work is
-    done right here instead: stale webhook events processed, charges made, emails sent.
-    """
-    runtime = context.runtime
-    report = run_tick(runtime.sessions, now or runtime.clock.now(), runtime.calendar, runtime.clock)
-    stale = runtime.read(lambda session: events_to_requeue(session, runtime))
-    if stale and jobs is not None:
-        try:
-            jobs.enqueue_events(stale)
-        except Exception as error:
-            log.warning("re-queueing %d webhook events failed: %s", len(stale), error)
-            stale = []
-    elif stale:
-        for event_id in stale:
-            try:
-                process_event(runtime, context.providers, event_id)
-            except Exception as error:
-                log.warning("webhook event %s failed again: %s", event_id, error)
-    report.counts["webhooks_requeued"] = len(stale)
-    charging.tick_step(jobs, context, report)
-    mailing.tick_step(jobs, context, report)
-    record_tick(runtime.sessions, report, runtime.clock)
-    return report

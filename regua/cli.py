@@ -18,7 +18,6 @@ from regua.assembly import (
     build_jobs,
     build_providers,
     lazy_context,
-    tick_with_queues,
     worker_context,
 )
 from regua.migrate import NotMigrated, ensure_migrated, upgrade
@@ -27,6 +26,7 @@ from regua.settings import ConfigError, Settings
 from workers.actors import Jobs
 from workers.broker import QUEUES
 from workers.processing import process_event, replay_events
+from workers.tick import tick
 
 log = logging.getLogger("regua")
 
@@ -48,7 +48,7 @@ def _runtime(settings: Settings, *, migrated: bool = True) -> Runtime:
 
 def tick_once(runtime: Runtime, now: datetime | None = None) -> TickReport:
     """One pass on this runtime, its follow-up work done inline (no broker needed)."""
-    return tick_with_queues(worker_context(runtime), None, now)
+    return tick(worker_context(runtime), None, now)
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
@@ -69,7 +69,7 @@ def cmd_tick(settings: Settings, args: argparse.Namespace) -> int:
     runtime = _runtime(settings)
     try:
         if settings.broker_url:
-            report = tick_with_queues(worker_context(runtime), build_jobs(settings, lazy_context(settings)), now)
+            report = tick(worker_context(runtime), build_jobs(settings, lazy_context(settings)), now)
         else:
             report = tick_once(runtime, now)
     finally:
@@ -91,7 +91,7 @@ class Scheduler:
         context = self.jobs.context() if self.jobs is not None else worker_context(self.runtime)
         while not self._stop.is_set():
             try:
-                report = tick_with_queues(context, self.jobs)
+                report = tick(context, self.jobs)
                 log.info("tick %s", " ".join(report.lines()))
             except Exception:
                 log.exception("tick failed; the next pass will catch up")
@@ -220,7 +220,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_gateway_sim(settings: Settings, args: argparse.Namespace) -> int:
     """The Asaas API subset regua uses, with scripted outcomes, posting webhooks back to regua."""
-    from regua.gateway.simulator import run_simulator
+    from regua.sandbox.simulator import run_simulator
 
     run_simulator(
         args.host,

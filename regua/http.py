@@ -5,24 +5,20 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from billing.errors import BillingError, Conflict, InvalidInput, NotFound
+from webhooks.routes import error_response as error_response
 
 log = logging.getLogger("regua.http")
 
 _STATUS = {NotFound: 404, InvalidInput: 422, Conflict: 409}
-
-
-def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 async def billing_error(_request: Request, exc: Exception) -> Response:

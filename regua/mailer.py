@@ -25,51 +25,25 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from email.utils import parseaddr
-from enum import StrEnum
 from typing import Any
 
 import jinja2
 from sqlalchemy import Connection, bindparam, or_, select, update
-from sqlalchemy.orm import Session
 
 from billing.models import Notification, NotificationStatus
 from billing.notifications import PAYMENT_CODE_KEYS, PAYMENT_DUE_KINDS, Premise, codes_by_invoices, still_true
+from billing.outbox import LEASE, Delivery, Outcome
 from regua.mail import EmailContext, InvoiceLine, message_bytes, render_email
 from regua.runtime import Runtime
-from regua.smtp import ATTEMPT_SECONDS, Accepted, Mailer, MailError, Outgoing, TemporaryMailError
+from regua.smtp import ATTEMPT_SECONDS, Accepted, Mailer, MailError, Outgoing, SmtpMailer, TemporaryMailError
 
 log = logging.getLogger("regua.mail")
 
-LEASE = timedelta(seconds=60)
-"""Nobody starts another attempt within this long of the latest one (an attempt lasts at most ATTEMPT_SECONDS)."""
-REQUEUE_AFTER = timedelta(minutes=5)
-"""A pending notification younger than this is still in its first job's hands."""
-QUIET_AFTER = timedelta(minutes=15)
-"""Not tried for this long while pending: its job is gone (Dramatiq retries it every 10 minutes at most)."""
 CODES_HOLD = timedelta(minutes=10)
 """A mail that asks for money waits this long for the PIX code and boleto line of a charge just opened."""
 GIVE_UP_AFTER = timedelta(hours=48)
 """A notification not delivered within this long is recorded as failed: it would arrive too late to be true."""
 assert timedelta(seconds=ATTEMPT_SECONDS) < LEASE
-
-
-class Outcome(StrEnum):
-    SENT = "sent"
-    FAILED = "failed"
-    OBSOLETE = "obsolete"
-    DEFERRED = "deferred"
-    """A temporary failure: still pending, to be retried."""
-    BUSY = "busy"
-    """Another attempt holds the lease: still pending, to be looked at later."""
-    DONE = "done"
-    """Nothing to do: already sent, failed, obsolete or without contact (or unknown)."""
-
-
-@dataclass(frozen=True)
-class Delivery:
-    outcome: Outcome
-    detail: str = ""
-    unreachable: bool = False
 
 
 @dataclass(frozen=True)
@@ -288,40 +262,6 @@ def _short(text: str) -> str:
     return text[:500]
 
 
-def defer_notifications(runtime: Runtime, notification_ids: Sequence[str], now: datetime, reason: str) -> None:
-    """Count these as tried at `now` without trying them (the server is unreachable): left for a later pass."""
-    if not notification_ids:
-        return
-    runtime.transaction(
-        lambda session: session.execute(
-            update(Notification)
-            .where(
-                Notification.id.in_(list(notification_ids)),
-                Notification.status == NotificationStatus.PENDING,
-                or_(Notification.sent_at.is_(None), Notification.sent_at <= now - LEASE),
-            )
-            .values(sent_at=now, last_error=reason[:500])
-            .execution_options(synchronize_session=False)
-        )
-    )
-
-
-def notifications_to_send(session: Session, now: datetime, *, quiet_for: timedelta = QUIET_AFTER) -> list[str]:
-    """Pending notifications older than 5 minutes that nobody has tried for `quiet_for`: their job is lost."""
-    return list(
-        session.scalars(
-            select(Notification.id)
-            .where(
-                Notification.status == NotificationStatus.PENDING,
-                Notification.created_at <= now - REQUEUE_AFTER,
-                or_(Notification.sent_at.is_(None), Notification.sent_at <= now - quiet_for),
-            )
-            .order_by(Notification.created_at, Notification.id)
-            .limit(10_000)
-        )
-    )
-
-
 _DATE_FIELDS = frozenset({"next_retry_on", "block_on", "blocked_since", "verifying_until", "trial_ended_on"})
 _OPTIONAL_FIELDS = tuple(
     f.name
@@ -358,3 +298,17 @@ def email_context(kind: str, account_id: str, context: Mapping[str, Any], portal
         portal_url=portal_url,
         **optional,
     )
+
+
+class SmtpPostman:
+    """Delivers notifications over SMTP for the workers (`workers.context.Postman`): one mailer per process."""
+
+    def __init__(self, runtime: Runtime, url: str | None = None) -> None:
+        self._runtime = runtime
+        self._mailer = SmtpMailer(url or runtime.settings.smtp_url)
+
+    def deliver(self, notification_ids: Sequence[str], *, now: datetime | None = None) -> list[Delivery]:
+        return deliver_notifications(self._runtime, self._mailer, notification_ids, now=now)
+
+    def close(self) -> None:
+        self._mailer.close()

@@ -6,7 +6,7 @@ import hmac
 import json
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from billing.gateway_events import (
@@ -18,6 +18,7 @@ from billing.gateway_events import (
     PaymentPending,
     PaymentRefunded,
 )
+from billing.ports import PaymentSource
 from webhooks.base import (
     BadPayload,
     Delivery,
@@ -50,12 +51,6 @@ ACTED_ON = (
     "PAYMENT_CHARGEBACK_REQUESTED",
     "PAYMENT_DELETED",
 )
-
-
-class PaymentSource(Protocol):
-    """Where the trusted state of an Asaas payment comes from: its API (GET /v3/payments/{id})."""
-
-    def fetch_payment(self, payment_id: str) -> dict[str, Any]: ...
 
 
 def cents(value: Any, field: str) -> int:

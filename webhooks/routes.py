@@ -6,11 +6,10 @@ import logging
 from collections.abc import Mapping
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from billing.clock import Clock
-from regua.http import error_response
 from webhooks.base import Delivery, Provider, WebhookError
 from webhooks.intake import Intake, StoreUnavailable
 
@@ -20,6 +19,11 @@ _ANSWERS = {
     answer: Response(f'{{"status": "{answer}"}}'.encode(), status_code=200, media_type="application/json")
     for answer in ("accepted", "duplicate")
 }
+
+
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The one error shape of SPEC section 4: `{"error": {"code", "message"}}`."""
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 class BodyTooLarge(Exception):

@@ -3,30 +3,19 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
 
-from regua.gateway.port import Gateway
-from regua.runtime import Runtime
-from webhooks.base import Provider
 from workers import charging, mailing
+from workers.context import WorkerContext
 from workers.processing import process_event
 
 log = logging.getLogger("regua.workers")
 
 EVENTS_PER_MESSAGE = 100
-
-
-@dataclass
-class WorkerContext:
-    """What jobs need, built once per worker process (after the fork: engines must not be shared)."""
-
-    runtime: Runtime
-    providers: Mapping[str, Provider]
-    gateway: Gateway | None = None
 
 
 class EventsNotProcessed(Exception):

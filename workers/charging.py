@@ -14,36 +14,23 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
-from sqlalchemy.orm import Session
 
 from billing.charging import (
-    Books,
     ChargeInFlight,
-    charges_to_recheck,
     issue_manual_charge,
     make_card_charge,
-    owed_gateway_cancels,
-    owed_refunds,
-    plan_auto_debits,
-    plan_manual_charges,
     recheck_charge,
     run_follow_ups,
 )
-from billing.db import unit_of_work
 from billing.errors import NotFound
-from billing.tick import TickReport
-from regua.gateway.port import Gateway, GatewayError
-
-if TYPE_CHECKING:
-    from workers.actors import Jobs, WorkerContext
+from billing.ports import Gateway
+from workers.context import WorkerContext
 
 log = logging.getLogger("regua.workers.charging")
 
@@ -213,105 +200,3 @@ def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Ch
     )
     actors.append(declared)
     return declared
-
-
-def tick_step(jobs: Jobs | None, context: WorkerContext, report: TickReport) -> None:
-    """What a tick does for charging: open the auto-debits due at `report.now` and the PIX and boleto
-    charges of issued manual invoices, queue one job per charge, queue again the charges whose job was
-    lost (or whose codes never came), ask the gateway about charges pending for an hour, and hand owed
-    refunds and gateway cancels on. Without a broker it does all of it inline."""
-    runtime = context.runtime
-    now = report.now
-    started, manual = _plan_and_queue(jobs, context, now)
-    recheck = runtime.transaction(lambda session: charges_to_recheck(session, now))
-    refunds = runtime.read(lambda session: owed_refunds(session, now))
-    cancels = runtime.read(owed_gateway_cancels)
-    report.counts["charges_started"] = len(started)
-    report.counts["charges_requeued"] = len(recheck.requeue)
-    report.counts["charges_rechecked"] = len(recheck.ask)
-    report.counts["manual_charges_started"] = len(manual)
-    report.counts["manual_charges_requeued"] = len(recheck.issue)
-    if jobs is not None:
-        report.counts["refunds_sent"] = len(refunds)
-        report.counts["gateway_cancels"] = len(cancels)
-        try:
-            jobs.charging.send_charges(recheck.requeue)
-            jobs.charging.send_manual_charges(recheck.issue)
-            jobs.charging.send_rechecks(recheck.ask)
-            if refunds or cancels:
-                jobs.charging.follow_ups.send()
-        except Exception as error:
-            # The charges are in the books: a later pass queues them again (charges_requeued).
-            log.warning("queueing charging jobs failed: %s: %s", type(error).__name__, error)
-        return
-    gateway = context.gateway
-    if gateway is None:
-        log.warning("no payment gateway: %d charges wait for a worker that has one", len(started) + len(manual))
-        return
-    for charge_id in started + recheck.requeue:
-        outcome = _attempt(make_card_charge, runtime, gateway, charge_id)
-        report.counts[f"charges_{outcome}"] += 1
-    to_issue = manual + recheck.issue
-    for tried, charge_id in enumerate(to_issue, start=1):
-        outcome = _attempt(issue_manual_charge, runtime, gateway, charge_id)
-        report.counts[f"manual_charges_{outcome}"] += 1
-        if outcome == "error":
-            # The gateway is down: the rest wait for the hourly pass instead of each stalling this one.
-            report.counts["manual_charges_deferred"] = len(to_issue) - tried
-            break
-    for charge_id in recheck.ask:
-        _attempt(recheck_charge, runtime, gateway, charge_id)
-    done = run_follow_ups(runtime, gateway)
-    report.counts["refunds_sent"] = done["refund_refunded"] + done["refund_requested"]
-    report.counts["gateway_cancels"] = (
-        sum(n for key, n in done.items() if key.startswith("cancel_")) - done["cancel_error"]
-    )
-
-
-def _plan_and_queue(jobs: Jobs | None, context: WorkerContext, now: datetime) -> tuple[list[str], list[str]]:
-    """Open the auto-debits due at `now` and the PIX and boleto charges of manual invoices: (card, manual).
-
-    With a broker, each batch is committed and its jobs queued on a thread while the next batch is
-    written (100,000 jobs cost this process seconds of work)."""
-    runtime = context.runtime
-    if jobs is None:
-
-        def plan(session: Session) -> tuple[list[str], list[str]]:
-            cards = plan_auto_debits(session, now, runtime.calendar, runtime.policy)
-            return cards, plan_manual_charges(session, now)
-
-        return runtime.transaction(plan)
-    sends: list[Future[None]] = []
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="charge-queue") as sender,
-        unit_of_work(runtime.sessions) as session,
-    ):
-
-        def queued(send: Callable[[Sequence[str]], None]) -> Callable[[list[str]], None]:
-            def committed(charge_ids: list[str]) -> None:
-                session.commit()
-                sends.append(sender.submit(send, charge_ids))
-
-            return committed
-
-        started = plan_auto_debits(
-            session, now, runtime.calendar, runtime.policy, on_batch=queued(jobs.charging.send_charges)
-        )
-        manual = plan_manual_charges(session, now, on_batch=queued(jobs.charging.send_manual_charges))
-        session.commit()
-    for send in sends:
-        try:
-            send.result()
-        except Exception as error:
-            # The charges are in the books: a later pass queues them again (charges_requeued).
-            log.warning("queueing charge jobs failed: %s: %s", type(error).__name__, error)
-    return started, manual
-
-
-def _attempt(work: Callable[[Books, Gateway, str], object], books: Books, gateway: Gateway, charge_id: str) -> str:
-    try:
-        result = work(books, gateway, charge_id)
-    except (GatewayError, ChargeInFlight) as error:
-        log.warning("%s %s: %s: %s", work.__name__, charge_id, type(error).__name__, error)
-        return "error"
-    return result if isinstance(result, str) else str(getattr(result, "outcome", result))

@@ -11,31 +11,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
 
 from billing.notifications import record_due_notifications
-from billing.tick import TickReport
-from regua.mailer import (
-    REQUEUE_AFTER,
-    Delivery,
-    Outcome,
-    defer_notifications,
-    deliver_notifications,
-    notifications_to_send,
-)
-from regua.runtime import Runtime
-from regua.smtp import SmtpMailer
+from billing.outbox import Delivery, Outcome, notifications_to_send
+from workers.context import Postman, WorkerContext
 
 if TYPE_CHECKING:
     from dramatiq.worker import Worker
-
-    from workers.actors import Jobs, WorkerContext
 
 log = logging.getLogger("regua.mail")
 
@@ -57,17 +46,17 @@ class NotSentYet(dramatiq.Retry):
 
 
 class MailerSlot:
-    """One SMTP mailer per process, made on first use (after Dramatiq forked its workers)."""
+    """One postman per process, made on first use (after Dramatiq forked its workers)."""
 
-    def __init__(self, url: Callable[[], str]) -> None:
-        self._url = url
+    def __init__(self, make: Callable[[], Postman]) -> None:
+        self._make = make
         self._lock = threading.Lock()
-        self._mailer: SmtpMailer | None = None
+        self._mailer: Postman | None = None
 
-    def get(self) -> SmtpMailer:
+    def get(self) -> Postman:
         with self._lock:
             if self._mailer is None:
-                self._mailer = SmtpMailer(self._url())
+                self._mailer = self._make()
             return self._mailer
 
     def close(self) -> None:
@@ -246,11 +235,11 @@ class MailActors:
 
 
 def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> MailActors:
-    slot = MailerSlot(lambda: context().runtime.settings.smtp_url)
+    slot = MailerSlot(lambda: context().postman())
     broker.add_middleware(CloseMailer(slot))
     declared: list[MailActors] = []
 
-    grouped = Grouped(lambda ids: deliver_notifications(context().runtime, slot.get(), ids))
+    grouped = Grouped(lambda ids: slot.get().deliver(ids))
 
     def send_notification(notification_id: str) -> None:
         delivery = grouped(notification_id)
@@ -292,64 +281,3 @@ def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Ma
     )
     declared.append(actors)
     return actors
-
-
-def tick_step(jobs: Jobs | None, context: WorkerContext, report: TickReport) -> None:
-    """Record the notifications due at the tick's `now`, then queue them, or send them here without a broker.
-
-    Also queued again: pending notifications older than 5 minutes whose job is gone (nobody tried
-    them for 15 minutes); without a broker, those not tried for 5 minutes are tried again here.
-    """
-    runtime = context.runtime
-    now = report.now
-    recorded = runtime.transaction(
-        lambda session: record_due_notifications(session, now, runtime.calendar, runtime.policy)
-    )
-    report.counts["notifications_recorded"] = len(recorded.pending) + len(recorded.no_contact)
-    report.counts["notifications_no_contact"] = len(recorded.no_contact)
-    if jobs is not None:
-        lost = runtime.read(lambda session: notifications_to_send(session, now))
-        ids = list(dict.fromkeys(recorded.pending + lost))
-        try:
-            report.counts["emails_queued"] = jobs.mailing.queue(ids)
-        except Exception as error:
-            log.warning("queueing %d emails failed (the next tick tries again): %s", len(ids), error)
-            report.counts["emails_queued"] = 0
-        return
-    retry = runtime.read(lambda session: notifications_to_send(session, now, quiet_for=REQUEUE_AFTER))
-    report.counts.update(send_here(runtime, list(dict.fromkeys(retry + recorded.pending)), now))
-
-
-def send_here(runtime: Runtime, notification_ids: Sequence[str], now: datetime | None = None) -> Counter[str]:
-    """Send in this process, a batch at a time; stops at the first sign that the server is unreachable."""
-    counts: Counter[str] = Counter({f"emails_{name}": 0 for name in ("sent", "failed", "obsolete", "deferred")})
-    if not notification_ids:
-        return counts
-    try:
-        mailer = SmtpMailer(runtime.settings.smtp_url)
-    except ValueError as error:
-        log.error("no email sent: %s", error)
-        counts["emails_deferred"] = len(notification_ids)
-        return counts
-    with mailer:
-        for offset in range(0, len(notification_ids), BATCH):
-            batch = notification_ids[offset : offset + BATCH]
-            try:
-                deliveries = deliver_notifications(runtime, mailer, batch, now=now)
-            except Exception as error:
-                log.warning("%d notifications: %s: %s", len(batch), type(error).__name__, error)
-                counts["emails_deferred"] += len(batch)
-                continue
-            for delivery in deliveries:
-                if delivery.outcome in (Outcome.SENT, Outcome.FAILED, Outcome.OBSOLETE):
-                    counts[f"emails_{delivery.outcome}"] += 1
-                elif delivery.outcome != Outcome.DONE:
-                    counts["emails_deferred"] += 1
-            unreachable = next((d for d in deliveries if d.unreachable), None)
-            if unreachable is not None:
-                left = notification_ids[offset + BATCH :]
-                defer_notifications(runtime, left, now or runtime.clock.now(), unreachable.detail)
-                counts["emails_deferred"] += len(left)
-                log.warning("%s; %d more emails left pending for the next tick", unreachable.detail, len(left))
-                break
-    return counts

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from billing.gateway_events import Applied, UnknownCharge, apply_gateway_event
 from billing.models import EventStatus, WebhookEvent
+from billing.ports import Books
 from billing.settlement import PaymentNotYetKnown
-from regua.runtime import Runtime
 from webhooks.base import NothingToApply, Provider
 
 log = logging.getLogger("regua.workers")
@@ -22,7 +22,7 @@ MAX_ATTEMPTS = 25
 DONE = (EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.UNMATCHED)
 
 
-def process_event(runtime: Runtime, providers: Mapping[str, Provider], event_id: str) -> str:
+def process_event(runtime: Books, providers: Mapping[str, Provider], event_id: str) -> str:
     """Apply one stored event once, however often it is delivered or queued; returns its outcome.
 
     Normalising may call the gateway (Asaas is re-fetched), so it happens before the transaction;
@@ -79,7 +79,7 @@ def _finish(session: Session, event_id: str, status: EventStatus, outcome: str) 
     return status.value
 
 
-def _record_failure(runtime: Runtime, event_id: str, reason: str) -> None:
+def _record_failure(runtime: Books, event_id: str, reason: str) -> None:
     def work(session: Session) -> None:
         session.execute(
             update(WebhookEvent)
@@ -96,7 +96,7 @@ def _record_failure(runtime: Runtime, event_id: str, reason: str) -> None:
         log.exception("could not record the failure of event %s", event_id)
 
 
-def events_to_requeue(session: Session, runtime: Runtime) -> list[str]:
+def events_to_requeue(session: Session, runtime: Books) -> list[str]:
     """Events still unprocessed 5 minutes after they arrived (a broker outage, a dead worker)."""
     cutoff = runtime.clock.now() - REQUEUE_AFTER
     return list(

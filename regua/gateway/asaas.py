@@ -53,7 +53,7 @@ from urllib.parse import quote
 import httpx
 
 from billing.money import parse_decimal, to_decimal_string
-from regua.gateway.port import (
+from billing.ports import (
     BoletoCode,
     CardCharge,
     CardDeclined,

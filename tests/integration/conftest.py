@@ -10,11 +10,13 @@ from starlette.testclient import TestClient
 
 from regua.app import create_app
 from regua.assembly import InProcessWorker, build_gateway, build_providers
+from regua.mailer import SmtpPostman
 from regua.runtime import Runtime
 from regua.settings import Settings
 from webhooks.base import Provider
-from workers.actors import Jobs, WorkerContext, declare_actors
+from workers.actors import Jobs, declare_actors
 from workers.broker import build_broker
+from workers.context import WorkerContext
 
 AUTH = {"Authorization": "Bearer test-token"}
 
@@ -82,7 +84,7 @@ def providers(settings: Settings) -> dict[str, Provider]:
 @pytest.fixture
 def jobs(runtime: Runtime, providers: dict[str, Provider]) -> Jobs:
     """Actors on an in-process stub broker, working on the test's runtime."""
-    context = WorkerContext(runtime, providers, build_gateway(runtime.settings))
+    context = WorkerContext(runtime, providers, build_gateway(runtime.settings), postman=lambda: SmtpPostman(runtime))
     return declare_actors(build_broker(""), lambda: context)
 
 

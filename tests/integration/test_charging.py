@@ -24,16 +24,18 @@ from billing.charging import (
 from billing.clock import FrozenClock, parse_instant
 from billing.invoicing import issue_due_invoices
 from billing.models import Charge, Invoice, Payment, Refund
+from billing.ports import GatewayUnavailable
 from billing.settlement import ConfirmedPayment, open_charge, record_refund, settle_charge
-from regua.assembly import tick_with_queues
 from regua.gateway.asaas import AsaasGateway
-from regua.gateway.port import GatewayUnavailable
+from regua.mailer import SmtpPostman
 from regua.runtime import Runtime
 from tests.integration.asaas_fake import BASE, FakeAsaas, fake_asaas, refused
 from tests.integration.conftest import Api
 from webhooks.base import Provider
-from workers.actors import Jobs, WorkerContext, declare_actors
+from workers.actors import Jobs, declare_actors
 from workers.broker import build_broker
+from workers.context import WorkerContext
+from workers.tick import tick
 
 ACCOUNT = "padaria-central"
 DAY_1 = parse_instant("2026-12-01T00:05:00-03:00")
@@ -58,7 +60,7 @@ def gateway() -> Iterator[AsaasGateway]:
 
 @pytest.fixture
 def context(runtime: Runtime, providers: dict[str, Provider], gateway: AsaasGateway) -> WorkerContext:
-    return WorkerContext(runtime, providers, gateway)
+    return WorkerContext(runtime, providers, gateway, postman=lambda: SmtpPostman(runtime))
 
 
 @pytest.fixture
@@ -285,11 +287,11 @@ def test_a_customer_without_a_gateway_id_fails_the_attempt_without_calling_the_g
 def test_the_tick_without_a_broker_charges_inline_and_counts_it(
     runtime: Runtime, context: WorkerContext, asaas: FakeAsaas, auto_debit: str, clock: FrozenClock
 ) -> None:
-    report = tick_with_queues(context, None, DAY_1)
+    report = tick(context, None, DAY_1)
     assert report.counts["charges_started"] == 1
     assert report.counts["charges_settled"] == 1
     assert invoice_status(runtime, auto_debit) == "paid"
-    again = tick_with_queues(context, None, DAY_1)
+    again = tick(context, None, DAY_1)
     assert again.counts["charges_started"] == 0
 
 
@@ -298,7 +300,7 @@ def test_the_tick_with_a_broker_queues_one_charge_job_per_charge(
     runtime: Runtime, context: WorkerContext, asaas: FakeAsaas, auto_debit: str
 ) -> None:
     jobs = declare_actors(build_broker(""), lambda: context)
-    report = tick_with_queues(context, jobs, DAY_1)
+    report = tick(context, jobs, DAY_1)
     assert report.counts["charges_started"] == 1
     [queued] = list(jobs.broker.queues["charges"].queue)
     assert json.loads(queued)["args"] == [charges(runtime)[0].id]
@@ -314,13 +316,13 @@ def test_a_charge_pending_an_hour_after_it_was_sent_is_asked_about_and_settled(
         make_card_charge(runtime, gateway, charge_id)
     asaas.add(charge_id)  # a missed answer: the gateway did charge it
 
-    early = tick_with_queues(context, None, DAY_1 + timedelta(minutes=30))
+    early = tick(context, None, DAY_1 + timedelta(minutes=30))
     assert early.counts["charges_rechecked"] == 0
-    report = tick_with_queues(context, None, DAY_1 + timedelta(hours=1, minutes=1))
+    report = tick(context, None, DAY_1 + timedelta(hours=1, minutes=1))
     assert report.counts["charges_rechecked"] == 1
     assert invoice_status(runtime, auto_debit) == "paid"
     assert asaas.create.call_count == 3
-    again = tick_with_queues(context, None, DAY_1 + timedelta(hours=1, minutes=6))
+    again = tick(context, None, DAY_1 + timedelta(hours=1, minutes=6))
     assert again.counts["charges_rechecked"] == 0
 
 
@@ -329,9 +331,9 @@ def test_an_auto_debit_whose_job_was_lost_is_queued_again_after_an_hour(
     runtime: Runtime, context: WorkerContext, asaas: FakeAsaas, auto_debit: str
 ) -> None:
     jobs = declare_actors(build_broker(""), lambda: context)
-    assert tick_with_queues(context, jobs, DAY_1).counts["charges_started"] == 1
+    assert tick(context, jobs, DAY_1).counts["charges_started"] == 1
     jobs.broker.flush_all()  # the broker lost it
-    later = tick_with_queues(context, jobs, DAY_1 + timedelta(hours=2))
+    later = tick(context, jobs, DAY_1 + timedelta(hours=2))
     assert later.counts["charges_requeued"] == 1
     assert len(jobs.broker.queues["charges"].queue) == 1
 
@@ -448,7 +450,7 @@ def test_a_cancel_that_comes_too_late_is_recorded_and_not_tried_again(
 def test_the_tick_without_a_broker_sends_owed_refunds_and_cancels(
     runtime: Runtime, context: WorkerContext, asaas: FakeAsaas, paid_twice: tuple[str, str]
 ) -> None:
-    report = tick_with_queues(context, None)
+    report = tick(context, None)
     assert report.counts["refunds_sent"] == 1
     assert asaas.refund.call_count == 1
 

@@ -26,15 +26,18 @@ from billing.clock import FrozenClock, parse_instant
 from billing.models import Charge, EventStatus, Invoice, Payment, Refund, WebhookEvent
 from billing.tick import TickReport
 from regua.app import create_app
-from regua.assembly import InProcessWorker, build_providers, tick_with_queues
+from regua.assembly import InProcessWorker, build_providers
 from regua.gateway.asaas import AsaasGateway
-from regua.gateway.simulator import create_simulator_app
+from regua.mailer import SmtpPostman
 from regua.runtime import Runtime, build_runtime
+from regua.sandbox.simulator import create_simulator_app
 from regua.settings import Settings
 from tests.conftest import ASAAS_TOKEN
 from tests.integration.conftest import AUTH, Api
-from workers.actors import Jobs, WorkerContext, declare_actors
+from workers.actors import Jobs, declare_actors
 from workers.broker import build_broker
+from workers.context import WorkerContext
+from workers.tick import tick
 
 pytestmark = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
@@ -83,7 +86,7 @@ class World:
 
     def tick(self, at: Any) -> TickReport:
         self.clock.set(at)
-        report = tick_with_queues(self.context, self.jobs)
+        report = tick(self.context, self.jobs)
         self.settle()
         return report
 
@@ -131,7 +134,7 @@ def world(settings: Settings, clock: FrozenClock) -> Iterator[World]:
     providers = build_providers(sim_settings)
     # The worker's client gives up after 0.5 s, before tok_timeout's answer comes (1.5 s).
     gateway = AsaasGateway(sim_url, "asaas-test-key", timeout=httpx.Timeout(0.5, connect=2.0), backoff=lambda _n: 0.05)
-    context = WorkerContext(runtime, providers, gateway)
+    context = WorkerContext(runtime, providers, gateway, postman=lambda: SmtpPostman(runtime))
     jobs = declare_actors(build_broker(""), lambda: context)
     app = create_app(runtime, providers, jobs.enqueue_events, [InProcessWorker(jobs.broker)])
     simulator = create_simulator_app(

@@ -14,9 +14,9 @@ from billing.charging import plan_auto_debits, take_lease
 from billing.checkout import CheckoutRequest, checkout
 from billing.clock import FrozenClock, parse_instant
 from billing.models import Charge
+from billing.ports import GatewayUnavailable
 from regua.cli import tick_once
 from regua.gateway.asaas import AsaasGateway
-from regua.gateway.port import GatewayUnavailable
 from regua.runtime import Runtime
 from tests.integration.asaas_fake import BASE, FakeAsaas, fake_asaas, refused
 from tests.integration.conftest import AUTH, Api

@@ -22,15 +22,15 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp
 
-from regua.gateway.asaas import AsaasGateway
-from regua.gateway.port import (
+from billing.ports import (
     BoletoCode,
     CardCharge,
     CardDeclined,
     ManualCharge,
     PixCode,
 )
-from regua.gateway.simulator import create_simulator_app
+from regua.gateway.asaas import AsaasGateway
+from regua.sandbox.simulator import create_simulator_app
 
 WEBHOOK_TOKEN = "whk-test-token"
 CLIENT_READ_TIMEOUT_S = 0.75

@@ -26,17 +26,19 @@ from billing.charging import (
 from billing.clock import FrozenClock, parse_instant
 from billing.invoicing import issue_due_invoices
 from billing.models import Charge, Payment
+from billing.ports import GatewayUnavailable, ManualCharge
 from billing.settlement import ConfirmedPayment, open_charge, settle_charge
-from regua.assembly import tick_with_queues
 from regua.gateway.asaas import AsaasGateway
-from regua.gateway.port import GatewayUnavailable, ManualCharge
+from regua.mailer import SmtpPostman
 from regua.runtime import Runtime
 from tests.integration.asaas_fake import BASE, FakeAsaas, fake_asaas
 from tests.integration.conftest import AUTH, Api
 from tests.integration.test_charging_simulator import World, day, world  # noqa: F401  (the `world` fixture)
 from webhooks.base import Provider
-from workers.actors import WorkerContext, declare_actors
+from workers.actors import declare_actors
 from workers.broker import build_broker
+from workers.context import WorkerContext
+from workers.tick import tick
 
 ACCOUNT = "padaria-central"
 DAY_1 = parse_instant("2026-12-01T00:05:00-03:00")
@@ -60,7 +62,7 @@ def gateway() -> Iterator[AsaasGateway]:
 
 @pytest.fixture
 def context(runtime: Runtime, providers: dict[str, Provider], gateway: AsaasGateway) -> WorkerContext:
-    return WorkerContext(runtime, providers, gateway)
+    return WorkerContext(runtime, providers, gateway, postman=lambda: SmtpPostman(runtime))
 
 
 def subscribe(api: Api, method: str = "boleto", account: str = ACCOUNT, **changes: Any) -> None:
@@ -94,7 +96,7 @@ def test_the_tick_that_issues_a_manual_invoice_gives_it_one_charge_with_its_code
     runtime: Runtime, api: Api, context: WorkerContext, asaas: FakeAsaas, method: str, billing_type: str
 ) -> None:
     subscribe(api, method)
-    report = tick_with_queues(context, None, DAY_1)
+    report = tick(context, None, DAY_1)
     assert (report.counts["manual_charges_started"], report.counts["manual_charges_issued"]) == (1, 1)
     assert report.counts["charges_started"] == 0
 
@@ -124,7 +126,7 @@ def test_the_tick_that_issues_a_manual_invoice_gives_it_one_charge_with_its_code
     assert sent["description"] == "Mensalidade 12/2026"
     assert charge.gateway_payment_id == asaas.by_reference(charge.id)[0]["id"]
 
-    again = tick_with_queues(context, None, DAY_1 + timedelta(minutes=5))
+    again = tick(context, None, DAY_1 + timedelta(minutes=5))
     assert (again.counts["manual_charges_started"], again.counts["manual_charges_requeued"]) == (0, 0)
     assert asaas.create.call_count == 1
 
@@ -136,7 +138,7 @@ def test_the_tick_with_a_broker_queues_one_job_per_manual_charge_on_the_charges_
     subscribe(api, "pix")
     subscribe(api, "boleto", account="mercado-sul")
     jobs = declare_actors(build_broker(""), lambda: context)
-    report = tick_with_queues(context, jobs, DAY_1)
+    report = tick(context, jobs, DAY_1)
     assert report.counts["manual_charges_started"] == 2
     queued = [json.loads(message) for message in jobs.broker.queues["charges"].queue]
     assert {message["actor_name"] for message in queued} == {"issue_manual_charge"}
@@ -198,20 +200,20 @@ def test_a_gateway_outage_leaves_the_charge_without_codes_and_a_pass_an_hour_lat
     subscribe(api)
     subscribe(api, account="mercado-sul")
     asaas.lookup.side_effect = httpx.ConnectError("down")
-    report = tick_with_queues(context, None, DAY_1)
+    report = tick(context, None, DAY_1)
     assert report.counts["manual_charges_started"] == 2
     assert (report.counts["manual_charges_error"], report.counts["manual_charges_deferred"]) == (1, 1)
     assert all(c.status == "pending" and "boleto_line" not in c.details for c in charges(runtime))
     assert all("lease_until" not in c.details for c in charges(runtime))
 
     asaas.lookup.side_effect = asaas._list
-    early = tick_with_queues(context, None, DAY_1 + timedelta(minutes=30))
+    early = tick(context, None, DAY_1 + timedelta(minutes=30))
     assert early.counts["manual_charges_requeued"] == 0
-    later = tick_with_queues(context, None, DAY_1 + timedelta(hours=1, minutes=1))
+    later = tick(context, None, DAY_1 + timedelta(hours=1, minutes=1))
     assert (later.counts["manual_charges_requeued"], later.counts["manual_charges_issued"]) == (2, 2)
     assert all(c.details["boleto_line"] for c in charges(runtime))
     assert asaas.create.call_count == 2
-    assert tick_with_queues(context, None, DAY_1 + timedelta(hours=3)).counts["manual_charges_requeued"] == 0
+    assert tick(context, None, DAY_1 + timedelta(hours=3)).counts["manual_charges_requeued"] == 0
 
 
 @SQLITE
@@ -265,12 +267,12 @@ def test_an_account_without_a_gateway_customer_waits_for_one_without_calling_the
 ) -> None:
     subscribe(api)
     api.put_account(ACCOUNT, gateway_customer_id=None)
-    report = tick_with_queues(context, None, DAY_1)
+    report = tick(context, None, DAY_1)
     assert report.counts["manual_charges_no_gateway_customer"] == 1
     assert asaas.create.call_count == 0
     assert asaas.lookup.call_count == 0
     api.put_account(ACCOUNT)
-    later = tick_with_queues(context, None, DAY_1 + timedelta(hours=1, minutes=1))
+    later = tick(context, None, DAY_1 + timedelta(hours=1, minutes=1))
     assert later.counts["manual_charges_issued"] == 1
     assert charges(runtime)[0].details["boleto_line"]
 
@@ -308,7 +310,7 @@ def test_a_checkout_by_the_same_method_answers_the_charge_issued_with_the_invoic
     runtime: Runtime, api: Api, client: TestClient, context: WorkerContext, asaas: FakeAsaas
 ) -> None:
     subscribe(api, "pix")
-    tick_with_queues(context, None, DAY_1)
+    tick(context, None, DAY_1)
     [issued] = charges(runtime)
     response = checkout(client, "platform", "pix")
     assert response.status_code == 200, response.text
@@ -336,8 +338,8 @@ def test_a_mentorship_checkout_cancels_each_months_charge_at_the_gateway_and_ope
 ) -> None:
     api.put_account(ACCOUNT)
     api.subscribe(ACCOUNT, "mentorship", payment_method="boleto", monthly_price_cents=50000, starts_on="2026-11-01")
-    tick_with_queues(context, None, parse_instant("2026-11-01T00:05:00-03:00"))
-    tick_with_queues(context, None, DAY_9)
+    tick(context, None, parse_instant("2026-11-01T00:05:00-03:00"))
+    tick(context, None, DAY_9)
     clock.set(DAY_9)
     monthly = charges(runtime)
     assert [charge.amount_cents for charge in monthly] == [50000, 50000]
@@ -353,7 +355,7 @@ def test_a_mentorship_checkout_cancels_each_months_charge_at_the_gateway_and_ope
     again = checkout(client, "mentorship", "pix")
     assert (again.status_code, again.json()["charge_id"]) == (200, body["charge_id"])
     assert asaas.create.call_count == 3
-    assert tick_with_queues(context, None, DAY_9 + timedelta(hours=2)).counts["manual_charges_started"] == 0
+    assert tick(context, None, DAY_9 + timedelta(hours=2)).counts["manual_charges_started"] == 0
 
 
 # -- over real HTTP, against the gateway simulator

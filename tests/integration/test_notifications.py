@@ -16,6 +16,7 @@ from billing.models import Charge, ChargeInvoice, NotificationStatus
 from billing.notifications import record_due_notifications
 from billing.settlement import ConfirmedPayment, record_failure, settle_charge
 from regua.cli import tick_once
+from regua.mailer import SmtpPostman
 from regua.runtime import Runtime
 from regua.settings import Settings
 from tests.integration.asaas_fake import FakeAsaas, fake_asaas
@@ -31,7 +32,8 @@ from tests.integration.notification_helpers import (
 )
 from tests.integration.smtp_sink import Received, SmtpSink, smtp_sink
 from workers.actors import Jobs
-from workers.mailing import send_here
+from workers.context import WorkerContext
+from workers.tick import send_here
 
 __all__ = ["smtp_sink"]
 
@@ -61,6 +63,10 @@ def jobs(jobs: Jobs) -> Iterator[Jobs]:
     jobs.mailing.kick_delay_ms = 0
     yield jobs
     jobs.mailing.close()
+
+
+def mail_context(runtime: Runtime) -> WorkerContext:
+    return WorkerContext(runtime, {}, postman=lambda: SmtpPostman(runtime))
 
 
 def issue_invoices(runtime: Runtime, account_id: str) -> list[str]:
@@ -224,12 +230,12 @@ def test_a_mail_asking_for_money_waits_a_little_for_the_codes_of_a_charge_just_o
     recorded = runtime.transaction(
         lambda session: record_due_notifications(session, now, runtime.calendar, runtime.policy)
     )
-    assert send_here(runtime, recorded.pending)["emails_deferred"] == 1
+    assert send_here(mail_context(runtime), recorded.pending)["emails_deferred"] == 1
     [waiting] = notifications(runtime)
     assert (waiting.status, waiting.last_error) == ("pending", "waiting for the PIX code and boleto line")
     add_details(runtime, charge_id, pix_code=PIX_CODE)
     move(clock, "2026-12-01T00:07")
-    assert send_here(runtime, recorded.pending)["emails_sent"] == 1
+    assert send_here(mail_context(runtime), recorded.pending)["emails_sent"] == 1
     issued = only(smtp_sink, "invoice_issued")
     assert PIX_CODE in issued.text
     assert "Linha digitável" not in issued.text
@@ -246,9 +252,9 @@ def test_a_mail_asking_for_money_goes_without_codes_the_gateway_never_gave(
     recorded = runtime.transaction(
         lambda session: record_due_notifications(session, now, runtime.calendar, runtime.policy)
     )
-    assert send_here(runtime, recorded.pending)["emails_deferred"] == 1
+    assert send_here(mail_context(runtime), recorded.pending)["emails_deferred"] == 1
     move(clock, "2026-12-01T00:16")  # ten minutes on: better without the code than not at all
-    assert send_here(runtime, recorded.pending)["emails_sent"] == 1
+    assert send_here(mail_context(runtime), recorded.pending)["emails_sent"] == 1
     assert "COMO PAGAR" not in only(smtp_sink, "invoice_issued").text
 
 

@@ -19,9 +19,9 @@ from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock, parse_instant
 from billing.models import Charge, EventStatus, Invoice, Payment, Refund, WebhookEvent, pix_txid
+from billing.ports import GatewayUnavailable
 from billing.settlement import open_charge
 from regua.cli import tick_once
-from regua.gateway.port import GatewayUnavailable
 from regua.runtime import Runtime
 from tests.conftest import ASAAS_API_URL
 from tests.integration.conftest import Api

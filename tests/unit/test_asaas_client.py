@@ -13,8 +13,7 @@ import httpx
 import pytest
 import respx
 
-from regua.gateway.asaas import AsaasGateway, cents_from_json, classify_decline, encode_json, money
-from regua.gateway.port import (
+from billing.ports import (
     BoletoCode,
     CardCharge,
     CardDeclined,
@@ -25,6 +24,7 @@ from regua.gateway.port import (
     PaymentNotFound,
     PixCode,
 )
+from regua.gateway.asaas import AsaasGateway, cents_from_json, classify_decline, encode_json, money
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "asaas_api"
 BASE = "https://asaas.test"

@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from billing.outbox import LEASE, QUIET_AFTER, REQUEUE_AFTER
 from regua.mail import EmailContext, InvoiceLine, message_bytes, render_email
-from regua.mailer import LEASE, QUIET_AFTER, REQUEUE_AFTER
 from regua.smtp import ATTEMPT_SECONDS, SmtpUrl
 from workers.mailing import MAX_BACKOFF_MS, MIN_BACKOFF_MS, SEND_RETRIES
 

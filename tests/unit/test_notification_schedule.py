@@ -22,10 +22,11 @@ from billing.notifications import (
     latest_email_step,
     next_retry_on,
 )
+from billing.outbox import Delivery, Outcome
 from billing.policy import Policy
 from regua import mail
 from regua.mail import render_email
-from regua.mailer import Delivery, Outcome, email_context
+from regua.mailer import email_context
 from workers.mailing import Coalesced, DeliveryFailed, Grouped
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")

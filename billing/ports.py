@@ -1,11 +1,20 @@
-"""The gateway port: what regua asks of a payment gateway, as plain data and one Protocol, with no I/O."""
+"""The ports billing calls through: the books (transactions, clock, calendar, policy), a payment gateway and
+the source of a gateway's payment; plain data and Protocols, no I/O. The application hands the implementations in."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from billing.calendar import BillingCalendar
+from billing.clock import Clock
+from billing.policy import Policy
+
+T = TypeVar("T")
 
 ManualMethod = Literal["boleto", "pix"]
 PaymentMethod = Literal["card", "boleto", "pix", "other"]
@@ -219,3 +228,24 @@ class Gateway(Protocol):
     def refund(self, payment_id: str, amount_cents: int | None = None, *, description: str = "") -> GatewayRefund:
         """Give back a paid payment, all of it (None) or part of it."""
         ...
+
+
+class Books(Protocol):
+    """What services need of the composition root: short transactions, the clock, the calendar and the policy."""
+
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def calendar(self) -> BillingCalendar: ...
+    @property
+    def policy(self) -> Policy: ...
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+    def transaction(self, work: Callable[[Session], T]) -> T: ...
+    def read(self, work: Callable[[Session], T]) -> T: ...
+
+
+class PaymentSource(Protocol):
+    """Where the trusted state of a gateway's payment comes from (Asaas: GET /v3/payments/{id})."""
+
+    def fetch_payment(self, payment_id: str) -> dict[str, Any]: ...

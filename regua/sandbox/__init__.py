@@ -1,0 +1,1 @@
+"""Development tools kept apart from the production adapters: the gateway simulator, the SMTP sink."""
