@@ -35,6 +35,7 @@ from billing.notifications import PAYMENT_CODE_KEYS, PAYMENT_DUE_KINDS, Premise,
 from billing.outbox import LEASE, Delivery, Outcome
 from regua.mail import EmailContext, InvoiceLine, message_bytes, render_email
 from regua.runtime import Runtime
+from regua.settings import Settings
 from regua.smtp import ATTEMPT_SECONDS, Accepted, Mailer, MailError, Outgoing, SmtpMailer, TemporaryMailError
 
 log = logging.getLogger("regua.mail")
@@ -207,7 +208,7 @@ def _send(
     outgoing: list[Outgoing] = []
     for item in claimed:
         try:
-            context = email_context(item.kind, item.account_id, item.context, settings.portal_url)
+            context = email_context(item.kind, item.account_id, item.context, portal_link(settings, item.account_id))
             data = message_bytes(
                 render_email(context),
                 context,
@@ -312,3 +313,10 @@ class SmtpPostman:
 
     def close(self) -> None:
         self._mailer.close()
+
+
+def portal_link(settings: Settings, _account_id: str) -> str:
+    """Where an email sends the customer: the product's own portal if set, else regua's payment page."""
+    if settings.portal_url:
+        return settings.portal_url
+    return f"{settings.public_url}/portal"

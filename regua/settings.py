@@ -30,7 +30,13 @@ class Settings:
     broker_url: str = ""
     smtp_url: str = "smtp://127.0.0.1:1025"
     mail_from: str = "Financeiro <financeiro@localhost>"
-    portal_url: str = "http://127.0.0.1:8000/portal"
+    portal_url: str = ""
+    """Empty: regua's own payment page, /portal/{signed token}."""
+    public_url: str = "http://127.0.0.1:8000"
+    """Where customers and gateways reach this service (links in emails are built on it)."""
+    secret_key: str = ""
+    """Signs the payment page's tokens and the ops forms' CSRF tokens."""
+    log_format: str = "text"
     timezone: str = "America/Sao_Paulo"
     now: datetime | None = None
     api_token: str = ""
@@ -78,6 +84,9 @@ class Settings:
             smtp_url=get("SMTP_URL", cls.smtp_url),
             mail_from=get("MAIL_FROM", cls.mail_from),
             portal_url=get("PORTAL_URL", cls.portal_url),
+            public_url=get("PUBLIC_URL", cls.public_url).rstrip("/"),
+            secret_key=get("SECRET_KEY") or _dev_secret(env),
+            log_format=_choice(get("LOG_FORMAT", "text"), ("text", "json"), "REGUA_LOG_FORMAT"),
             timezone=timezone,
             now=now,
             api_token=get("API_TOKEN"),
@@ -111,7 +120,7 @@ class Settings:
         if not self.production:
             return
         needed = {
-            "serve": ["API_TOKEN", "OPS_TOKEN", "ASAAS_WEBHOOK_TOKEN", "ASAAS_API_KEY"],
+            "serve": ["API_TOKEN", "OPS_TOKEN", "ASAAS_WEBHOOK_TOKEN", "ASAAS_API_KEY", "SECRET_KEY"],
             "worker": ["ASAAS_API_KEY", "BROKER_URL"],
         }.get(command, [])
         for name in needed:
@@ -123,6 +132,20 @@ class Settings:
             )
         if self.database_url.startswith("sqlite") and command in ("serve", "worker"):
             raise ConfigError("REGUA_DATABASE_URL must name PostgreSQL when REGUA_ENV=production")
+
+
+DEV_SECRET_KEY = "regua-dev-secret-key-not-for-production"
+
+
+def _dev_secret(env: str) -> str:
+    """Outside production a fixed, known key; production refuses to start without its own (see require)."""
+    return "" if env == "production" else DEV_SECRET_KEY
+
+
+def _choice(text: str, options: tuple[str, ...], name: str) -> str:
+    if text not in options:
+        raise ConfigError(f"{name} must be one of {', '.join(options)}, not {text!r}")
+    return text
 
 
 def _positive_int(text: str, name: str) -> int:

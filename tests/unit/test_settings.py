@@ -9,7 +9,7 @@ import pytest
 
 from billing.clock import FrozenClock, SystemClock
 from billing.policy import Policy
-from regua.settings import ConfigError, Settings
+from regua.settings import DEV_SECRET_KEY, ConfigError, Settings
 
 PRODUCTION_SERVE = {
     "REGUA_ENV": "production",
@@ -20,6 +20,7 @@ PRODUCTION_SERVE = {
     "REGUA_ASAAS_API_KEY": "asaas-key",
     "REGUA_STANDARD_WEBHOOK_SECRETS": "whsec_one",
     "REGUA_BROKER_URL": "redis://redis:6379/0",
+    "REGUA_SECRET_KEY": "a-long-random-production-key",
 }
 
 
@@ -39,7 +40,10 @@ def test_an_empty_environment_gives_the_documented_defaults() -> None:
     assert settings.broker_url == ""
     assert settings.smtp_url == "smtp://127.0.0.1:1025"
     assert settings.mail_from == "Financeiro <financeiro@localhost>"
-    assert settings.portal_url == "http://127.0.0.1:8000/portal"
+    assert settings.portal_url == ""
+    assert settings.public_url == "http://127.0.0.1:8000"
+    assert settings.secret_key == DEV_SECRET_KEY
+    assert settings.log_format == "text"
     assert settings.timezone == "America/Sao_Paulo"
     assert settings.now is None
     assert settings.api_token == ""
@@ -214,3 +218,14 @@ def test_a_worker_in_production_names_the_first_missing_variable(missing: tuple[
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_outside_production_nothing_is_required(env: str, command: str) -> None:
     from_env(REGUA_ENV=env).require(command)
+
+
+def test_production_refuses_to_serve_without_its_own_secret_key() -> None:
+    settings = Settings.from_env(without("REGUA_SECRET_KEY"), env_file=None)
+    with pytest.raises(ConfigError, match="REGUA_SECRET_KEY"):
+        settings.require("serve")
+
+
+def test_an_unknown_log_format_is_refused_naming_the_variable() -> None:
+    with pytest.raises(ConfigError, match="REGUA_LOG_FORMAT"):
+        from_env(REGUA_LOG_FORMAT="xml")
