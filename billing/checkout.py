@@ -20,21 +20,22 @@ from billing import validation as v
 from billing.accounts import get_account
 from billing.blocking import is_open_at, lock_accounts
 from billing.charging import (
-    CHECKOUT,
     CardResult,
+    ChargeOutcome,
     claim_manual_charge,
-    has_codes,
     leased,
     make_card_charge,
     record_gateway_answer,
     send_manual_charge,
     was_sent,
 )
+from billing.charging.customers import ensure_gateway_customer
 from billing.errors import Conflict, InvalidInput
 from billing.models import (
     UNPAID,
     Charge,
     ChargeInvoice,
+    ChargeSource,
     ChargeStatus,
     Invoice,
     Product,
@@ -141,7 +142,7 @@ def _select(session: Session, account_id: str, request: CheckoutRequest, books: 
             frozenset(charge.invoice_ids),
             was_sent(charge),
             leased(charge, now),
-            has_codes(charge.details),
+            charge.has_codes,
         )
         for charge in charges
     ]
@@ -154,6 +155,7 @@ def checkout(books: Books, gateway: Gateway, account_id: str, request: CheckoutR
     Raises NotFound, Conflict (nothing owed, a card payment in flight), and the gateway's
     GatewayUnavailable (try again: the same checkout then reuses the charge) or GatewayRejected.
     """
+    ensure_gateway_customer(books, gateway, account_id)
     selection = books.transaction(lambda session: _select(session, account_id, request, books))
     wanted = frozenset(selection.invoice_ids)
     reuse = next(
@@ -176,9 +178,9 @@ def checkout(books: Books, gateway: Gateway, account_id: str, request: CheckoutR
             reclaim = books.transaction(
                 lambda session: claim_manual_charge(session, reuse.charge_id, books.clock.now(), books.calendar)
             )
-            if reclaim == "in_flight":
+            if reclaim == ChargeOutcome.IN_FLIGHT:
                 raise Conflict("this charge is being created at the gateway: try again in a minute")
-            if reclaim in ("not_pending", "nothing_to_charge"):
+            if reclaim in (ChargeOutcome.NOT_PENDING, ChargeOutcome.NOTHING_TO_CHARGE):
                 raise Conflict("these invoices changed meanwhile: try again")
             if isinstance(reclaim, ManualCharge):
                 send_manual_charge(books, gateway, reclaim)
@@ -186,7 +188,7 @@ def checkout(books: Books, gateway: Gateway, account_id: str, request: CheckoutR
     if reuse is not None:
         if reuse.sent:
             # Already at the gateway (in flight or awaiting it): answered as it stands, never sent twice.
-            in_flight = CardResult(reuse.charge_id, "in_flight", ChargeStatus.PENDING.value)
+            in_flight = CardResult(reuse.charge_id, ChargeOutcome.IN_FLIGHT, ChargeStatus.PENDING.value)
             return _result(books, reuse.charge_id, created=False, card=in_flight)
         card = make_card_charge(books, gateway, reuse.charge_id, card_token=request.card_token)
         return _result(books, reuse.charge_id, created=False, card=card)
@@ -194,7 +196,7 @@ def checkout(books: Books, gateway: Gateway, account_id: str, request: CheckoutR
     def open_new(session: Session) -> tuple[str, ManualCharge | str | None]:
         now = books.clock.now()
         charge = open_charge(session, selection.invoice_ids, request.method, now, installments=request.installments)
-        charge.details = {"source": CHECKOUT}
+        charge.source = ChargeSource.CHECKOUT.value
         if request.method == "card":
             return charge.id, None
         # Claimed (leased) in the transaction that creates it: no other checkout can supersede it unseen.
@@ -238,14 +240,11 @@ def _supersede(books: Books, gateway: Gateway, pending: _Pending) -> None:
         charge = lock_charge(session, pending.charge_id)
         if charge.status == ChargeStatus.PENDING:
             charge.status = ChargeStatus.CANCELED.value
-            charge.details = {
-                **charge.details,
-                "canceled": "superseded_by_checkout",
-                "gateway_cancel": result,
-                "gateway_canceled_at": books.clock.now().isoformat(),
-                # Sent by a job after it was read here (the tick's PIX or boleto): the follow-ups cancel it.
-                "gateway_cancel_owed": not pending.sent and was_sent(charge),
-            }
+            charge.canceled_reason = "superseded_by_checkout"
+            charge.gateway_cancel_result = result
+            charge.gateway_canceled_at = books.clock.now()
+            # Sent by a job after it was read here (the tick's PIX or boleto): the follow-ups cancel it.
+            charge.gateway_cancel_owed = not pending.sent and was_sent(charge)
 
     books.transaction(cancel)
 

@@ -40,6 +40,20 @@ class Step:
         return f"day{self.day}"
 
 
+def attempt_days(policy: Policy) -> tuple[int, ...]:
+    """Day 1, then the retry days (rule 3.3): the régua days on which an auto-debit card is charged."""
+    return (1, *sorted({day for day in policy.retry_days if day > 1}))
+
+
+def next_retry_on(due_date: date, failed_on: date, policy: Policy, *, hard: bool) -> date | None:
+    """The day the card is charged again after failing on `failed_on`, or None when no retry remains."""
+    if hard:
+        return None
+    day = (failed_on - due_date).days + 1
+    later = [retry for retry in attempt_days(policy) if retry > day]
+    return due_date + timedelta(days=min(later) - 1) if later else None
+
+
 def regua_day_start(due_date: date, day: int, calendar: BillingCalendar) -> datetime:
     return calendar.start_of_day(due_date + timedelta(days=day - 1))
 
@@ -56,8 +70,9 @@ def invoice_steps(payment_method: str, due_date: date, policy: Policy, calendar:
 
     steps: list[Step] = []
     if payment_method == PaymentMethod.CARD_AUTO_DEBIT:
-        steps.append(step("charge", "auto_debit", 1))
-        steps += [step("charge", "auto_debit_retry", day) for day in policy.retry_days]
+        first, *retries = attempt_days(policy)
+        steps.append(step("charge", "auto_debit", first))
+        steps += [step("charge", "auto_debit_retry", day) for day in retries]
     else:
         steps.append(step("email", NotificationKind.INVOICE_ISSUED, 1))
         steps.append(step("email", NotificationKind.PAYMENT_REMINDER, policy.reminder_day))

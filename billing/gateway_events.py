@@ -12,15 +12,9 @@ from sqlalchemy.orm import Session
 
 from billing.models import Charge, charge_id_from_reference
 from billing.policy import Policy
-from billing.settlement import (
-    ConfirmedPayment,
-    mark_charge_verifying,
-    record_chargeback,
-    record_failure,
-    record_gateway_cancel,
-    record_refund,
-    settle_charge,
-)
+from billing.refunds import record_chargeback, record_refund
+from billing.settlement import ConfirmedPayment, record_failure, record_gateway_cancel, settle_charge
+from billing.verification import mark_charge_verifying
 
 
 @dataclass(frozen=True)
@@ -56,6 +50,8 @@ class PaymentRefunded(GatewayEvent):
     refund_id: str
     amount_cents: int
     refunded_at: datetime
+    whole: bool = False
+    """All that was left of the payment went back (the amount is then taken from the books)."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +131,7 @@ def _refunded(session: Session, charge_id: str, event: Any, now: datetime, _poli
         event.amount_cents,
         event.refunded_at,
         now,
+        whole=event.whole,
     )
     return Applied(charge_id, outcome, {})
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -95,6 +96,8 @@ class InvoiceStatus(StrEnum):
 
 
 UNPAID = (InvoiceStatus.OPEN, InvoiceStatus.VERIFYING)
+MANUAL_METHODS = (PaymentMethod.BOLETO.value, PaymentMethod.PIX.value)
+"""The methods a customer pays by themselves, with a PIX code or a boleto line."""
 
 
 class ChargeStatus(StrEnum):
@@ -114,8 +117,50 @@ class PaymentStatus(StrEnum):
 
 class RefundStatus(StrEnum):
     OWED = "owed"
-    """Decided by regua, not yet sent to the gateway."""
+    """Decided by regua, not yet made: sent by a gateway regua can refund through, or listed for a person."""
     DONE = "done"
+    CANCELED = "canceled"
+    """No longer owed: the money went back another way (a chargeback of the same payment)."""
+
+
+class RefundReason(StrEnum):
+    DUPLICATE = "duplicate"
+    OVERPAYMENT = "overpayment"
+    AMOUNT_MISMATCH = "amount_mismatch"
+    GATEWAY = "gateway"
+    """Made at the gateway by someone else (a partial refund, a goodwill gesture): recorded, not decided by regua."""
+
+
+OWED_BACK = (RefundReason.DUPLICATE, RefundReason.OVERPAYMENT, RefundReason.AMOUNT_MISMATCH)
+"""The reasons regua itself decides money is owed back."""
+
+
+class ChargeSource(StrEnum):
+    AUTO_DEBIT = "auto_debit"
+    """A day-1 or retry attempt on the saved card of a card_auto_debit subscription."""
+    MANUAL = "manual"
+    """The PIX or boleto charge of a manual invoice, opened when it is issued (rule 3.3)."""
+    CHECKOUT = "checkout"
+    """What the customer chose to pay now, through the product's checkout or the payment page."""
+
+
+class DeclineClass(StrEnum):
+    HARD = "hard"
+    """Expired, stolen, invalid: this card is never charged again."""
+    SOFT = "soft"
+    """Insufficient funds and the like: retried on the retry days."""
+
+
+class AttemptOutcome(StrEnum):
+    IN_FLIGHT = "in_flight"
+    """Sent; no answer recorded yet (the lease holder is talking to the gateway, or died doing so)."""
+    ANSWERED = "answered"
+    """The gateway answered with its payment (paid, or pending at the gateway)."""
+    DECLINED = "declined"
+    REJECTED = "rejected"
+    """The gateway refused the request itself (a 4xx that is not a card refusal)."""
+    UNAVAILABLE = "unavailable"
+    """No trustworthy answer (timeout, 5xx): retried with the same reference, never charged twice."""
 
 
 class Base(DeclarativeBase):
@@ -207,7 +252,11 @@ class Invoice(Base):
     issued_at: Mapped[datetime]
     paid_at: Mapped[datetime | None]
     charge_id: Mapped[str | None] = mapped_column(String(32))
+    payment_id: Mapped[str | None] = mapped_column(String(32))
+    """The payment that paid it (a charge may be paid twice: only one payment pays the invoice)."""
     verifying_until: Mapped[datetime | None]
+    verifying_charge_id: Mapped[str | None] = mapped_column(String(32))
+    """The charge whose payment the gateway reported started (None: a receipt ops recorded)."""
 
 
 class Charge(Base):
@@ -228,15 +277,75 @@ class Charge(Base):
     gateway: Mapped[str] = mapped_column(String(32), default="asaas")
     gateway_payment_id: Mapped[str | None] = mapped_column(String(100))
     failure_code: Mapped[str | None] = mapped_column(String(100))
-    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]
     confirmed_at: Mapped[datetime | None]
+    source: Mapped[str] = mapped_column(String(16), default=ChargeSource.CHECKOUT, server_default="checkout")
+    regua_day: Mapped[int | None]
+    """The day of the régua an auto-debit attempt belongs to (1, then the retry days); None otherwise."""
+    card_ref: Mapped[str | None] = mapped_column(String(16))
+    """A digest of the card token charged (tells cards apart without keeping the token here)."""
+    lease_holder: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    """While set and ahead of now, `lease_holder` is talking to the gateway about this charge: nobody else may."""
+    sent_at: Mapped[datetime | None]
+    """When it was first handed to the gateway: from then on the gateway may hold a payment for it."""
+    gateway_status: Mapped[str | None] = mapped_column(String(40))
+    rechecked_at: Mapped[datetime | None]
+    failed_at: Mapped[datetime | None]
+    canceled_reason: Mapped[str | None] = mapped_column(String(40))
+    superseded_by: Mapped[str | None] = mapped_column(String(32))
+    gateway_cancel_owed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Canceled in the books, still payable at the gateway: a follow-up cancels it there."""
+    gateway_cancel_result: Mapped[str | None] = mapped_column(String(200))
+    gateway_canceled_at: Mapped[datetime | None]
+    pix_code: Mapped[str | None] = mapped_column(Text)
+    pix_qr: Mapped[str | None] = mapped_column(Text)
+    pix_expires_at: Mapped[str | None] = mapped_column(String(40))
+    boleto_line: Mapped[str | None] = mapped_column(String(100))
+    boleto_url: Mapped[str | None] = mapped_column(String(500))
+    boleto_bar_code: Mapped[str | None] = mapped_column(String(100))
+    invoice_url: Mapped[str | None] = mapped_column(String(500))
+    """The gateway's own page for this payment (card payments are made there, never through regua)."""
 
     invoice_links: Mapped[list[ChargeInvoice]] = relationship(cascade="all, delete-orphan")
+    attempts: Mapped[list[ChargeAttempt]] = relationship(
+        cascade="all, delete-orphan", order_by="ChargeAttempt.number", back_populates="charge"
+    )
+
+    @property
+    def has_codes(self) -> bool:
+        """Whether a PIX or boleto charge holds what the customer needs to pay it."""
+        return self.pix_code is not None or self.boleto_line is not None
 
     @property
     def invoice_ids(self) -> list[str]:
         return [link.invoice_id for link in self.invoice_links]
+
+
+class ChargeAttempt(Base):
+    """One call to the gateway about a charge: who made it, when, and how it ended."""
+
+    __tablename__ = "charge_attempts"
+    __table_args__ = (
+        UniqueConstraint("charge_id", "number"),
+        Index("ix_charge_attempts_decline_class", "decline_class"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    charge_id: Mapped[str] = mapped_column(ForeignKey("charges.id"))
+    number: Mapped[int]
+    idempotency_key: Mapped[str] = mapped_column(String(120), unique=True)
+    """`<charge key>#<number>`; the gateway knows every attempt of a charge by the charge's own id."""
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    holder: Mapped[str | None] = mapped_column(String(64))
+    card_ref: Mapped[str | None] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16), default=AttemptOutcome.IN_FLIGHT)
+    decline_code: Mapped[str | None] = mapped_column(String(100))
+    decline_class: Mapped[str | None] = mapped_column(String(8))
+    message: Mapped[str | None] = mapped_column(String(300))
+
+    charge: Mapped[Charge] = relationship(back_populates="attempts")
 
 
 class ChargeInvoice(Base):
@@ -261,14 +370,20 @@ class Payment(Base):
     gateway_payment_id: Mapped[str] = mapped_column(String(100))
     invoice_ids: Mapped[list[str]]
     paid_at: Mapped[datetime]
+    chargeback_cents: Mapped[int] = mapped_column(default=0, server_default="0")
+    """What a chargeback took back: the payment less what was already refunded."""
+    charged_back_at: Mapped[datetime | None]
 
 
 class Refund(Base):
     __tablename__ = "refunds"
-    __table_args__ = (Index("ix_refunds_refunded_at", "refunded_at"),)
+    __table_args__ = (Index("ix_refunds_refunded_at", "refunded_at"), Index("ix_refunds_status", "status"))
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"))
+    payment_id: Mapped[str | None] = mapped_column(ForeignKey("payments.id"))
+    """None while the gateway's refund arrived before the confirmation of its payment."""
+    charge_id: Mapped[str] = mapped_column(ForeignKey("charges.id"))
+    gateway_payment_id: Mapped[str] = mapped_column(String(100))
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     amount_cents: Mapped[int]
     reason: Mapped[str] = mapped_column(String(32))
@@ -276,6 +391,13 @@ class Refund(Base):
     gateway_refund_id: Mapped[str | None] = mapped_column(String(100), unique=True)
     created_at: Mapped[datetime]
     refunded_at: Mapped[datetime | None]
+    claimed_until: Mapped[datetime | None]
+    """A job is asking the gateway to make it until then (or it waits that long for the gateway to finish)."""
+    gateway_note: Mapped[str | None] = mapped_column(String(200))
+    """The gateway's last word on it (requested, refused: why)."""
+    done_by: Mapped[str | None] = mapped_column(String(100))
+    """Who recorded it made by hand (`regua refunds done`, the ops dashboard)."""
+    note: Mapped[str | None] = mapped_column(String(500))
 
 
 class Block(Base):

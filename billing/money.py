@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal, InvalidOperation
 
 AUTO_DEBIT_DISCOUNT_PERCENT = 5
 
@@ -49,3 +51,20 @@ def to_decimal_string(amount_cents: int) -> str:
         raise ValueError("gateway amounts are never negative")
     reais, centavos = divmod(amount_cents, 100)
     return f"{reais}.{centavos:02d}"
+
+
+def json_cents(value: object) -> int:
+    """A JSON money value (189.9, 5, "189.90") as centavos, exactly; anything else is refused (ValueError)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError(f"not a money value: {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"not a money value: {value!r}")
+    if isinstance(value, str):
+        return parse_decimal(value)
+    try:
+        # str() of a float is the shortest text that reads back as the same float: for money
+        # (at most 15 significant digits) it is exactly the literal the gateway wrote.
+        text = format(Decimal(str(value)), "f")
+    except InvalidOperation:
+        raise ValueError(f"not a money value: {value!r}") from None
+    return parse_decimal(text)

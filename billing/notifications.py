@@ -28,8 +28,9 @@ from sqlalchemy.orm import Session, aliased, selectinload
 from billing.blocking import is_open_at
 from billing.calendar import BillingCalendar
 from billing.db import insert_ignoring_conflicts
-from billing.dunning import NotificationKind, Step, invoice_steps, regua_day_start
+from billing.dunning import NotificationKind, Step, invoice_steps, next_retry_on, regua_day_start
 from billing.models import (
+    MANUAL_METHODS,
     UNPAID,
     Account,
     Block,
@@ -37,6 +38,7 @@ from billing.models import (
     ChargeInvoice,
     ChargeStatus,
     Contact,
+    DeclineClass,
     Invoice,
     InvoiceStatus,
     Notification,
@@ -60,12 +62,6 @@ SCHEDULED_KINDS = frozenset({K.INVOICE_ISSUED, K.PAYMENT_REMINDER, K.BLOCK_WARNI
 PAYMENT_DUE_KINDS = SCHEDULED_KINDS | {K.PAYMENT_FAILED}
 """Kinds that ask for money, and so carry the PIX code and the boleto line when there are any."""
 PAYMENT_CODE_KEYS = ("pix_code", "boleto_line", "boleto_url")
-MANUAL_METHODS = (PaymentMethod.BOLETO.value, PaymentMethod.PIX.value)
-HARD_DECLINES = frozenset(
-    {"expired", "expired_card", "card_expired", "stolen_or_lost", "stolen_card", "lost_card"}
-    | {"invalid_token", "invalid_card", "card_canceled"}
-)
-"""Failure codes of a card that is never charged again (regua.gateway.asaas classifies them)."""
 NOT_THE_CUSTOMERS = frozenset({"gateway_rejected"})
 """Charge failures that are regua's business with its gateway, not a payment the customer tried."""
 CHUNK = 900
@@ -95,19 +91,6 @@ def latest_email_step(steps: Sequence[Step], now: datetime) -> Step | None:
     """The one step still true at `now`: the latest whose day has come (None before the first)."""
     come = [step for step in steps if step.at <= now]
     return max(come, key=lambda step: step.day) if come else None
-
-
-def next_retry_on(due_date: date, failed_on: date, policy: Policy, *, hard: bool) -> date | None:
-    """The day the card is charged again after failing on `failed_on`, or None when no retry remains."""
-    if hard:
-        return None
-    day = (failed_on - due_date).days + 1
-    later = [retry for retry in policy.retry_days if retry > day]
-    return due_date + timedelta(days=min(later) - 1) if later else None
-
-
-def is_hard_decline(failure_code: str | None, details: dict[str, Any]) -> bool:
-    return bool(details.get("hard_decline")) or (failure_code or "").lower() in HARD_DECLINES
 
 
 def dedupe_key(subject_id: str, kind: str, step: str) -> str:
@@ -313,7 +296,7 @@ def happenings(
         for charge in session.scalars(
             select(Charge)
             .where(Charge.status == ChargeStatus.FAILED, Charge.created_at >= now - FAILED_CHARGE_HORIZON)
-            .options(selectinload(Charge.invoice_links))
+            .options(selectinload(Charge.invoice_links), selectinload(Charge.attempts))
             .order_by(Charge.id)
         )
         if _failed_at(charge) >= since
@@ -398,7 +381,7 @@ def _charges_failed(
             "block_on": calendar.local_date(min(invoice.block_at for invoice in owed)).isoformat(),
         }
         if owed[0].payment_method == PaymentMethod.CARD_AUTO_DEBIT and charge.method == "card":
-            hard = is_hard_decline(charge.failure_code, charge.details)
+            hard = any(attempt.decline_class == DeclineClass.HARD for attempt in charge.attempts)
             retry = next_retry_on(owed[0].due_date, calendar.local_date(_failed_at(charge)), policy, hard=hard)
             if retry is not None:
                 facts["next_retry_on"] = retry.isoformat()
@@ -496,14 +479,7 @@ def _paid_with(method: str, invoice: Invoice) -> str:
 
 
 def _failed_at(charge: Charge) -> datetime:
-    text = charge.details.get("failed_at")
-    if isinstance(text, str):
-        try:
-            failed_at = datetime.fromisoformat(text)
-        except ValueError:
-            return charge.created_at
-        return failed_at if failed_at.tzinfo is not None else charge.created_at
-    return charge.created_at
+    return charge.failed_at or charge.created_at
 
 
 def _unrecorded(session: Session, due: list[DueNotification]) -> list[DueNotification]:
@@ -536,7 +512,9 @@ def invoices_by_id(session: Session, ids: Iterable[str]) -> dict[str, Invoice]:
 
 
 _PENDING_MANUAL_CHARGES = (
-    select(Charge.id, Charge.created_at, Charge.details, ChargeInvoice.invoice_id)
+    select(
+        Charge.id, Charge.created_at, Charge.pix_code, Charge.boleto_line, Charge.boleto_url, ChargeInvoice.invoice_id
+    )
     .join(ChargeInvoice, ChargeInvoice.charge_id == Charge.id)
     .where(
         Charge.id.in_(
@@ -562,8 +540,9 @@ def codes_by_invoices(
         return {}
     charges: dict[str, tuple[datetime, dict[str, Any], set[str]]] = {}
     for chunk in _chunks(wanted):
-        for charge_id, created_at, details, invoice_id in executor.execute(_PENDING_MANUAL_CHARGES, {"ids": chunk}):
-            charges.setdefault(charge_id, (created_at, details, set()))[2].add(invoice_id)
+        for row in executor.execute(_PENDING_MANUAL_CHARGES, {"ids": chunk}):
+            codes = {"pix_code": row.pix_code, "boleto_line": row.boleto_line, "boleto_url": row.boleto_url}
+            charges.setdefault(row.id, (row.created_at, codes, set()))[2].add(row.invoice_id)
     newest_first = sorted(charges.items(), key=lambda item: (item[1][0], item[0]), reverse=True)
     found: dict[tuple[str, ...], dict[str, str]] = {}
     for group in groups:

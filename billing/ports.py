@@ -60,6 +60,20 @@ def _check_charge(charge_id: str, customer_id: str, amount_cents: int) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomerRequest:
+    """An account as the gateway keeps it: `reference` is our account id (Asaas's externalReference)."""
+
+    reference: str
+    name: str
+    document: str
+    email: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.reference or not self.name or not self.document:
+            raise ValueError("a gateway customer needs our reference, a name and a CPF or CNPJ")
+
+
+@dataclass(frozen=True, slots=True)
 class CardCharge:
     """Charge a saved card now. `charge_id` is ours and goes to the gateway as externalReference."""
 
@@ -204,6 +218,10 @@ class PaymentNotFound(GatewayRejected):
 
 class Gateway(Protocol):
     """A payment gateway as regua uses it. Every call may raise GatewayError (see its tree)."""
+
+    def ensure_customer(self, customer: CustomerRequest) -> str:
+        """The gateway's id for this customer, created unless one with our reference exists; safe to call again."""
+        ...
 
     def charge_card(self, charge: CardCharge) -> GatewayPayment:
         """Charge a saved card; safe to call again with the same charge_id (charges once)."""

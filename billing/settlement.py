@@ -1,4 +1,4 @@
-"""Money in: charges opened, payments settled onto invoices, verification, duplicates owed back."""
+"""Money in: charges opened, payments settled onto invoices, failures and cancels, duplicates owed back."""
 
 from __future__ import annotations
 
@@ -21,11 +21,11 @@ from billing.models import (
     Payment,
     PaymentStatus,
     Refund,
+    RefundReason,
     RefundStatus,
     new_charge_id,
     new_id,
 )
-from billing.policy import Policy
 
 
 def open_charge(
@@ -59,7 +59,6 @@ def open_charge(
         status=ChargeStatus.PENDING.value,
         idempotency_key=idempotency_key or charge_id,
         gateway=gateway,
-        details={},
         created_at=now,
         invoice_links=[ChargeInvoice(invoice_id=invoice.id) for invoice in invoices],
     )
@@ -90,6 +89,12 @@ class Settlement:
     blocks: BlockChanges = field(default_factory=BlockChanges)
 
 
+def find_payment(session: Session, gateway: str, gateway_payment_id: str) -> Payment | None:
+    return session.scalar(
+        select(Payment).where(Payment.gateway == gateway, Payment.gateway_payment_id == gateway_payment_id)
+    )
+
+
 def _locked_charge(session: Session, charge_id: str) -> Charge:
     account_id = session.scalar(select(Charge.account_id).where(Charge.id == charge_id))
     if account_id is None:
@@ -115,7 +120,7 @@ def settle_charge(session: Session, charge_id: str, payment: ConfirmedPayment, n
     """
     charge = _locked_charge(session, charge_id)
     settlement = Settlement(charge_id=charge.id)
-    known = _payment(session, payment.gateway, payment.gateway_payment_id)
+    known = find_payment(session, payment.gateway, payment.gateway_payment_id)
     if known is not None:
         settlement.payment_id, settlement.already_recorded = known.id, True
         return settlement
@@ -125,9 +130,6 @@ def settle_charge(session: Session, charge_id: str, payment: ConfirmedPayment, n
             select(Invoice).where(Invoice.id.in_(charge.invoice_ids)).order_by(Invoice.period_start).with_for_update()
         )
     )
-    early_refunds = [
-        r for r in charge.details.get("early_refunds", []) if r["payment_id"] == payment.gateway_payment_id
-    ]
     short = payment.amount_cents < charge.amount_cents
     payable = [] if short else [invoice for invoice in invoices if invoice.status in UNPAID]
     record = Payment(
@@ -146,53 +148,60 @@ def settle_charge(session: Session, charge_id: str, payment: ConfirmedPayment, n
     session.flush()
     settlement.payment_id = record.id
     for invoice in payable:
-        invoice.status, invoice.paid_at, invoice.charge_id = (
-            InvoiceStatus.PAID.value,
-            payment.paid_at,
-            charge.id,
-        )
-        invoice.verifying_until = None
+        invoice.status, invoice.paid_at = InvoiceStatus.PAID.value, payment.paid_at
+        invoice.charge_id, invoice.payment_id = charge.id, record.id
+        invoice.verifying_until = invoice.verifying_charge_id = None
         settlement.invoices_paid.append(invoice.id)
     if charge.status in (ChargeStatus.PENDING, ChargeStatus.FAILED, ChargeStatus.CANCELED):
         charge.status, charge.confirmed_at = ChargeStatus.CONFIRMED.value, now
         charge.gateway_payment_id = charge.gateway_payment_id or payment.gateway_payment_id
 
     if short:
-        owed = {"amount_mismatch": payment.amount_cents}
+        owed = {RefundReason.AMOUNT_MISMATCH: payment.amount_cents}
     elif not payable:
-        owed = {"duplicate": payment.amount_cents}
+        owed = {RefundReason.DUPLICATE: payment.amount_cents}
     else:
         settled = sum(invoice.total_cents for invoice in payable)
-        owed = {"duplicate": min(payment.amount_cents - settled, charge.amount_cents - settled)}
-        owed["overpayment"] = payment.amount_cents - settled - owed["duplicate"]
-    if early_refunds:
-        # The gateway already gave this money back (its refund arrived before its confirmation).
-        owed = {}
-        for early in early_refunds:
-            _refund_done(session, record, early["refund_id"], early["amount_cents"], _instant(early["at"]), now)
+        owed = {RefundReason.DUPLICATE: min(payment.amount_cents - settled, charge.amount_cents - settled)}
+        owed[RefundReason.OVERPAYMENT] = payment.amount_cents - settled - owed[RefundReason.DUPLICATE]
+    # The gateway may already have given some of it back (its refund arrived before this confirmation).
+    early = list(
+        session.scalars(
+            select(Refund).where(
+                Refund.charge_id == charge.id,
+                Refund.payment_id.is_(None),
+                Refund.gateway_payment_id == payment.gateway_payment_id,
+            )
+        )
+    )
+    given_back = 0
+    for refund in early:
+        refund.payment_id = record.id
+        given_back += refund.amount_cents
     for reason, amount in owed.items():
-        if amount > 0:
-            settlement.refunds_owed.append(_refund_owed(session, record, amount, reason, now).id)
+        covered = min(amount, given_back)
+        given_back -= covered
+        if amount - covered > 0:
+            settlement.refunds_owed.append(_refund_owed(session, record, amount - covered, reason, now).id)
+    session.flush()
+    if early:
+        from_gateway = sum(refund.amount_cents for refund in early)
+        if record.status == PaymentStatus.CONFIRMED and from_gateway >= record.amount_cents:
+            record.status = PaymentStatus.REFUNDED.value
+            for invoice in payable:
+                invoice.status = InvoiceStatus.REFUNDED.value
     session.flush()
     settlement.charges_canceled = _cancel_other_charges(session, charge.id, settlement.invoices_paid)
     settlement.blocks = reconcile_blocks(session, [charge.account_id], now)
     return settlement
 
 
-def _payment(session: Session, gateway: str, gateway_payment_id: str) -> Payment | None:
-    return session.scalar(
-        select(Payment).where(Payment.gateway == gateway, Payment.gateway_payment_id == gateway_payment_id)
-    )
-
-
-def _instant(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
 def _refund_owed(session: Session, payment: Payment, amount_cents: int, reason: str, now: datetime) -> Refund:
     refund = Refund(
         id=new_id("ref"),
         payment_id=payment.id,
+        charge_id=payment.charge_id,
+        gateway_payment_id=payment.gateway_payment_id,
         account_id=payment.account_id,
         amount_cents=amount_cents,
         reason=reason,
@@ -203,122 +212,31 @@ def _refund_owed(session: Session, payment: Payment, amount_cents: int, reason: 
     return refund
 
 
-def _refund_done(
-    session: Session, payment: Payment, refund_id: str, amount_cents: int, at: datetime, now: datetime
-) -> Refund:
-    """A refund the gateway confirmed: one we owed, or one made at the gateway by someone else."""
-    owed = session.scalar(
-        select(Refund)
-        .where(Refund.payment_id == payment.id, Refund.status == RefundStatus.OWED)
-        .order_by(Refund.created_at)
-        .limit(1)
-    )
-    refund = owed or Refund(
-        id=new_id("ref"),
-        payment_id=payment.id,
-        account_id=payment.account_id,
-        reason="gateway",
-        created_at=now,
-    )
-    refund.amount_cents = amount_cents
-    refund.status, refund.gateway_refund_id, refund.refunded_at = RefundStatus.DONE.value, refund_id, at
-    session.add(refund)
-    session.flush()
-    refunded = sum(
-        session.scalars(
-            select(Refund.amount_cents).where(Refund.payment_id == payment.id, Refund.status == RefundStatus.DONE)
-        )
-    )
-    if refunded >= payment.amount_cents and payment.status == PaymentStatus.CONFIRMED:
-        payment.status = PaymentStatus.REFUNDED.value
-        session.execute(
-            update(Invoice)
-            .where(Invoice.id.in_(payment.invoice_ids), Invoice.charge_id == payment.charge_id)
-            .values(status=InvoiceStatus.REFUNDED.value)
-        )
-    return refund
-
-
-def record_refund(
-    session: Session,
-    charge_id: str,
-    gateway: str,
-    gateway_payment_id: str,
-    refund_id: str,
-    amount_cents: int,
-    at: datetime,
-    now: datetime,
-) -> str:
-    """The gateway gave money back. Before its confirmation is known, it waits on the charge."""
-    charge = _locked_charge(session, charge_id)
-    if session.scalar(select(Refund.id).where(Refund.gateway_refund_id == refund_id)) is not None:
-        return "already_recorded"
-    payment = _payment(session, gateway, gateway_payment_id)
-    if payment is None:
-        early = list(charge.details.get("early_refunds", []))
-        if any(item["refund_id"] == refund_id for item in early):
-            return "already_recorded"
-        early.append(
-            {
-                "refund_id": refund_id,
-                "payment_id": gateway_payment_id,
-                "amount_cents": amount_cents,
-                "at": at.isoformat(),
-            }
-        )
-        charge.details = {**charge.details, "early_refunds": early}
-        if charge.status == ChargeStatus.PENDING:
-            charge.status = ChargeStatus.REFUNDED.value
-        return "refund_before_confirmation"
-    _refund_done(session, payment, refund_id, amount_cents, at, now)
-    if payment.status == PaymentStatus.REFUNDED:
-        charge.status = ChargeStatus.REFUNDED.value
-    session.flush()
-    return "refunded"
-
-
 def record_failure(session: Session, charge_id: str, failure_code: str | None, now: datetime) -> str:
     """A declined or refused attempt: the charge failed; its invoices stay open for the régua."""
     charge = _locked_charge(session, charge_id)
     if charge.status != ChargeStatus.PENDING:
-        return f"ignored_{charge.status}"
+        return "ignored"
     charge.status, charge.failure_code = ChargeStatus.FAILED.value, failure_code or "failed"
-    charge.details = {**charge.details, "failed_at": now.isoformat()}
+    charge.failed_at = now
+    # Only the gateway failing that very payment ends a verification; a receipt ops recorded stands (3.7).
     session.execute(
         update(Invoice)
-        .where(Invoice.id.in_(charge.invoice_ids), Invoice.status == InvoiceStatus.VERIFYING)
-        .values(status=InvoiceStatus.OPEN.value, verifying_until=None)
+        .where(
+            Invoice.id.in_(charge.invoice_ids),
+            Invoice.status == InvoiceStatus.VERIFYING,
+            Invoice.verifying_charge_id == charge.id,
+        )
+        .values(status=InvoiceStatus.OPEN.value, verifying_until=None, verifying_charge_id=None)
     )
     reconcile_blocks(session, [charge.account_id], now)
     return "failed"
 
 
-def record_chargeback(session: Session, charge_id: str, gateway: str, gateway_payment_id: str, now: datetime) -> str:
-    """The customer disputed a payment: its money is gone, so the months it paid are open again."""
-    charge = _locked_charge(session, charge_id)
-    payment = _payment(session, gateway, gateway_payment_id)
-    if payment is None:
-        raise PaymentNotYetKnown(f"chargeback for {gateway_payment_id} before its confirmation")
-    if payment.status == PaymentStatus.CHARGEBACK:
-        return "already_recorded"
-    payment.status = PaymentStatus.CHARGEBACK.value
-    session.execute(
-        update(Invoice)
-        .where(
-            Invoice.id.in_(payment.invoice_ids),
-            Invoice.charge_id == charge.id,
-            Invoice.status == InvoiceStatus.PAID,
-        )
-        .values(status=InvoiceStatus.OPEN.value, paid_at=None, charge_id=None)
-    )
-    reconcile_blocks(session, [charge.account_id], now)
-    return "chargeback"
-
-
 def record_gateway_cancel(session: Session, charge_id: str) -> str:
     charge = _locked_charge(session, charge_id)
     if charge.status != ChargeStatus.PENDING:
-        return f"ignored_{charge.status}"
+        return "ignored"
     charge.status = ChargeStatus.CANCELED.value
     return "canceled"
 
@@ -345,50 +263,5 @@ def _cancel_other_charges(session: Session, paid_by: str, invoice_ids: Sequence[
     )
     for other in others:
         other.status = ChargeStatus.CANCELED.value
-        other.details = {**other.details, "gateway_cancel_owed": True, "superseded_by": paid_by}
+        other.gateway_cancel_owed, other.superseded_by, other.canceled_reason = True, paid_by, "superseded"
     return [other.id for other in others]
-
-
-def record_receipt(session: Session, invoice_id: str, now: datetime, policy: Policy) -> tuple[Invoice, BlockChanges]:
-    """Ops hold a receipt the customer sent: the invoice is in verification (rule 3.7)."""
-    account_id = session.scalar(select(Invoice.account_id).where(Invoice.id == invoice_id))
-    if account_id is None:
-        raise NotFound(f"no invoice {invoice_id!r}")
-    lock_accounts(session, [account_id])
-    invoice = session.get(Invoice, invoice_id, with_for_update=True)
-    assert invoice is not None
-    if invoice.status not in UNPAID:
-        raise Conflict(f"invoice {invoice_id} is {invoice.status}: only an unpaid invoice can be verified")
-    invoice.status = InvoiceStatus.VERIFYING.value
-    invoice.verifying_until = now + policy.verification_window
-    session.flush()
-    return invoice, reconcile_blocks(session, [account_id], now)
-
-
-def mark_charge_verifying(session: Session, charge_id: str, now: datetime, policy: Policy) -> BlockChanges:
-    """A gateway reports the charge's payment started but not cleared: its invoices are verifying."""
-    charge = _locked_charge(session, charge_id)
-    if charge.status != ChargeStatus.PENDING:
-        return BlockChanges()
-    session.execute(
-        update(Invoice)
-        .where(Invoice.id.in_(charge.invoice_ids), Invoice.status.in_(UNPAID))
-        .values(status=InvoiceStatus.VERIFYING.value, verifying_until=now + policy.verification_window)
-    )
-    return reconcile_blocks(session, [charge.account_id], now)
-
-
-def expire_verifications(session: Session, now: datetime) -> list[str]:
-    """Verifications past their window: the invoices are open (and overdue) again."""
-    expired = list(
-        session.scalars(
-            select(Invoice.id).where(Invoice.status == InvoiceStatus.VERIFYING, Invoice.verifying_until <= now)
-        )
-    )
-    if expired:
-        session.execute(
-            update(Invoice)
-            .where(Invoice.id.in_(expired), Invoice.status == InvoiceStatus.VERIFYING)
-            .values(status=InvoiceStatus.OPEN.value, verifying_until=None)
-        )
-    return expired

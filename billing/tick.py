@@ -11,7 +11,7 @@ from billing.db import unit_of_work
 from billing.invoicing import issue_due_invoices
 from billing.models import TickRun
 from billing.ports import Books
-from billing.settlement import expire_verifications
+from billing.verification import expire_verifications
 
 ACTIONS = ("invoices_issued", "trials_ended", "verifications_expired", "blocks_applied", "blocks_lifted")
 LOCK_CHUNK = 500

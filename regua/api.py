@@ -26,8 +26,8 @@ from billing.checkout import CheckoutRequest, CheckoutResult, checkout
 from billing.history import payment_history
 from billing.models import Account, Invoice, Payment, Refund, Subscription
 from billing.ports import Gateway, GatewayRejected, GatewayUnavailable
-from billing.settlement import record_receipt
 from billing.timeline import Event, account_timeline
+from billing.verification import record_receipt
 from regua.http import BearerAuthMiddleware, error_response, json_body
 from regua.runtime import Runtime
 
@@ -112,20 +112,12 @@ def refund_json(refund: Refund) -> dict[str, Any]:
 
 def checkout_json(result: CheckoutResult) -> dict[str, Any]:
     """A checkout's answer: the charge, its invoices, and how to pay it (or how the card went)."""
-    charge, details = result.charge, result.charge.details
+    charge = result.charge
     pix = boleto = card = None
-    if charge.method == "pix" and "pix_code" in details:
-        pix = {
-            "code": details["pix_code"],
-            "qr_image": details.get("pix_qr"),
-            "expires_at": details.get("pix_expires_at"),
-        }
-    if charge.method == "boleto" and "boleto_line" in details:
-        boleto = {
-            "line": details["boleto_line"],
-            "url": details.get("boleto_url"),
-            "bar_code": details.get("boleto_bar_code"),
-        }
+    if charge.method == "pix" and charge.pix_code is not None:
+        pix = {"code": charge.pix_code, "qr_image": charge.pix_qr, "expires_at": charge.pix_expires_at}
+    if charge.method == "boleto" and charge.boleto_line is not None:
+        boleto = {"line": charge.boleto_line, "url": charge.boleto_url, "bar_code": charge.boleto_bar_code}
     if result.card is not None:
         decline = result.card.decline
         card = {

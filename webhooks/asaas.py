@@ -137,9 +137,7 @@ class AsaasProvider:
             full = event_type == "PAYMENT_REFUNDED"
             if full and status not in REFUNDED:
                 raise NothingToApply(f"webhook says {event_type}, the API says {status or 'nothing'}")
-            amount = cents(payment.get("value"), "payment.value") if full else _refunded_part(payment)
-            refund_id = f"{payment_id}:{amount}" if not full else f"{payment_id}:full"
-            return [PaymentRefunded(**common, refund_id=refund_id, amount_cents=amount, refunded_at=now_hint)]
+            return _refunds(payment_id, payment, common, now_hint, whole=full)
         if event_type in ("PAYMENT_CREDIT_CARD_CAPTURE_REFUSED", "PAYMENT_REPROVED_BY_RISK_ANALYSIS"):
             if status in PAID:
                 raise NothingToApply(f"webhook says {event_type}, the API says {status}")
@@ -161,9 +159,29 @@ def _installment(payment: dict[str, Any]) -> int:
     return number if isinstance(number, int) and not isinstance(number, bool) and number > 0 else 1
 
 
-def _refunded_part(payment: dict[str, Any]) -> int:
-    """What a partial refund gave back: the refunds the payment lists, else its whole value."""
-    refunds = payment.get("refunds")
-    if isinstance(refunds, list) and refunds:
-        return sum(cents(item.get("value"), "payment.refunds.value") for item in refunds if isinstance(item, dict))
-    return cents(payment.get("value"), "payment.value")
+def _refunds(
+    payment_id: str, payment: dict[str, Any], common: dict[str, Any], at: datetime, *, whole: bool
+) -> list[GatewayEvent]:
+    """One event per refund the payment lists, each at its own amount and keyed by its place in the list:
+    every delivery names them all, and the books record each once. A refunded payment that lists none
+    gave back all that was left."""
+    items = payment.get("refunds")
+    listed = [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+    events: list[GatewayEvent] = [
+        PaymentRefunded(
+            **common,
+            refund_id=f"{payment_id}:refund{position}",
+            amount_cents=cents(item.get("value"), "payment.refunds.value"),
+            refunded_at=asaas_instant(item.get("dateCreated"), at),
+        )
+        for position, item in enumerate(listed, start=1)
+        if item.get("status") in (None, "DONE")
+    ]
+    if whole and not listed:
+        amount = cents(payment.get("value"), "payment.value")
+        events.append(
+            PaymentRefunded(**common, refund_id=f"{payment_id}:full", amount_cents=amount, refunded_at=at, whole=True)
+        )
+    if not events:
+        raise NothingToApply("the payment lists no refund made yet")
+    return events

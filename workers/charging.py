@@ -22,7 +22,9 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
 from billing.charging import (
+    BOOKS_CHANGED,
     ChargeInFlight,
+    ChargeOutcome,
     issue_manual_charge,
     make_card_charge,
     recheck_charge,
@@ -38,15 +40,6 @@ QUEUE = "charges"
 KICK_DELAY_MS = 1_000
 """Follow-ups asked for within this window run once, after it (a burst of webhooks, one pass)."""
 PIPELINE_CHUNK = 1_000
-BOOKS_CHANGED = (
-    "settled",
-    "duplicate",
-    "declined",
-    "rejected",
-    "canceled_at_gateway",
-    "nothing_to_charge",
-    "canceled_meanwhile",
-)
 
 
 def enqueue_many(broker: dramatiq.Broker, messages: Sequence[dramatiq.Message[Any]]) -> None:
@@ -136,7 +129,7 @@ def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Ch
             log.warning("charge %s: no such charge", charge_id)
             return
         log.info("charge %s: %s (%s)", charge_id, result.outcome, result.status)
-        if result.outcome == "in_flight":
+        if result.outcome == ChargeOutcome.IN_FLIGHT:
             raise ChargeInFlight(f"charge {charge_id} is being sent by another job")
         if result.outcome in BOOKS_CHANGED:
             actors[0].books_changed()
@@ -149,7 +142,7 @@ def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Ch
             log.warning("manual charge %s: no such charge", charge_id)
             return
         log.info("manual charge %s: %s", charge_id, outcome)
-        if outcome == "in_flight":
+        if outcome == ChargeOutcome.IN_FLIGHT:
             raise ChargeInFlight(f"charge {charge_id} is being created by another job")
         if outcome in BOOKS_CHANGED:
             actors[0].books_changed()
@@ -158,7 +151,7 @@ def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Ch
         worker = context()
         outcome = recheck_charge(worker.runtime, _gateway(worker), charge_id)
         log.info("recheck %s: %s", charge_id, outcome)
-        if outcome in BOOKS_CHANGED or outcome == "not_at_gateway":
+        if outcome in BOOKS_CHANGED:
             actors[0].books_changed()
 
     def follow_ups() -> None:

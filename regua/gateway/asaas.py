@@ -39,24 +39,24 @@ Hard declines are never retried with the same card; soft ones are retried on day
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from billing.money import parse_decimal, to_decimal_string
+from billing.money import json_cents, to_decimal_string
 from billing.ports import (
     BoletoCode,
     CardCharge,
     CardDeclined,
+    CustomerRequest,
     GatewayPayment,
     GatewayRefund,
     GatewayRejected,
@@ -100,19 +100,7 @@ def _plain(text: str) -> str:
 
 def cents_from_json(value: object) -> int:
     """A JSON money value (189.9, 5, "189.90") as centavos, exactly; anything else is refused."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ValueError(f"not a money value: {value!r}")
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"not a money value: {value!r}")
-    if isinstance(value, str):
-        return parse_decimal(value)
-    try:
-        # str() of a float is the shortest text that reads back as the same float: for money
-        # (at most 15 significant digits) it is exactly the literal Asaas wrote.
-        text = format(Decimal(str(value)), "f")
-    except InvalidOperation:
-        raise ValueError(f"not a money value: {value!r}") from None
-    return parse_decimal(text)
+    return json_cents(value)
 
 
 def money(amount_cents: int) -> Decimal:
@@ -201,6 +189,43 @@ class AsaasGateway:
         self.close()
 
     # -- the port -----------------------------------------------------------------------------
+
+    def ensure_customer(self, customer: CustomerRequest) -> str:
+        """Asaas's customer for our account: found by externalReference, else created (and looked for again
+        after an unclear answer, so a retry never makes two)."""
+        found = self._find_customer(customer.reference)
+        if found is not None:
+            return found
+        fields: dict[str, object] = {
+            "name": customer.name,
+            "cpfCnpj": customer.document,
+            "externalReference": customer.reference,
+            "notificationDisabled": True,
+        }
+        if customer.email:
+            fields["email"] = customer.email
+        try:
+            response, _ = self._call("POST", "/customers", body=encode_json(fields), retry_unclear=False)
+        except GatewayUnavailable:
+            if (found := self._find_customer(customer.reference)) is not None:
+                return found
+            raise
+        if response.status_code != 200:
+            raise _rejection(response, f"create customer {customer.reference}")
+        return _text(_json_object(response), "id")
+
+    def _find_customer(self, reference: str) -> str | None:
+        params = {"externalReference": reference, "limit": "10"}
+        response, _ = self._call("GET", "/customers", params=params, retry_unclear=True)
+        if response.status_code != 200:
+            raise _rejection(response, f"list customers for {reference}")
+        items = _json_object(response).get("data")
+        if not isinstance(items, list):
+            raise GatewayUnavailable("Asaas listed customers without a data list", outcome_unknown=True)
+        for item in items:
+            if isinstance(item, Mapping) and item.get("externalReference") == reference and not item.get("deleted"):
+                return _text(item, "id")
+        return None
 
     def charge_card(self, charge: CardCharge) -> GatewayPayment:
         fields: dict[str, object] = {

@@ -34,6 +34,7 @@ def refused(description: str) -> httpx.Response:
 class FakeAsaas:
     router: respx.MockRouter
     payments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
     next_create: list[Any] = field(default_factory=list)
     """Answers (or exceptions) for the next POSTs; an empty list creates the payment."""
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -47,6 +48,8 @@ class FakeAsaas:
         self.refund = r.post(path__regex=r"^/payments/(?P<pid>[^/]+)/refund$").mock(side_effect=self._refund)
         self.fetch = r.get(path__regex=r"^/payments/(?P<pid>[^/]+)$").mock(side_effect=self._get)
         self.delete = r.delete(path__regex=r"^/payments/(?P<pid>[^/]+)$").mock(side_effect=self._delete)
+        self.create_customer = r.post("/customers").mock(side_effect=self._create_customer)
+        self.find_customers = r.get("/customers").mock(side_effect=self._list_customers)
 
     # -- scripting
 
@@ -110,6 +113,27 @@ class FakeAsaas:
         if sum(item["value"] for item in payment["refunds"]) >= payment["value"]:
             payment["status"] = "REFUNDED"
         return httpx.Response(200, json=payment)
+
+    def _create_customer(self, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        customer_id = f"cus_fake{next(self._ids):06d}"
+        self.customers[customer_id] = {
+            "object": "customer",
+            "id": customer_id,
+            "name": body["name"],
+            "cpfCnpj": body["cpfCnpj"],
+            "email": body.get("email"),
+            "externalReference": body.get("externalReference"),
+            "notificationDisabled": body.get("notificationDisabled", False),
+            "deleted": False,
+        }
+        return httpx.Response(200, json=self.customers[customer_id])
+
+    def _list_customers(self, request: httpx.Request) -> httpx.Response:
+        reference = request.url.params.get("externalReference")
+        data = [c for c in self.customers.values() if c["externalReference"] == reference]
+        page = {"object": "list", "hasMore": False, "totalCount": len(data), "limit": 10, "offset": 0}
+        return httpx.Response(200, json={**page, "data": data})
 
     def _pix(self, request: httpx.Request, pid: str) -> httpx.Response:
         return httpx.Response(200, json={**fixture("pix_qr_code.json"), "payload": f"00020101PIX{pid}"})

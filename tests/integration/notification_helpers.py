@@ -54,7 +54,8 @@ def open_pending_charge(runtime: Runtime, ids: Sequence[str], method: str, **det
 
     def work(session: Any) -> str:
         charge: Charge = open_charge(session, ids, method, now)
-        charge.details = {**charge.details, **details}
+        for name, value in details.items():
+            setattr(charge, name, value)
         return charge.id
 
     return runtime.transaction(work)

@@ -23,9 +23,10 @@ from billing.charging import (
 )
 from billing.clock import FrozenClock, parse_instant
 from billing.invoicing import issue_due_invoices
-from billing.models import Charge, Invoice, Payment, Refund
+from billing.models import Account, Charge, Invoice, Payment, Refund
 from billing.ports import GatewayUnavailable
-from billing.settlement import ConfirmedPayment, open_charge, record_refund, settle_charge
+from billing.refunds import record_refund, refunds_by_hand
+from billing.settlement import ConfirmedPayment, open_charge, settle_charge
 from regua.gateway.asaas import AsaasGateway
 from regua.mailer import SmtpPostman
 from regua.runtime import Runtime
@@ -78,8 +79,16 @@ def plan(runtime: Runtime, now: Any) -> list[str]:
 
 
 def charges(runtime: Runtime) -> list[Charge]:
-    query = select(Charge).options(selectinload(Charge.invoice_links)).order_by(Charge.created_at)
+    query = (
+        select(Charge)
+        .options(selectinload(Charge.invoice_links), selectinload(Charge.attempts))
+        .order_by(Charge.created_at)
+    )
     return runtime.read(lambda session: list(session.scalars(query)))
+
+
+def hard_declined(charge: Charge) -> bool:
+    return any(attempt.decline_class == "hard" for attempt in charge.attempts)
 
 
 def rows(runtime: Runtime, model: type[Any]) -> list[Any]:
@@ -93,7 +102,7 @@ def mark_sent(runtime: Runtime, charge_id: str, payment_id: str | None = None) -
         charge = session.get(Charge, charge_id)
         assert charge is not None
         charge.gateway_payment_id = payment_id
-        charge.details = {"sent_at": runtime.clock.now().isoformat()}
+        charge.sent_at = runtime.clock.now()
 
     runtime.transaction(work)
 
@@ -113,7 +122,7 @@ def test_day_one_opens_one_charge_per_auto_debit_invoice_with_its_own_key_once(
     [charge] = charges(runtime)
     assert charge.id == charge_id
     assert (charge.idempotency_key, charge.amount_cents, charge.method) == (
-        auto_debit_key(auto_debit, 1),
+        auto_debit_key(auto_debit, "day1"),
         18990,
         "card",
     )
@@ -216,8 +225,8 @@ def test_each_decline_fails_the_attempt_and_only_a_soft_one_is_retried_on_day_th
     assert result.decline is not None
     assert (result.decline.hard, result.decline.reason) == (hard, reason)
     [charge] = charges(runtime)
-    assert (charge.status, charge.failure_code, charge.details["hard_decline"]) == ("failed", reason, hard)
-    assert "lease_until" not in charge.details
+    assert (charge.status, charge.failure_code, hard_declined(charge)) == ("failed", reason, hard)
+    assert charge.lease_until is None
     assert invoice_status(runtime, auto_debit) == "open"
     assert len(plan(runtime, DAY_3)) == (0 if hard else 1)
 
@@ -245,8 +254,8 @@ def test_an_unavailable_gateway_raises_for_a_retry_that_then_charges_once(
         make_card_charge(runtime, gateway, charge_id)
     [charge] = charges(runtime)
     assert charge.status == "pending"
-    assert "lease_until" not in charge.details
-    assert "sent_at" in charge.details
+    assert charge.lease_until is None
+    assert charge.sent_at is not None
 
     assert make_card_charge(runtime, gateway, charge_id).outcome == "settled"
     assert len(asaas.payments) == 1
@@ -270,15 +279,31 @@ def test_the_charge_job_raises_on_an_unavailable_gateway_so_dramatiq_retries_it(
 
 
 @SQLITE
-def test_a_customer_without_a_gateway_id_fails_the_attempt_without_calling_the_gateway(
+def test_an_account_without_a_gateway_customer_gets_one_created_once_then_is_charged(
     runtime: Runtime, api: Api, gateway: AsaasGateway, asaas: FakeAsaas, auto_debit: str
 ) -> None:
     api.put_account(ACCOUNT, gateway_customer_id=None)
     [charge_id] = plan(runtime, DAY_1)
     result = make_card_charge(runtime, gateway, charge_id)
-    assert result.decline is not None
-    assert result.decline.reason == "no_gateway_customer"
-    assert asaas.create.call_count == 0
+    assert result.outcome == "settled"
+    [customer] = asaas.customers.values()
+    assert (customer["externalReference"], customer["cpfCnpj"]) == (ACCOUNT, "11222333000181")
+    assert customer["email"] == "ana@padaria.example"  # the contact who manages payments
+    assert asaas.sent()[0]["customer"] == customer["id"]
+    stored = runtime.read(lambda session: session.get(Account, ACCOUNT))
+    assert stored is not None
+    assert stored.gateway_customer_id == customer["id"]
+
+
+def test_a_gateway_customer_made_before_a_lost_answer_is_found_by_the_account_id_not_made_again(
+    runtime: Runtime, api: Api, gateway: AsaasGateway, asaas: FakeAsaas, auto_debit: str
+) -> None:
+    api.put_account(ACCOUNT, gateway_customer_id=None)
+    asaas.customers["cus_earlier"] = {"id": "cus_earlier", "externalReference": ACCOUNT, "deleted": False}
+    [charge_id] = plan(runtime, DAY_1)
+    assert make_card_charge(runtime, gateway, charge_id).outcome == "settled"
+    assert asaas.create_customer.call_count == 0
+    assert asaas.sent()[0]["customer"] == "cus_earlier"
 
 
 # -- the tick
@@ -366,10 +391,10 @@ def test_an_owed_refund_is_sent_through_the_gateway_once_and_the_webhook_after_i
     assert asaas.refund.calls.last.request.url.path == f"/v3/payments/{duplicate}/refund"
     [refund] = rows(runtime, Refund)
     assert (refund.status, refund.reason, refund.amount_cents) == ("done", "duplicate", 18990)
-    assert refund.gateway_refund_id == f"{duplicate}:full"
+    assert refund.gateway_refund_id == f"{duplicate}:refund1"
     now = runtime.clock.now()
     outcome = runtime.transaction(
-        lambda session: record_refund(session, charge_id, "asaas", duplicate, f"{duplicate}:full", 18990, now, now)
+        lambda session: record_refund(session, charge_id, "asaas", duplicate, f"{duplicate}:refund1", 18990, now, now)
     )
     assert outcome == "already_recorded"
     assert [invoice.status for invoice in rows(runtime, Invoice)] == ["paid"]
@@ -405,8 +430,9 @@ def test_refunds_of_payments_that_came_through_another_gateway_are_left_for_ops(
     for payment_id in ("gw_1", "gw_2"):
         payment = ConfirmedPayment("standard", payment_id, 18990, "pix", now)
         runtime.transaction(lambda session, p=payment: settle_charge(session, charge_id, p, now))  # type: ignore[misc]
-    assert len(rows(runtime, Refund)) == 1
+    [refund] = rows(runtime, Refund)
     assert runtime.read(lambda session: owed_refunds(session, now)) == []
+    assert [owed.id for owed in runtime.read(refunds_by_hand)] == [refund.id]
 
 
 def test_a_charge_superseded_by_a_payment_is_canceled_at_the_gateway_once(

@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 from dramatiq.errors import QueueJoinTimeout
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 from starlette.types import ASGIApp
 
 from billing.charging import plan_auto_debits
@@ -113,7 +114,8 @@ class World:
         return self.runtime.read(lambda session: list(session.scalars(select(model))))
 
     def charges(self) -> list[Charge]:
-        return self.runtime.read(lambda session: list(session.scalars(select(Charge).order_by(Charge.created_at))))
+        query = select(Charge).options(selectinload(Charge.attempts)).order_by(Charge.created_at)
+        return self.runtime.read(lambda session: list(session.scalars(query)))
 
     def sim_payments(self) -> list[dict[str, Any]]:
         return list(self.sim.get("/sim/state").json()["payments"])
@@ -185,7 +187,7 @@ def test_a_soft_decline_on_day_one_is_retried_on_day_three_and_paid(world: World
     world.api.subscribe(ACCOUNT, "platform", payment_method="card_auto_debit", card_token="tok_soft_decline")
     world.tick(day(1))
     [declined] = world.charges()
-    assert (declined.status, declined.failure_code, declined.details["hard_decline"]) == (
+    assert (declined.status, declined.failure_code, any(a.decline_class == "hard" for a in declined.attempts)) == (
         "failed",
         "insufficient_funds",
         False,
@@ -196,7 +198,8 @@ def test_a_soft_decline_on_day_one_is_retried_on_day_three_and_paid(world: World
     assert world.tick(day(3)).counts["charges_started"] == 1
     world.settle(lambda: world.api.invoices(ACCOUNT)[0]["status"] == "paid")
     assert [charge.status for charge in world.charges()] == ["failed", "confirmed"]
-    assert [charge.idempotency_key.rsplit(":", 1)[1] for charge in world.charges()] == ["day1", "day3"]
+    # The new card is charged at the next pass, retry day or not (rule 3.3): its own key, not day 3's.
+    assert [charge.idempotency_key.rsplit(":", 1)[1][:5] for charge in world.charges()] == ["day1", "card-"]
     assert len(world.sim_payments()) == 1
 
 
@@ -204,7 +207,10 @@ def test_a_hard_decline_is_never_retried_and_the_account_blocks_on_day_seven(wor
     world.api.subscribe(ACCOUNT, "platform", payment_method="card_auto_debit", card_token="tok_hard_decline")
     world.tick(day(1))
     [declined] = world.charges()
-    assert (declined.failure_code, declined.details["hard_decline"]) == ("stolen_or_lost", True)
+    assert (declined.failure_code, any(a.decline_class == "hard" for a in declined.attempts)) == (
+        "stolen_or_lost",
+        True,
+    )
     for retry_day in (3, 5):
         assert world.tick(day(retry_day)).counts["charges_started"] == 0
     assert world.tick(day(7)).counts["blocks_applied"] == 1

@@ -50,7 +50,7 @@ def blocked(api: Api, runtime: Runtime, clock: FrozenClock, asaas: FakeAsaas) ->
     tick_once(runtime)
     [invoice] = api.invoices(ACCOUNT)
     [day_one] = charge_rows(runtime)
-    assert (day_one.method, day_one.status, day_one.details["boleto_line"][:4]) == ("boleto", "pending", "4619")
+    assert (day_one.method, day_one.status, day_one.boleto_line[:4]) == ("boleto", "pending", "4619")
     asaas.router.reset()
     return str(invoice["id"])
 
@@ -79,10 +79,10 @@ def test_a_pix_checkout_answers_the_amount_the_invoice_and_the_copy_paste_code(
         "cus_000005113026",
     )
     [charge] = [charge for charge in charge_rows(runtime) if charge.id == body["charge_id"]]
-    assert charge.details["pix_code"] == body["pix"]["code"]
-    assert charge.details["pix_qr"] == body["pix"]["qr_image"]
+    assert charge.pix_code == body["pix"]["code"]
+    assert charge.pix_qr == body["pix"]["qr_image"]
     assert charge.gateway_payment_id is not None
-    assert "lease_until" not in charge.details
+    assert charge.lease_until is None
     assert asaas.delete.call_count == 1  # the day-1 boleto, canceled at the gateway first
 
 
@@ -93,7 +93,7 @@ def test_a_checkout_by_the_subscriptions_own_method_answers_the_day_one_charge(
     response = post(client, {"product": "platform", "method": "boleto"})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert (body["charge_id"], body["boleto"]["line"]) == (day_one.id, day_one.details["boleto_line"])
+    assert (body["charge_id"], body["boleto"]["line"]) == (day_one.id, day_one.boleto_line)
     assert asaas.create.call_count == 0
 
 
@@ -123,7 +123,7 @@ def test_another_method_cancels_the_pending_charge_at_the_gateway_then_creates_i
     assert pix_payment["deleted"] is True
     statuses = {charge.id: charge.status for charge in charge_rows(runtime)[1:]}
     assert statuses == {pix["charge_id"]: "canceled", boleto["charge_id"]: "pending"}
-    [line] = [charge.details["boleto_line"] for charge in charge_rows(runtime) if charge.id == boleto["charge_id"]]
+    [line] = [charge.boleto_line for charge in charge_rows(runtime) if charge.id == boleto["charge_id"]]
     assert line == boleto["boleto"]["line"]
 
 
@@ -206,7 +206,7 @@ def test_a_checkout_while_a_card_is_being_charged_is_a_conflict(
     now = runtime.clock.now()
     runtime.transaction(lambda session: issue_due_invoices(session, now, runtime.calendar))
     [queued] = runtime.transaction(lambda session: plan_auto_debits(session, now, runtime.calendar, runtime.policy))
-    runtime.transaction(lambda session: take_lease(session.get(Charge, queued), now))
+    runtime.transaction(lambda session: take_lease(session, session.get(Charge, queued), now))
     response = post(client, {"product": "platform", "method": "pix"})
     assert response.status_code == 409
     assert "in progress" in response.json()["error"]["message"]
@@ -266,13 +266,15 @@ def test_nothing_owed_is_409(client: TestClient, api: Api, asaas: FakeAsaas) -> 
 
 
 @SQLITE
-def test_an_account_without_a_gateway_customer_is_409(
+def test_an_account_without_a_gateway_customer_gets_one_at_the_gateway_before_its_charge(
     client: TestClient, api: Api, asaas: FakeAsaas, blocked: str
 ) -> None:
     api.put_account(ACCOUNT, gateway_customer_id=None)
     response = post(client, {"product": "platform", "method": "pix"})
-    assert response.status_code == 409
-    assert "gateway_customer_id" in response.json()["error"]["message"]
+    assert response.status_code == 201, response.text
+    [customer] = asaas.customers.values()
+    assert customer["externalReference"] == ACCOUNT
+    assert asaas.sent()[-1]["customer"] == customer["id"]
 
 
 @SQLITE
@@ -286,7 +288,7 @@ def test_a_gateway_outage_is_503_and_the_next_checkout_completes_the_same_charge
         checkout(runtime, gateway, ACCOUNT, request)
     result = checkout(runtime, gateway, ACCOUNT, request)
     assert not result.created
-    assert "pix_code" in result.charge.details
+    assert result.charge.pix_code is not None
     assert [charge.status for charge in charge_rows(runtime)] == ["canceled", "pending"]  # the day-1 boleto, the PIX
     assert len(asaas.by_reference(result.charge.id)) == 1
 

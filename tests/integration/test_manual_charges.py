@@ -15,7 +15,6 @@ from sqlalchemy.orm import selectinload
 from starlette.testclient import TestClient
 
 from billing.charging import (
-    _insert_charges,
     cancel_at_gateway,
     claim_manual_charge,
     issue_manual_charge,
@@ -23,6 +22,7 @@ from billing.charging import (
     plan_manual_charges,
     send_manual_charge,
 )
+from billing.charging.inserts import insert_charges
 from billing.clock import FrozenClock, parse_instant
 from billing.invoicing import issue_due_invoices
 from billing.models import Charge, Payment
@@ -108,14 +108,14 @@ def test_the_tick_that_issues_a_manual_invoice_gives_it_one_charge_with_its_code
         19990,
         "pending",
     )
-    assert charge.details["source"] == "manual"
-    assert "lease_until" not in charge.details
+    assert charge.source == "manual"
+    assert charge.lease_until is None
     if method == "pix":
-        assert charge.details["pix_code"].startswith("00020101PIX")
-        assert charge.details["pix_qr"]
+        assert charge.pix_code.startswith("00020101PIX")
+        assert charge.pix_qr
     else:
-        assert charge.details["boleto_line"].startswith("4619")
-        assert charge.details["boleto_url"]
+        assert charge.boleto_line.startswith("4619")
+        assert charge.boleto_url
     [sent] = asaas.sent()
     assert (sent["billingType"], sent["externalReference"], sent["dueDate"], sent["value"]) == (
         billing_type,
@@ -167,10 +167,13 @@ def test_concurrent_passes_open_the_charge_once(runtime: Runtime, api: Api) -> N
         "status": "pending",
         "idempotency_key": manual_charge_key(invoice_id(api)),
         "gateway": "asaas",
-        "details": {"source": "manual", "invoice_id": invoice_id(api)},
+        "source": "manual",
+        "regua_day": None,
+        "card_ref": None,
         "created_at": DAY_1,
+        "invoice_id": invoice_id(api),
     }
-    assert runtime.transaction(lambda session: _insert_charges(session, [racing], None)) == []
+    assert runtime.transaction(lambda session: insert_charges(session, [racing], None)) == []
     assert [charge.id for charge in charges(runtime)] == [created]
 
 
@@ -203,15 +206,15 @@ def test_a_gateway_outage_leaves_the_charge_without_codes_and_a_pass_an_hour_lat
     report = tick(context, None, DAY_1)
     assert report.counts["manual_charges_started"] == 2
     assert (report.counts["manual_charges_error"], report.counts["manual_charges_deferred"]) == (1, 1)
-    assert all(c.status == "pending" and "boleto_line" not in c.details for c in charges(runtime))
-    assert all("lease_until" not in c.details for c in charges(runtime))
+    assert all(c.status == "pending" and c.boleto_line is None for c in charges(runtime))
+    assert all(c.lease_until is None for c in charges(runtime))
 
     asaas.lookup.side_effect = asaas._list
     early = tick(context, None, DAY_1 + timedelta(minutes=30))
     assert early.counts["manual_charges_requeued"] == 0
     later = tick(context, None, DAY_1 + timedelta(hours=1, minutes=1))
     assert (later.counts["manual_charges_requeued"], later.counts["manual_charges_issued"]) == (2, 2)
-    assert all(c.details["boleto_line"] for c in charges(runtime))
+    assert all(c.boleto_line for c in charges(runtime))
     assert asaas.create.call_count == 2
     assert tick(context, None, DAY_1 + timedelta(hours=3)).counts["manual_charges_requeued"] == 0
 
@@ -236,7 +239,7 @@ def test_the_job_raises_on_an_unavailable_gateway_so_dramatiq_retries_it_and_a_l
     with pytest.raises(GatewayUnavailable):
         jobs.charging.manual.fn(charge_id)
     [charge] = charges(runtime)
-    assert (charge.status, "lease_until" in charge.details, "sent_at" in charge.details) == ("pending", False, True)
+    assert (charge.status, charge.lease_until is not None, charge.sent_at is not None) == ("pending", False, True)
 
     asaas.lookup.side_effect = asaas._list
     jobs.charging.manual.fn(charge_id)
@@ -244,7 +247,7 @@ def test_the_job_raises_on_an_unavailable_gateway_so_dramatiq_retries_it_and_a_l
     assert asaas.create.call_count == 1
     assert len(asaas.by_reference(charge_id)) == 1
     [charge] = charges(runtime)
-    assert charge.details["boleto_line"].startswith("4619")
+    assert charge.boleto_line.startswith("4619")
 
 
 @SQLITE
@@ -262,19 +265,18 @@ def test_a_refused_charge_fails_and_is_not_opened_again(
 
 
 @SQLITE
-def test_an_account_without_a_gateway_customer_waits_for_one_without_calling_the_gateway(
+def test_an_account_without_a_gateway_customer_gets_one_and_its_boleto_the_same_pass(
     runtime: Runtime, api: Api, context: WorkerContext, asaas: FakeAsaas
 ) -> None:
     subscribe(api)
     api.put_account(ACCOUNT, gateway_customer_id=None)
     report = tick(context, None, DAY_1)
-    assert report.counts["manual_charges_no_gateway_customer"] == 1
-    assert asaas.create.call_count == 0
-    assert asaas.lookup.call_count == 0
-    api.put_account(ACCOUNT)
-    later = tick(context, None, DAY_1 + timedelta(hours=1, minutes=1))
-    assert later.counts["manual_charges_issued"] == 1
-    assert charges(runtime)[0].details["boleto_line"]
+    assert report.counts["manual_charges_issued"] == 1
+    assert charges(runtime)[0].boleto_line
+    [customer] = asaas.customers.values()
+    assert asaas.sent()[0]["customer"] == customer["id"]
+    assert tick(context, None, DAY_1 + timedelta(hours=1, minutes=1)).counts["manual_charges_issued"] == 0
+    assert asaas.create_customer.call_count == 1
 
 
 @SQLITE
@@ -314,7 +316,7 @@ def test_a_checkout_by_the_same_method_answers_the_charge_issued_with_the_invoic
     [issued] = charges(runtime)
     response = checkout(client, "platform", "pix")
     assert response.status_code == 200, response.text
-    assert (response.json()["charge_id"], response.json()["pix"]["code"]) == (issued.id, issued.details["pix_code"])
+    assert (response.json()["charge_id"], response.json()["pix"]["code"]) == (issued.id, issued.pix_code)
     assert asaas.create.call_count == 1
 
 
@@ -366,11 +368,11 @@ def test_a_boleto_issued_on_day_one_is_paid_at_the_simulator_and_settles_the_inv
     world.api.subscribe(ACCOUNT, "platform", payment_method="boleto")
     report = world.tick(day(1))
     assert report.counts["manual_charges_started"] == 1
-    world.settle(lambda: bool(world.charges()[0].details.get("boleto_line")))
+    world.settle(lambda: bool(world.charges()[0].boleto_line))
     [charge] = world.charges()
     [created] = world.sim_payments()
     assert (created["billingType"], created["externalReference"], created["value"]) == ("BOLETO", charge.id, 199.9)
-    assert len(charge.details["boleto_line"]) == 47
+    assert len(charge.boleto_line) == 47
     assert world.tick(day(1)).counts["manual_charges_started"] == 0
 
     assert world.sim.post(f"/sim/payments/{created['id']}/pay").status_code == 200

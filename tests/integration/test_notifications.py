@@ -89,7 +89,8 @@ def add_details(runtime: Runtime, charge_id: str, **details: str) -> None:
     def work(session: Session) -> None:
         charge = session.get(Charge, charge_id)
         assert charge is not None
-        charge.details = {**charge.details, **details}
+        for name, value in details.items():
+            setattr(charge, name, value)
 
     runtime.transaction(work)
 
@@ -205,7 +206,7 @@ def test_a_manual_payer_gets_the_boleto_line_and_pix_code_of_the_charges_opened_
     [day_one] = pending_charges(runtime, invoice_id)
     issued = only(smtp_sink, "invoice_issued")
     for part in (issued.text, issued.html):
-        assert day_one.details["boleto_line"] in part
+        assert day_one.boleto_line in part
     move(clock, "2026-12-02T10:00")
     open_pending_charge(
         runtime, [invoice_id], "pix", pix_code=PIX_CODE, boleto_line=BOLETO_LINE, boleto_url="https://b.example/1"

@@ -57,7 +57,7 @@ def blocked_invoice(api: Api, runtime: Runtime, clock: FrozenClock) -> str:
 
 def opened_charges(runtime: Runtime) -> list[Charge]:
     """The charges a test opened, without the PIX or boleto one the tick opened with the invoice (rule 3.3)."""
-    return [charge for charge in rows(runtime, Charge) if charge.details.get("source") != "manual"]
+    return [charge for charge in rows(runtime, Charge) if charge.source != "manual"]
 
 
 def charge_for(runtime: Runtime, invoice_ids: list[str], method: str = "pix") -> str:

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from billing.calendar import BillingCalendar
-from billing.charging import Attempt, attempt_days, auto_debit_key, card_ref, due_attempt
+from billing.charging import Attempt, auto_debit_key, card_ref, due_attempt
+from billing.dunning import attempt_days
 from billing.policy import Policy
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
@@ -22,8 +23,16 @@ def at(day: int, hour: int = 0, minute: int = 5) -> datetime:
     return datetime(2026, 12, day, hour, minute, tzinfo=SAO_PAULO)
 
 
-def due(now: datetime, *attempts: Attempt, policy: Policy | None = None, card: str | None = CARD) -> int | None:
-    return due_attempt(DUE, END, now, CALENDAR, policy or Policy(), attempts, card)
+def due(
+    now: datetime,
+    *attempts: Attempt,
+    policy: Policy | None = None,
+    card: str | None = CARD,
+    dead: frozenset[str] = frozenset(),
+) -> int | str | None:
+    """The régua day due as a number, another step (a new card) as its key, or None."""
+    step = due_attempt(DUE, END, now, CALENDAR, policy or Policy(), attempts, card, dead_cards=dead)
+    return int(step[3:]) if step is not None and step.startswith("day") else step
 
 
 def failed(step: int, *, hard: bool = False, card: str | None = CARD) -> Attempt:
@@ -59,13 +68,29 @@ def test_a_hard_decline_stops_the_retries_for_that_card() -> None:
     assert due(at(5), failed(1, hard=True)) is None
 
 
-def test_a_new_card_after_a_hard_decline_is_tried_on_the_next_attempt_day() -> None:
-    assert due(at(3), failed(1, hard=True), card=card_ref("tok_new")) == 3
+def test_a_new_card_after_a_hard_decline_is_charged_at_once_retry_day_or_not() -> None:
+    new = card_ref("tok_new")
+    assert new is not None
+    assert due(at(2), failed(1, hard=True), card=new) == f"card-{new}"
+    assert due(at(2), failed(1), card=new) == f"card-{new}"
 
 
-def test_a_hard_decline_of_a_checkout_card_does_not_stop_the_auto_debit() -> None:
+def test_a_new_card_is_tried_once_then_follows_the_retry_days() -> None:
+    new = card_ref("tok_new")
+    tried = Attempt(step=None, status="failed", card_ref=new)
+    assert due(at(2), failed(1), tried, card=new) is None
+    assert due(at(3), failed(1), tried, card=new) == 3
+
+
+def test_a_card_declined_hard_or_charged_back_anywhere_is_never_charged_again() -> None:
+    assert CARD is not None
+    assert due(at(1), dead=frozenset({CARD})) is None
+    assert due(at(3), failed(1), dead=frozenset({CARD})) is None
+
+
+def test_a_hard_decline_of_another_card_does_not_stop_the_auto_debit() -> None:
     checkout = Attempt(step=None, status="failed", hard_decline=True, card_ref=card_ref("tok_other"))
-    assert due(at(3), failed(1), checkout) == 3
+    assert due(at(3), failed(1), checkout, Attempt(step=None, status="failed", card_ref=CARD)) == 3
 
 
 def test_catching_up_ends_with_the_billing_period() -> None:
@@ -75,7 +100,9 @@ def test_catching_up_ends_with_the_billing_period() -> None:
 
 def test_a_short_pro_rata_period_still_gets_its_retries() -> None:
     trial_due = date(2026, 12, 29)
-    assert due_attempt(trial_due, END, datetime(2027, 1, 2, 9, tzinfo=SAO_PAULO), CALENDAR, Policy(), [], CARD) == 5
+    assert (
+        due_attempt(trial_due, END, datetime(2027, 1, 2, 9, tzinfo=SAO_PAULO), CALENDAR, Policy(), [], CARD) == "day5"
+    )
 
 
 def test_the_retry_days_come_from_the_policy() -> None:
@@ -85,5 +112,5 @@ def test_the_retry_days_come_from_the_policy() -> None:
 
 
 def test_each_attempt_has_its_own_idempotency_key() -> None:
-    assert auto_debit_key("inv_1", 1) != auto_debit_key("inv_1", 3)
-    assert auto_debit_key("inv_1", 3) == "auto:inv_1:day3"
+    assert auto_debit_key("inv_1", "day1") != auto_debit_key("inv_1", "day3")
+    assert auto_debit_key("inv_1", "day3") == "auto:inv_1:day3"

@@ -12,15 +12,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from billing.calendar import BillingCalendar
-from billing.dunning import Step
+from billing.dunning import Step, next_retry_on
 from billing.models import Invoice, PaymentMethod
 from billing.notifications import (
     dedupe_key,
     email_steps,
     invoice_line,
-    is_hard_decline,
     latest_email_step,
-    next_retry_on,
 )
 from billing.outbox import Delivery, Outcome
 from billing.policy import Policy
@@ -123,23 +121,6 @@ def test_a_declined_card_is_charged_again_on_the_next_retry_day_unless_none_rema
 def test_retry_days_come_from_the_policy() -> None:
     assert next_retry_on(DEC, DEC, Policy(retry_days=(4,)), hard=False) == date(2026, 12, 4)
     assert next_retry_on(DEC, DEC, Policy(retry_days=()), hard=False) is None
-
-
-@pytest.mark.parametrize(
-    ("code", "details", "hard"),
-    [
-        ("insufficient_funds", {}, False),
-        ("generic", {}, False),
-        (None, {}, False),
-        ("expired", {}, True),
-        ("stolen_or_lost", {}, True),
-        ("whatever", {"hard_decline": True}, True),
-    ],
-)
-def test_a_hard_decline_is_known_by_its_reason_or_by_what_charging_recorded(
-    code: str | None, details: dict[str, bool], hard: bool
-) -> None:
-    assert is_hard_decline(code, details) is hard
 
 
 def test_a_notification_is_keyed_by_its_invoice_or_account_its_kind_and_its_step() -> None:

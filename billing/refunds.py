@@ -1,0 +1,226 @@
+"""Money going back: refunds owed and made (each at its own amount, once), chargebacks, refunds made by hand."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from billing.blocking import reconcile_blocks
+from billing.errors import Conflict, NotFound
+from billing.models import (
+    Charge,
+    ChargeStatus,
+    Invoice,
+    InvoiceStatus,
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundReason,
+    RefundStatus,
+    new_id,
+)
+from billing.settlement import PaymentNotYetKnown, find_payment, lock_charge
+
+REFUNDABLE_GATEWAYS = ("asaas",)
+"""Gateways regua can give money back through (the port's `refund`); every other refund is made by hand."""
+
+
+def owe_refund(session: Session, payment: Payment, amount_cents: int, reason: str, now: datetime) -> Refund:
+    refund = Refund(
+        id=new_id("ref"),
+        payment_id=payment.id,
+        charge_id=payment.charge_id,
+        gateway_payment_id=payment.gateway_payment_id,
+        account_id=payment.account_id,
+        amount_cents=amount_cents,
+        reason=reason,
+        status=RefundStatus.OWED.value,
+        created_at=now,
+    )
+    session.add(refund)
+    return refund
+
+
+def refunded_cents(session: Session, payment_id: str) -> int:
+    return int(
+        session.scalar(
+            select(func.coalesce(func.sum(Refund.amount_cents), 0)).where(
+                Refund.payment_id == payment_id, Refund.status == RefundStatus.DONE
+            )
+        )
+        or 0
+    )
+
+
+def settle_refunds(session: Session, payment: Payment) -> None:
+    """Once refunds made cover a payment, it is refunded, and so are the invoices it paid."""
+    if payment.status != PaymentStatus.CONFIRMED or refunded_cents(session, payment.id) < payment.amount_cents:
+        return
+    payment.status = PaymentStatus.REFUNDED.value
+    session.execute(
+        update(Invoice)
+        .where(Invoice.payment_id == payment.id, Invoice.status == InvoiceStatus.PAID)
+        .values(status=InvoiceStatus.REFUNDED.value)
+    )
+
+
+def refund_made(
+    session: Session, payment: Payment, gateway_refund_id: str, amount_cents: int, at: datetime, now: datetime
+) -> Refund:
+    """A refund the gateway made: the owed one of the same amount if there is one, else one made at the gateway."""
+    owed = session.scalar(
+        select(Refund)
+        .where(
+            Refund.payment_id == payment.id,
+            Refund.status == RefundStatus.OWED,
+            Refund.amount_cents == amount_cents,
+        )
+        .order_by(Refund.created_at, Refund.id)
+        .limit(1)
+    )
+    refund = owed or Refund(
+        id=new_id("ref"),
+        payment_id=payment.id,
+        charge_id=payment.charge_id,
+        gateway_payment_id=payment.gateway_payment_id,
+        account_id=payment.account_id,
+        amount_cents=amount_cents,
+        reason=RefundReason.GATEWAY.value,
+        created_at=now,
+    )
+    refund.status, refund.gateway_refund_id, refund.refunded_at = RefundStatus.DONE.value, gateway_refund_id, at
+    refund.claimed_until = None
+    session.add(refund)
+    session.flush()
+    settle_refunds(session, payment)
+    return refund
+
+
+def plan_payment(session: Session, charge: Charge, gateway: str, gateway_payment_id: str) -> Payment | None:
+    """The payment an event speaks of; for a card plan in installments, the plan's one payment (its first)."""
+    payment = find_payment(session, gateway, gateway_payment_id)
+    if payment is None and charge.installments > 1:
+        payment = session.scalar(
+            select(Payment).where(Payment.charge_id == charge.id).order_by(Payment.paid_at, Payment.id).limit(1)
+        )
+    return payment
+
+
+def record_refund(
+    session: Session,
+    charge_id: str,
+    gateway: str,
+    gateway_payment_id: str,
+    refund_id: str,
+    amount_cents: int,
+    at: datetime,
+    now: datetime,
+    *,
+    whole: bool = False,
+) -> str:
+    """The gateway gave money back (`whole`: all that was left of the payment). Recorded once, at its amount.
+
+    Before the payment's confirmation is known, it is kept as a refund of that gateway payment and
+    taken into account when the confirmation arrives.
+    """
+    charge = lock_charge(session, charge_id)
+    if session.scalar(select(Refund.id).where(Refund.gateway_refund_id == refund_id)) is not None:
+        return "already_recorded"
+    payment = plan_payment(session, charge, gateway, gateway_payment_id)
+    if payment is None:
+        session.add(
+            Refund(
+                id=new_id("ref"),
+                payment_id=None,
+                charge_id=charge.id,
+                gateway_payment_id=gateway_payment_id,
+                account_id=charge.account_id,
+                amount_cents=amount_cents,
+                reason=RefundReason.GATEWAY.value,
+                status=RefundStatus.DONE.value,
+                gateway_refund_id=refund_id,
+                created_at=now,
+                refunded_at=at,
+            )
+        )
+        if charge.status == ChargeStatus.PENDING:
+            charge.status = ChargeStatus.REFUNDED.value
+        return "refund_before_confirmation"
+    if whole:
+        amount_cents = payment.amount_cents - refunded_cents(session, payment.id) - payment.chargeback_cents
+        if amount_cents <= 0:
+            return "already_recorded"
+    refund_made(session, payment, refund_id, amount_cents, at, now)
+    if payment.status == PaymentStatus.REFUNDED and charge.status == ChargeStatus.CONFIRMED:
+        charge.status = ChargeStatus.REFUNDED.value
+    reconcile_blocks(session, [charge.account_id], now)
+    return "refunded" if payment.status == PaymentStatus.REFUNDED else "partially_refunded"
+
+
+def record_chargeback(session: Session, charge_id: str, gateway: str, gateway_payment_id: str, now: datetime) -> str:
+    """The customer disputed a payment: it takes back only what that payment still held.
+
+    A refund of it still owed is canceled (the money went back once); the months it paid are open
+    again and block by the rules. A duplicate's chargeback reopens nothing: another payment paid them.
+    """
+    charge = lock_charge(session, charge_id)
+    payment = plan_payment(session, charge, gateway, gateway_payment_id)
+    if payment is None:
+        raise PaymentNotYetKnown(f"chargeback for {gateway_payment_id} before its confirmation")
+    if payment.status == PaymentStatus.CHARGEBACK:
+        return "already_recorded"
+    session.execute(
+        update(Refund)
+        .where(Refund.payment_id == payment.id, Refund.status == RefundStatus.OWED)
+        .values(status=RefundStatus.CANCELED.value, note="the payment was charged back")
+    )
+    payment.chargeback_cents = max(0, payment.amount_cents - refunded_cents(session, payment.id))
+    payment.charged_back_at = now
+    pays_invoices = payment.status == PaymentStatus.CONFIRMED
+    payment.status = PaymentStatus.CHARGEBACK.value
+    if pays_invoices:
+        session.execute(
+            update(Invoice)
+            .where(Invoice.payment_id == payment.id, Invoice.status == InvoiceStatus.PAID)
+            .values(status=InvoiceStatus.OPEN.value, paid_at=None, charge_id=None, payment_id=None)
+        )
+    reconcile_blocks(session, [charge.account_id], now)
+    return "chargeback"
+
+
+def refunds_by_hand(session: Session) -> list[Refund]:
+    """Refunds owed that no gateway can make for regua (PIX by the BACEN API, Standard Webhooks gateways,
+    card plans in installments): a person makes them and records them done."""
+    return list(
+        session.scalars(
+            select(Refund)
+            .join(Charge, Charge.id == Refund.charge_id)
+            .join(Payment, Payment.id == Refund.payment_id)
+            .where(
+                Refund.status == RefundStatus.OWED,
+                (Payment.gateway.not_in(REFUNDABLE_GATEWAYS)) | (Charge.installments > 1),
+            )
+            .order_by(Refund.created_at, Refund.id)
+        )
+    )
+
+
+def mark_refund_done(session: Session, refund_id: str, *, by: str, note: str | None, now: datetime) -> Refund:
+    """A person made this owed refund outside regua: recorded done, by whom and when."""
+    charge_id = session.scalar(select(Refund.charge_id).where(Refund.id == refund_id))
+    if charge_id is None:
+        raise NotFound(f"no refund {refund_id!r}")
+    lock_charge(session, charge_id)
+    refund = session.get(Refund, refund_id, with_for_update=True)
+    assert refund is not None
+    if refund.status != RefundStatus.OWED:
+        raise Conflict(f"refund {refund_id} is {refund.status}: only an owed refund can be recorded done")
+    refund.status, refund.refunded_at, refund.done_by, refund.note = RefundStatus.DONE.value, now, by, note
+    refund.gateway_refund_id = refund.gateway_refund_id or f"manual:{refund.id}"
+    session.flush()
+    payment = session.get(Payment, refund.payment_id) if refund.payment_id else None
+    if payment is not None:
+        settle_refunds(session, payment)
+    return refund
