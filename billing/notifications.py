@@ -351,16 +351,22 @@ class _Lines:
 
 def _payments_confirmed(
     payments: Sequence[tuple[Payment, Charge]], lifted: Sequence[Block], lines: _Lines
-) -> tuple[list[DueNotification], dict[str, Payment]]:
-    """payment_confirmed per confirmed payment, except those that lifted a block (by block id, aside)."""
-    lifts = {(b.account_id, b.product, b.lifted_at): b.id for b in lifted if b.lift_reason == "paid"}
-    due, lifting = [], {}
+) -> tuple[list[DueNotification], dict[str, Payment | None]]:
+    """payment_confirmed per confirmed payment, except those that lifted a block (by block id, aside).
+
+    A payment the gateway saw before the block began (paid at 23:59 of day 6, told at 00:00 of day 7)
+    was paid in time: it is confirmed as any payment, and its block (None aside) is not news.
+    """
+    lifts = {(b.account_id, b.product, b.lifted_at): b for b in lifted if b.lift_reason == "paid"}
+    due: list[DueNotification] = []
+    lifting: dict[str, Payment | None] = {}
     for payment, charge in payments:
         paid = lines(payment.invoice_ids)
-        block_id = lifts.get((charge.account_id, charge.product, charge.confirmed_at))
-        if block_id is not None:
-            lifting[block_id] = payment  # settlement lifted the block in the same transaction, at the same now
-        elif paid:
+        block = lifts.get((charge.account_id, charge.product, charge.confirmed_at))
+        in_time = block is not None and payment.paid_at < block.started_at
+        if block is not None:
+            lifting[block.id] = None if in_time else payment  # lifted in the same transaction, at the same now
+        if (block is None or in_time) and paid:
             facts = {"amount_cents": payment.amount_cents, "payment_method": _paid_with(payment.method, paid[0])}
             due.append(_about(paid, K.PAYMENT_CONFIRMED, payment.id, facts))
     return due, lifting
@@ -404,7 +410,7 @@ def _blocks_applied(applied: Sequence[Block], lines: _Lines, calendar: BillingCa
 
 def _blocks_lifted(
     lifted: Sequence[Block],
-    lifting: dict[str, Payment],
+    lifting: dict[str, Payment | None],
     still_blocked: set[tuple[str, str]],
     lines: _Lines,
     calendar: BillingCalendar,
@@ -415,6 +421,8 @@ def _blocks_lifted(
         cleared = lines(block.invoice_ids)
         if not cleared or (block.account_id, block.product) in still_blocked:
             continue
+        if block.id in lifting and lifting[block.id] is None:
+            continue  # paid before the block began: told as a confirmed payment, the block was never news
         facts: dict[str, Any] = {"payment_method": cleared[0].payment_method}
         payment = lifting.get(block.id)
         if payment is not None:

@@ -1,17 +1,24 @@
-"""The `regua` command: serve, worker, scheduler, tick, migrate, dev, replay."""
+"""The `regua` command: serve, worker, scheduler, tick, migrate, dev, replay, check, refunds."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from sqlalchemy.orm import Session
+
+from billing.check import Report, check_books, snapshot
 from billing.clock import parse_instant
+from billing.errors import BillingError
+from billing.models import Refund
+from billing.refunds import mark_refund_done, refunds_by_hand
 from billing.tick import TickReport
 from regua.assembly import (
     InProcessWorker,
@@ -218,6 +225,70 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    """The books' invariants over the whole database, read-only: exit 0 when clean, 1 listing what is broken."""
+    runtime = _runtime(settings)
+    try:
+
+        def work(session: Session) -> Report:
+            snapshot(session)
+            return check_books(session, runtime.clock.now())
+
+        report = runtime.read(work)
+    finally:
+        runtime.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), default=str))
+    elif report.clean:
+        print(f"books clean: {len(report.counts)} invariants hold")
+    else:
+        for violation in report.violations:
+            print(violation.line())
+        broken = {name: count for name, count in report.counts.items() if count}
+        print("broken: " + " ".join(f"{name}={count}" for name, count in broken.items()))
+    return 0 if report.clean else 1
+
+
+def cmd_refunds(settings: Settings, args: argparse.Namespace) -> int:
+    """The refunds owed that no gateway can make for regua; `done ID` records one made by hand."""
+    runtime = _runtime(settings)
+    try:
+        if args.action == "done":
+            if not args.refund_id:
+                raise CommandError("usage: regua refunds done REFUND_ID [--note TEXT]")
+            who = os.environ.get("USER") or "cli"
+
+            def record(session: Session) -> Refund:
+                return mark_refund_done(session, args.refund_id, by=who, note=args.note, now=runtime.clock.now())
+
+            try:
+                refund = runtime.transaction(record)
+            except BillingError as error:
+                raise CommandError(error.message) from None
+            print(f"{refund.id} done {refund.amount_cents} by {who}")
+            return 0
+        owed = [
+            {
+                "id": refund.id,
+                "account": refund.account_id,
+                "payment": refund.payment_id,
+                "amount_cents": refund.amount_cents,
+                "reason": refund.reason,
+                "since": refund.created_at.isoformat(),
+            }
+            for refund in runtime.read(refunds_by_hand)
+        ]
+    finally:
+        runtime.close()
+    if args.json:
+        print(json.dumps(owed))
+    else:
+        for item in owed:
+            print(" ".join(f"{key}={value}" for key, value in item.items()))
+        print(f"refunds_to_make_by_hand {len(owed)}")
+    return 0
+
+
 def cmd_gateway_sim(settings: Settings, args: argparse.Namespace) -> int:
     """The Asaas API subset regua uses, with scripted outcomes, posting webhooks back to regua."""
     from regua.sandbox.simulator import run_simulator
@@ -247,6 +318,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "migrate": cmd_migrate,
     "replay": cmd_replay,
     "gateway-sim": cmd_gateway_sim,
+    "check": cmd_check,
+    "refunds": cmd_refunds,
 }
 
 
@@ -271,6 +344,13 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("--port", type=int, default=8001)
     sim.add_argument("--webhook-url", default="http://127.0.0.1:8000/webhooks/asaas")
     sim.add_argument("--timeout-delay", type=float, default=25.0, help="seconds tok_timeout holds its answer")
+    check = commands.add_parser("check", help="verify the books (read-only); exit 1 listing what is broken")
+    check.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    refunds = commands.add_parser("refunds", help="refunds owed that no gateway can make; `done ID` records one")
+    refunds.add_argument("action", nargs="?", choices=["list", "done"], default="list")
+    refunds.add_argument("refund_id", nargs="?", metavar="REFUND_ID")
+    refunds.add_argument("--note", help="what was done (bank, transfer id...)")
+    refunds.add_argument("--json", action="store_true", help="print the list as JSON")
     replay = commands.add_parser("replay", help="process unmatched or failed webhook events again")
     replay.add_argument("event_ids", nargs="+", metavar="EVENT_ID")
     return root

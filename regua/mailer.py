@@ -42,6 +42,8 @@ log = logging.getLogger("regua.mail")
 
 CODES_HOLD = timedelta(minutes=10)
 """A mail that asks for money waits this long for the PIX code and boleto line of a charge just opened."""
+BLOCK_HOLD = timedelta(minutes=5)
+"""An account_blocked mail waits this long, then is checked again: a payment made in time may be on its way."""
 GIVE_UP_AFTER = timedelta(hours=48)
 """A notification not delivered within this long is recorded as failed: it would arrive too late to be true."""
 assert timedelta(seconds=ATTEMPT_SECONDS) < LEASE
@@ -182,6 +184,11 @@ def _claim(
             _END, [{"notification_id": i, "status": status.value, "error": _short(why)} for i, status, why in ends]
         )
         deliveries.update((i, Delivery(Outcome(status.value), why)) for i, status, why in ends)
+    for item in claimed:
+        if item.kind == "account_blocked" and now - item.created_at < BLOCK_HOLD:
+            deliveries[item.id] = Delivery(Outcome.DEFERRED, "held a few minutes: a payment made in time may be coming")
+            connection.execute(_DEFERRED, {"notification_id": item.id, "error": deliveries[item.id].detail})
+    claimed = [item for item in claimed if item.id not in deliveries]
     wanting = [
         c for c in claimed if c.kind in PAYMENT_DUE_KINDS and not any(c.context.get(k) for k in PAYMENT_CODE_KEYS)
     ]

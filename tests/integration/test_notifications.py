@@ -114,11 +114,15 @@ def test_a_boleto_customer_is_told_on_days_one_three_five_and_seven_only_at_the_
 ) -> None:
     api.put_account(ACCOUNT)
     api.subscribe(ACCOUNT, "platform", payment_method="boleto")
-    for day, kind in [(1, "invoice_issued"), (3, "payment_reminder"), (5, "block_warning"), (7, "account_blocked")]:
+    for day, kind in [(1, "invoice_issued"), (3, "payment_reminder"), (5, "block_warning"), (7, "block_warning")]:
         move(clock, f"2026-12-{day:02d}T00:05")
         tick_once(runtime)
         tick_once(runtime)  # a second pass at the same instant sends nothing more
         assert smtp_sink.kinds()[-1] == kind
+    # The block mail waits a few minutes: a payment made in time may be on its way (issue: paid in time).
+    move(clock, "2026-12-07T00:11")
+    tick_once(runtime)
+    assert smtp_sink.kinds()[-1] == "account_blocked"
     assert smtp_sink.kinds() == ["invoice_issued", "payment_reminder", "block_warning", "account_blocked"]
     [invoice_id] = invoice_ids(runtime, ACCOUNT)
     for message in smtp_sink.messages:
@@ -143,6 +147,8 @@ def test_paying_a_blocked_invoice_sends_one_unblocked_mail_with_the_amount(
     api.put_account(ACCOUNT)
     api.subscribe(ACCOUNT, "platform", payment_method="pix")
     move(clock, "2026-12-08T10:00")  # the scheduler was down all week: the first pass blocks at once
+    tick_once(runtime)
+    move(clock, "2026-12-08T10:06")  # the block mail is held a few minutes, then goes
     tick_once(runtime)
     assert smtp_sink.kinds() == ["account_blocked"]
     [invoice_id] = invoice_ids(runtime, ACCOUNT)
