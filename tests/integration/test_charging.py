@@ -21,11 +21,12 @@ from billing.charging import (
     plan_auto_debits,
     send_refund,
 )
+from billing.check import check_books
 from billing.clock import FrozenClock, parse_instant
 from billing.invoicing import issue_due_invoices
 from billing.models import Account, Charge, Invoice, Payment, Refund
 from billing.ports import GatewayUnavailable
-from billing.refunds import record_refund, refunds_by_hand
+from billing.refunds import record_chargeback, record_refund, refunds_by_hand
 from billing.settlement import ConfirmedPayment, open_charge, settle_charge
 from regua.gateway.asaas import AsaasGateway
 from regua.mailer import SmtpPostman
@@ -521,3 +522,56 @@ def test_charge_jobs_queued_in_one_pipeline_are_consumed_from_redis_like_any_oth
     finally:
         broker.client.flushdb()
         broker.close()
+
+
+# -- oldest month first, new cards, cards that must never be charged again (issue: the books)
+
+JAN_1 = parse_instant("2027-01-01T00:05:00-03:00")
+
+
+def test_a_month_left_unpaid_holds_the_next_one_back_until_a_new_card_pays_the_oldest_first(
+    runtime: Runtime, api: Api, context: WorkerContext, asaas: FakeAsaas, auto_debit: str, clock: FrozenClock
+) -> None:
+    asaas.next_create.append(refused("Transação não autorizada: cartão roubado."))
+    assert tick(context, None, DAY_1).counts["charges_declined"] == 1
+    clock.set(JAN_1)
+    report = tick(context, None, JAN_1)
+    assert report.counts["invoices_issued"] == 1
+    assert report.counts["charges_started"] == 0  # never charged past an unpaid month
+    assert api.access(ACCOUNT, "platform")["state"] == "blocked"
+    january = next(invoice["id"] for invoice in api.invoices(ACCOUNT) if invoice["period_start"] == "2027-01-01")
+
+    api.subscribe(ACCOUNT, "platform", payment_method="card_auto_debit", card_token="tok_new")
+    later = JAN_1 + timedelta(hours=1)
+    clock.set(later)
+    assert tick(context, None, later).counts["charges_settled"] == 1  # at once, not on a retry day
+    assert invoice_status(runtime, auto_debit) == "paid"  # December, the oldest, first
+    assert invoice_status(runtime, january) == "open"
+    again = later + timedelta(minutes=5)
+    clock.set(again)
+    assert tick(context, None, again).counts["charges_settled"] == 1
+    assert invoice_status(runtime, january) == "paid"
+    references = [body["externalReference"] for body in asaas.sent()]
+    assert len(references) == len(set(references)) == 3  # one charge per attempt, never two for one month
+    report = runtime.read(lambda session: check_books(session, again))
+    assert report.clean, [violation.line() for violation in report.violations]
+
+
+def test_a_card_that_was_charged_back_is_not_charged_again_until_a_new_one_is_given(
+    runtime: Runtime, api: Api, context: WorkerContext, asaas: FakeAsaas, auto_debit: str, clock: FrozenClock
+) -> None:
+    assert tick(context, None, DAY_1).counts["charges_settled"] == 1
+    [charge] = charges(runtime)
+    [payment] = rows(runtime, Payment)
+    outcome = runtime.transaction(
+        lambda session: record_chargeback(session, charge.id, "asaas", payment.gateway_payment_id, DAY_1)
+    )
+    assert outcome == "chargeback"
+    assert invoice_status(runtime, auto_debit) == "open"
+    for day in (3, 5):
+        moment = parse_instant(f"2026-12-0{day}T00:05:00-03:00")
+        clock.set(moment)
+        assert tick(context, None, moment).counts["charges_started"] == 0
+    api.subscribe(ACCOUNT, "platform", payment_method="card_auto_debit", card_token="tok_other")
+    assert tick(context, None, DAY_5 + timedelta(minutes=5)).counts["charges_settled"] == 1
+    assert invoice_status(runtime, auto_debit) == "paid"
