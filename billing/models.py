@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
-from datetime import UTC, date, datetime
-from enum import StrEnum
+from datetime import date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     Boolean,
     Date,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -22,145 +19,50 @@ from sqlalchemy import (
     false,
     text,
 )
-from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.types import TypeDecorator
 
+from billing.columns import UTCDateTime
+from billing.ids import charge_id_from_reference, new_charge_id, new_id, new_ids, pix_txid
+from billing.states import (
+    MANUAL_METHODS,
+    OWED_BACK,
+    UNPAID,
+    AttemptOutcome,
+    ChargeSource,
+    ChargeStatus,
+    DeclineClass,
+    EventStatus,
+    InvoiceStatus,
+    NotificationStatus,
+    PaymentMethod,
+    PaymentStatus,
+    Product,
+    RefundReason,
+    RefundStatus,
+)
 
-def new_id(prefix: str, nbytes: int = 10) -> str:
-    """`inv_3f9c...`: an opaque id whose prefix says what it names."""
-    return f"{prefix}_{secrets.token_hex(nbytes)}"
-
-
-def new_ids(prefix: str, count: int, nbytes: int = 10) -> list[str]:
-    """Many ids from one read of the system's randomness: for batches on hot paths."""
-    entropy = secrets.token_bytes(nbytes * count)
-    return [f"{prefix}_{entropy[n * nbytes : (n + 1) * nbytes].hex()}" for n in range(count)]
-
-
-def new_charge_id() -> str:
-    """Charge ids are our reference at the gateways; without the `_` they are valid PIX txids."""
-    return new_id("chg", 13)
-
-
-def pix_txid(charge_id: str) -> str:
-    """A PIX txid ([a-zA-Z0-9]{26,35}) for a charge: its id without the underscore."""
-    return charge_id.replace("_", "")
-
-
-def charge_id_from_reference(reference: str) -> str:
-    """Our charge id from what a gateway echoes back: the id itself, or its PIX txid."""
-    if reference.startswith("chg") and "_" not in reference:
-        return f"chg_{reference[3:]}"
-    return reference
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Instants stored as UTC and always read back timezone-aware, on PostgreSQL and SQLite alike."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetimes are not stored")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-class Product(StrEnum):
-    PLATFORM = "platform"
-    MENTORSHIP = "mentorship"
-
-
-class PaymentMethod(StrEnum):
-    CARD_AUTO_DEBIT = "card_auto_debit"
-    BOLETO = "boleto"
-    PIX = "pix"
-    CARD = "card"
-
-
-class InvoiceStatus(StrEnum):
-    OPEN = "open"
-    VERIFYING = "verifying"
-    PAID = "paid"
-    VOID = "void"
-    REFUNDED = "refunded"
-
-
-UNPAID = (InvoiceStatus.OPEN, InvoiceStatus.VERIFYING)
-MANUAL_METHODS = (PaymentMethod.BOLETO.value, PaymentMethod.PIX.value)
-"""The methods a customer pays by themselves, with a PIX code or a boleto line."""
-
-
-class ChargeStatus(StrEnum):
-    PENDING = "pending"
-    CONFIRMED = "confirmed"
-    FAILED = "failed"
-    CANCELED = "canceled"
-    REFUNDED = "refunded"
-
-
-class PaymentStatus(StrEnum):
-    CONFIRMED = "confirmed"
-    DUPLICATE = "duplicate"
-    REFUNDED = "refunded"
-    CHARGEBACK = "chargeback"
-
-
-class RefundStatus(StrEnum):
-    OWED = "owed"
-    """Decided by regua, not yet made: sent by a gateway regua can refund through, or listed for a person."""
-    DONE = "done"
-    CANCELED = "canceled"
-    """No longer owed: the money went back another way (a chargeback of the same payment)."""
-
-
-class RefundReason(StrEnum):
-    DUPLICATE = "duplicate"
-    OVERPAYMENT = "overpayment"
-    AMOUNT_MISMATCH = "amount_mismatch"
-    GATEWAY = "gateway"
-    """Made at the gateway by someone else (a partial refund, a goodwill gesture): recorded, not decided by regua."""
-
-
-OWED_BACK = (RefundReason.DUPLICATE, RefundReason.OVERPAYMENT, RefundReason.AMOUNT_MISMATCH)
-"""The reasons regua itself decides money is owed back."""
-
-
-class ChargeSource(StrEnum):
-    AUTO_DEBIT = "auto_debit"
-    """A day-1 or retry attempt on the saved card of a card_auto_debit subscription."""
-    MANUAL = "manual"
-    """The PIX or boleto charge of a manual invoice, opened when it is issued (rule 3.3)."""
-    CHECKOUT = "checkout"
-    """What the customer chose to pay now, through the product's checkout or the payment page."""
-
-
-class DeclineClass(StrEnum):
-    HARD = "hard"
-    """Expired, stolen, invalid: this card is never charged again."""
-    SOFT = "soft"
-    """Insufficient funds and the like: retried on the retry days."""
-
-
-class AttemptOutcome(StrEnum):
-    IN_FLIGHT = "in_flight"
-    """Sent; no answer recorded yet (the lease holder is talking to the gateway, or died doing so)."""
-    ANSWERED = "answered"
-    """The gateway answered with its payment (paid, or pending at the gateway)."""
-    DECLINED = "declined"
-    REJECTED = "rejected"
-    """The gateway refused the request itself (a 4xx that is not a card refusal)."""
-    UNAVAILABLE = "unavailable"
-    """No trustworthy answer (timeout, 5xx): retried with the same reference, never charged twice."""
+__all__ = [
+    "MANUAL_METHODS",
+    "OWED_BACK",
+    "UNPAID",
+    "AttemptOutcome",
+    "ChargeSource",
+    "ChargeStatus",
+    "DeclineClass",
+    "EventStatus",
+    "InvoiceStatus",
+    "NotificationStatus",
+    "PaymentMethod",
+    "PaymentStatus",
+    "Product",
+    "RefundReason",
+    "RefundStatus",
+    "charge_id_from_reference",
+    "new_charge_id",
+    "new_id",
+    "new_ids",
+    "pix_txid",
+]
 
 
 class Base(DeclarativeBase):
@@ -436,18 +338,6 @@ class TickRun(Base):
     actions: Mapped[dict[str, Any]]
 
 
-class EventStatus(StrEnum):
-    RECEIVED = "received"
-    """Stored and answered 200; its job has not finished yet."""
-    PROCESSED = "processed"
-    IGNORED = "ignored"
-    """A type regua does not act on: kept, never processed."""
-    UNMATCHED = "unmatched"
-    """Valid, but for a charge regua does not know: parked for ops to replay."""
-    FAILED = "failed"
-    """Processing raised; retried by its job, then by tick."""
-
-
 class WebhookEvent(Base):
     """One accepted delivery (or one item of a PIX batch), raw body kept, unique per provider and key."""
 
@@ -468,17 +358,6 @@ class WebhookEvent(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     outcome: Mapped[str | None] = mapped_column(String(200))
     charge_id: Mapped[str | None] = mapped_column(String(32))
-
-
-class NotificationStatus(StrEnum):
-    PENDING = "pending"
-    SENT = "sent"
-    FAILED = "failed"
-    """Refused for good by the mail server (a 5xx answer): recorded, never retried."""
-    NO_CONTACT = "no_contact"
-    """The account has no contact with manage_payments: nothing sent, listed for ops."""
-    OBSOLETE = "obsolete"
-    """No longer true when its turn came (paid meanwhile): not sent."""
 
 
 class Notification(Base):

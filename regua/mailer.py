@@ -31,8 +31,9 @@ import jinja2
 from sqlalchemy import Connection, bindparam, or_, select, update
 
 from billing.models import Notification, NotificationStatus
-from billing.notifications import PAYMENT_CODE_KEYS, PAYMENT_DUE_KINDS, Premise, codes_by_invoices, still_true
+from billing.notifications import Premise, codes_by_invoices, still_true
 from billing.outbox import LEASE, Delivery, Outcome
+from billing.schedule import PAYMENT_CODE_KEYS, PAYMENT_DUE_KINDS
 from regua.mail import EmailContext, InvoiceLine, message_bytes, render_email
 from regua.runtime import Runtime
 from regua.settings import Settings

@@ -14,14 +14,14 @@ from hypothesis import strategies as st
 from billing.calendar import BillingCalendar
 from billing.dunning import Step, next_retry_on
 from billing.models import Invoice, PaymentMethod
-from billing.notifications import (
+from billing.outbox import Delivery, Outcome
+from billing.policy import Policy
+from billing.schedule import (
     dedupe_key,
     email_steps,
     invoice_line,
     latest_email_step,
 )
-from billing.outbox import Delivery, Outcome
-from billing.policy import Policy
 from regua import mail
 from regua.mail import render_email
 from regua.mailer import email_context

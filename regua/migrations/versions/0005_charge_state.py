@@ -96,9 +96,9 @@ def _stored(value: datetime | None, sqlite: bool) -> datetime | None:
 def upgrade() -> None:
     bind = op.get_bind()
     sqlite = bind.dialect.name == "sqlite"
-    with op.batch_alter_table("charges") as batch:
-        for column in _CHARGE_COLUMNS:
-            batch.add_column(column)
+    # Plain ALTER TABLE ... ADD COLUMN: recreating tables that others point at would trip SQLite's foreign keys.
+    for column in _CHARGE_COLUMNS:
+        op.add_column("charges", column)
     op.create_table(
         "charge_attempts",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -128,12 +128,10 @@ def upgrade() -> None:
         batch.add_column(sa.Column("note", sa.String(500), nullable=True))
         batch.alter_column("payment_id", existing_type=sa.String(32), nullable=True)
         batch.create_index("ix_refunds_status", ["status"])
-    with op.batch_alter_table("payments") as batch:
-        batch.add_column(sa.Column("chargeback_cents", sa.Integer(), nullable=False, server_default="0"))
-        batch.add_column(sa.Column("charged_back_at", sa.DateTime(timezone=True), nullable=True))
-    with op.batch_alter_table("invoices") as batch:
-        batch.add_column(sa.Column("payment_id", sa.String(32), nullable=True))
-        batch.add_column(sa.Column("verifying_charge_id", sa.String(32), nullable=True))
+    op.add_column("payments", sa.Column("chargeback_cents", sa.Integer(), nullable=False, server_default="0"))
+    op.add_column("payments", sa.Column("charged_back_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("invoices", sa.Column("payment_id", sa.String(32), nullable=True))
+    op.add_column("invoices", sa.Column("verifying_charge_id", sa.String(32), nullable=True))
 
     _move_charge_details(bind, sqlite)
     _link_refunds_and_invoices(bind)
@@ -142,8 +140,9 @@ def upgrade() -> None:
         batch.alter_column("charge_id", existing_type=sa.String(32), nullable=False)
         batch.alter_column("gateway_payment_id", existing_type=sa.String(100), nullable=False)
         batch.create_foreign_key("fk_refunds_charge_id_charges", "charges", ["charge_id"], ["id"])
-    with op.batch_alter_table("charges") as batch:
-        batch.drop_column("details")
+    # A plain ALTER TABLE ... DROP COLUMN (SQLite 3.35+ too): recreating `charges` would trip the foreign
+    # keys of the tables that point at it.
+    op.drop_column("charges", "details")
 
 
 def _move_charge_details(bind: sa.Connection, sqlite: bool) -> None:
