@@ -133,3 +133,8 @@ def processes(e2e_database: str, redis_url: str, tmp_path: Path) -> Iterator[Pro
     running = Processes(env=env, logs=tmp_path)
     yield running
     running.stop()
+    # Whatever the test did through the real processes, the books it leaves add up (`regua check`).
+    check = subprocess.run(
+        [sys.executable, "-m", "regua.cli", "check"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
