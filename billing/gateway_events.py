@@ -14,6 +14,7 @@ from billing.models import Charge, charge_id_from_reference
 from billing.policy import Policy
 from billing.refunds import record_chargeback, record_refund
 from billing.settlement import ConfirmedPayment, record_failure, record_gateway_cancel, settle_charge
+from billing.states import Applied
 from billing.verification import mark_charge_verifying
 
 
@@ -69,9 +70,9 @@ class UnknownCharge(Exception):
 
 
 @dataclass(frozen=True)
-class Applied:
+class AppliedEvent:
     charge_id: str
-    outcome: str
+    outcome: Applied
     details: dict[str, Any]
 
 
@@ -89,7 +90,7 @@ def find_charge(session: Session, event: GatewayEvent) -> str:
     return found
 
 
-def _confirmed(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> Applied:
+def _confirmed(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> AppliedEvent:
     amount = event.amount_cents
     if event.whole_charge:
         charge = session.get(Charge, charge_id)
@@ -98,10 +99,10 @@ def _confirmed(session: Session, charge_id: str, event: Any, now: datetime, _pol
     payment = ConfirmedPayment(event.gateway, event.payment_id, amount, event.method, event.paid_at)
     settlement = settle_charge(session, charge_id, payment, now)
     if settlement.already_recorded:
-        return Applied(charge_id, "already_recorded", {"payment_id": settlement.payment_id})
-    return Applied(
+        return AppliedEvent(charge_id, Applied.ALREADY_RECORDED, {"payment_id": settlement.payment_id})
+    return AppliedEvent(
         charge_id,
-        "settled" if settlement.invoices_paid else "duplicate_payment",
+        Applied.SETTLED if settlement.invoices_paid else Applied.DUPLICATE_PAYMENT,
         {
             "payment_id": settlement.payment_id,
             "invoices_paid": settlement.invoices_paid,
@@ -112,16 +113,16 @@ def _confirmed(session: Session, charge_id: str, event: Any, now: datetime, _pol
     )
 
 
-def _pending(session: Session, charge_id: str, _event: Any, now: datetime, policy: Policy) -> Applied:
+def _pending(session: Session, charge_id: str, _event: Any, now: datetime, policy: Policy) -> AppliedEvent:
     changes = mark_charge_verifying(session, charge_id, now, policy)
-    return Applied(charge_id, "verifying", {"blocks_lifted": [block.id for block in changes.lifted]})
+    return AppliedEvent(charge_id, Applied.VERIFYING, {"blocks_lifted": [block.id for block in changes.lifted]})
 
 
-def _failed(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> Applied:
-    return Applied(charge_id, record_failure(session, charge_id, event.failure_code, now), {})
+def _failed(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> AppliedEvent:
+    return AppliedEvent(charge_id, record_failure(session, charge_id, event.failure_code, now), {})
 
 
-def _refunded(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> Applied:
+def _refunded(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> AppliedEvent:
     outcome = record_refund(
         session,
         charge_id,
@@ -133,18 +134,18 @@ def _refunded(session: Session, charge_id: str, event: Any, now: datetime, _poli
         now,
         whole=event.whole,
     )
-    return Applied(charge_id, outcome, {})
+    return AppliedEvent(charge_id, outcome, {})
 
 
-def _chargeback(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> Applied:
-    return Applied(charge_id, record_chargeback(session, charge_id, event.gateway, event.payment_id, now), {})
+def _chargeback(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> AppliedEvent:
+    return AppliedEvent(charge_id, record_chargeback(session, charge_id, event.gateway, event.payment_id, now), {})
 
 
-def _canceled(session: Session, charge_id: str, _event: Any, _now: datetime, _policy: Policy) -> Applied:
-    return Applied(charge_id, record_gateway_cancel(session, charge_id), {})
+def _canceled(session: Session, charge_id: str, _event: Any, _now: datetime, _policy: Policy) -> AppliedEvent:
+    return AppliedEvent(charge_id, record_gateway_cancel(session, charge_id), {})
 
 
-Handler = Callable[[Session, str, Any, datetime, Policy], Applied]
+Handler = Callable[[Session, str, Any, datetime, Policy], AppliedEvent]
 
 HANDLERS: dict[type[GatewayEvent], Handler] = {
     PaymentConfirmed: _confirmed,
@@ -157,7 +158,7 @@ HANDLERS: dict[type[GatewayEvent], Handler] = {
 assert set(HANDLERS) == set(GatewayEvent.__subclasses__()), "every gateway event kind needs a handler"
 
 
-def apply_gateway_event(session: Session, event: GatewayEvent, now: datetime, policy: Policy) -> Applied:
+def apply_gateway_event(session: Session, event: GatewayEvent, now: datetime, policy: Policy) -> AppliedEvent:
     """Apply one event in the caller's transaction; raises UnknownCharge for a charge regua never made."""
     charge_id = find_charge(session, event)
     return HANDLERS[type(event)](session, charge_id, event, now, policy)

@@ -22,6 +22,7 @@ from billing.models import (
     new_id,
 )
 from billing.settlement import PaymentNotYetKnown, find_payment, lock_charge
+from billing.states import Applied
 
 REFUNDABLE_GATEWAYS = ("asaas",)
 """Gateways regua can give money back through (the port's `refund`); every other refund is made by hand."""
@@ -119,7 +120,7 @@ def record_refund(
     now: datetime,
     *,
     whole: bool = False,
-) -> str:
+) -> Applied:
     """The gateway gave money back (`whole`: all that was left of the payment). Recorded once, at its amount.
 
     Before the payment's confirmation is known, it is kept as a refund of that gateway payment and
@@ -127,7 +128,7 @@ def record_refund(
     """
     charge = lock_charge(session, charge_id)
     if session.scalar(select(Refund.id).where(Refund.gateway_refund_id == refund_id)) is not None:
-        return "already_recorded"
+        return Applied.ALREADY_RECORDED
     payment = plan_payment(session, charge, gateway, gateway_payment_id)
     if payment is None:
         session.add(
@@ -147,19 +148,21 @@ def record_refund(
         )
         if charge.status == ChargeStatus.PENDING:
             charge.status = ChargeStatus.REFUNDED.value
-        return "refund_before_confirmation"
+        return Applied.REFUND_BEFORE_CONFIRMATION
     if whole:
         amount_cents = payment.amount_cents - refunded_cents(session, payment.id) - payment.chargeback_cents
         if amount_cents <= 0:
-            return "already_recorded"
+            return Applied.ALREADY_RECORDED
     refund_made(session, payment, refund_id, amount_cents, at, now)
     if payment.status == PaymentStatus.REFUNDED and charge.status == ChargeStatus.CONFIRMED:
         charge.status = ChargeStatus.REFUNDED.value
     reconcile_blocks(session, [charge.account_id], now)
-    return "refunded" if payment.status == PaymentStatus.REFUNDED else "partially_refunded"
+    return Applied.REFUNDED if payment.status == PaymentStatus.REFUNDED else Applied.PARTIALLY_REFUNDED
 
 
-def record_chargeback(session: Session, charge_id: str, gateway: str, gateway_payment_id: str, now: datetime) -> str:
+def record_chargeback(
+    session: Session, charge_id: str, gateway: str, gateway_payment_id: str, now: datetime
+) -> Applied:
     """The customer disputed a payment: it takes back only what that payment still held.
 
     A refund of it still owed is canceled (the money went back once); the months it paid are open
@@ -170,7 +173,7 @@ def record_chargeback(session: Session, charge_id: str, gateway: str, gateway_pa
     if payment is None:
         raise PaymentNotYetKnown(f"chargeback for {gateway_payment_id} before its confirmation")
     if payment.status == PaymentStatus.CHARGEBACK:
-        return "already_recorded"
+        return Applied.ALREADY_RECORDED
     session.execute(
         update(Refund)
         .where(Refund.payment_id == payment.id, Refund.status == RefundStatus.OWED)
@@ -187,7 +190,7 @@ def record_chargeback(session: Session, charge_id: str, gateway: str, gateway_pa
             .values(status=InvoiceStatus.OPEN.value, paid_at=None, charge_id=None, payment_id=None)
         )
     reconcile_blocks(session, [charge.account_id], now)
-    return "chargeback"
+    return Applied.CHARGEBACK
 
 
 def refunds_by_hand(session: Session) -> list[Refund]:

@@ -26,6 +26,7 @@ from billing.models import (
     new_charge_id,
     new_id,
 )
+from billing.states import Applied
 
 
 def open_charge(
@@ -212,11 +213,11 @@ def _refund_owed(session: Session, payment: Payment, amount_cents: int, reason: 
     return refund
 
 
-def record_failure(session: Session, charge_id: str, failure_code: str | None, now: datetime) -> str:
+def record_failure(session: Session, charge_id: str, failure_code: str | None, now: datetime) -> Applied:
     """A declined or refused attempt: the charge failed; its invoices stay open for the régua."""
     charge = _locked_charge(session, charge_id)
     if charge.status != ChargeStatus.PENDING:
-        return "ignored"
+        return Applied.IGNORED
     charge.status, charge.failure_code = ChargeStatus.FAILED.value, failure_code or "failed"
     charge.failed_at = now
     # Only the gateway failing that very payment ends a verification; a receipt ops recorded stands (3.7).
@@ -230,15 +231,15 @@ def record_failure(session: Session, charge_id: str, failure_code: str | None, n
         .values(status=InvoiceStatus.OPEN.value, verifying_until=None, verifying_charge_id=None)
     )
     reconcile_blocks(session, [charge.account_id], now)
-    return "failed"
+    return Applied.FAILED
 
 
-def record_gateway_cancel(session: Session, charge_id: str) -> str:
+def record_gateway_cancel(session: Session, charge_id: str) -> Applied:
     charge = _locked_charge(session, charge_id)
     if charge.status != ChargeStatus.PENDING:
-        return "ignored"
+        return Applied.IGNORED
     charge.status = ChargeStatus.CANCELED.value
-    return "canceled"
+    return Applied.CANCELED
 
 
 class PaymentNotYetKnown(Exception):

@@ -114,3 +114,20 @@ class NotificationStatus(StrEnum):
     """The account has no contact with manage_payments: nothing sent, listed for ops."""
     OBSOLETE = "obsolete"
     """No longer true when its turn came (paid meanwhile): not sent."""
+
+
+class Applied(StrEnum):
+    """What applying one gateway event did to the books (kept as the stored event's outcome)."""
+
+    SETTLED = "settled"
+    DUPLICATE_PAYMENT = "duplicate_payment"
+    ALREADY_RECORDED = "already_recorded"
+    VERIFYING = "verifying"
+    FAILED = "failed"
+    CANCELED = "canceled"
+    IGNORED = "ignored"
+    """The charge is no longer pending: a late failure or cancel changes nothing."""
+    REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    REFUND_BEFORE_CONFIRMATION = "refund_before_confirmation"
+    CHARGEBACK = "chargeback"

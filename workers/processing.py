@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from billing.gateway_events import Applied, UnknownCharge, apply_gateway_event
+from billing.gateway_events import AppliedEvent, UnknownCharge, apply_gateway_event
 from billing.models import EventStatus, WebhookEvent
 from billing.ports import Books
 from billing.settlement import PaymentNotYetKnown
@@ -48,7 +48,7 @@ def process_event(runtime: Books, providers: Mapping[str, Provider], event_id: s
         if locked is None or locked.status in DONE:
             return "already_done"
         now = runtime.clock.now()
-        results: list[Applied] = []
+        results: list[AppliedEvent] = []
         try:
             for gateway_event in gateway_events:
                 results.append(apply_gateway_event(session, gateway_event, now, runtime.policy))
