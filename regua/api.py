@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from billing.access import ProductAccess, account_access
@@ -31,6 +32,8 @@ from billing.timeline import Event, account_timeline
 from billing.verification import record_receipt
 from regua.http import BearerAuthMiddleware, error_response, json_body
 from regua.runtime import Runtime
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def utc_text(instant: datetime | None) -> str | None:
@@ -388,14 +391,26 @@ class ProductAPI:
         return JSONResponse(await run_in_threadpool(rt.read, work))
 
 
+def by_method(**handlers: Endpoint) -> Endpoint:
+    """One endpoint for a path served by several methods, so a 405 there lists them all in `Allow`."""
+
+    async def endpoint(request: Request) -> Response:
+        # Starlette answers HEAD wherever GET is allowed.
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return endpoint
+
+
 def api_routes(runtime: Runtime, gateway: Gateway) -> Mount:
     api = ProductAPI(runtime, gateway)
     return Mount(
         "/api",
         routes=[
-            Route("/accounts/{account_id}", api.put_account, methods=["PUT"]),
-            Route("/accounts/{account_id}", api.get_account, methods=["GET"]),
-            Route("/accounts/{account_id}", api.patch_account, methods=["PATCH"]),
+            Route(
+                "/accounts/{account_id}",
+                by_method(GET=api.get_account, PUT=api.put_account, PATCH=api.patch_account),
+                methods=["GET", "PUT", "PATCH"],
+            ),
             Route("/accounts/{account_id}/subscriptions/{product}", api.put_subscription, methods=["PUT"]),
             Route("/accounts/{account_id}/access", api.get_access, methods=["GET"]),
             Route("/accounts/{account_id}/invoices", api.get_invoices, methods=["GET"]),
