@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import yaml
+from markupsafe import Markup, escape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
@@ -47,6 +49,13 @@ def schema_name(schema: Any) -> str:
     if "enum" in schema:
         return f"{kind}: {', '.join(json.dumps(value) for value in schema['enum'])}"
     return str(kind)
+
+
+def prose(text: str | None) -> Markup:
+    """The document's descriptions as HTML: paragraphs, and `code` in backticks; everything else escaped."""
+    paragraphs = [part.strip() for part in (text or "").split("\n\n") if part.strip()]
+    html = [re.sub(r"`([^`]+)`", r"<code>\1</code>", str(escape(part))) for part in paragraphs]
+    return Markup("".join(f"<p>{part}</p>" for part in html))
 
 
 def _resolve(document: dict[str, Any], item: Any) -> Any:
@@ -107,6 +116,7 @@ def _docs_page() -> bytes:
         lstrip_blocks=True,
     )
     environment.filters["schema_name"] = schema_name
+    environment.filters["prose"] = prose
     document = openapi_document()
     operations = _operations(document)
     tags = [tag for tag in document.get("tags", []) if any(op["tag"] == tag["name"] for op in operations)]
