@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
 from billing.access import ProductAccess, account_access
@@ -23,13 +24,16 @@ from billing.accounts import (
     validate_account_id,
 )
 from billing.checkout import CheckoutRequest, CheckoutResult, checkout
+from billing.errors import NotFound
 from billing.history import payment_history
-from billing.models import Account, Invoice, Payment, Refund, Subscription
+from billing.models import Account, Charge, ChargeInvoice, ChargeStatus, Invoice, Payment, Refund, Subscription
 from billing.ports import Gateway, GatewayRejected, GatewayUnavailable
 from billing.timeline import Event, account_timeline
 from billing.verification import record_receipt
 from regua.http import BearerAuthMiddleware, error_response, json_body
 from regua.runtime import Runtime
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def utc_text(instant: datetime | None) -> str | None:
@@ -39,7 +43,8 @@ def utc_text(instant: datetime | None) -> str | None:
     return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def invoice_json(invoice: Invoice) -> dict[str, Any]:
+def invoice_json(invoice: Invoice, open_charge_id: str | None = None) -> dict[str, Any]:
+    """An invoice as the appendix shows it; `open_charge_id` is the pending charge collecting it, if any."""
     return {
         "id": invoice.id,
         "account_id": invoice.account_id,
@@ -53,8 +58,56 @@ def invoice_json(invoice: Invoice) -> dict[str, Any]:
         "status": invoice.status,
         "paid_at": utc_text(invoice.paid_at),
         "charge_id": invoice.charge_id,
+        "open_charge_id": open_charge_id,
         "payment_method": invoice.payment_method,
         "verifying_until": utc_text(invoice.verifying_until),
+    }
+
+
+def open_charges(session: Session, invoice_ids: list[str]) -> dict[str, str]:
+    """Invoice id -> the pending charge collecting it (the newest, should a superseded one linger)."""
+    if not invoice_ids:
+        return {}
+    rows = session.execute(
+        select(ChargeInvoice.invoice_id, Charge.id)
+        .join(Charge, Charge.id == ChargeInvoice.charge_id)
+        .where(ChargeInvoice.invoice_id.in_(invoice_ids), Charge.status == ChargeStatus.PENDING.value)
+        .order_by(Charge.created_at, Charge.id)
+    )
+    return dict(rows.all())
+
+
+def invoices_json(session: Session, invoices: list[Invoice]) -> list[dict[str, Any]]:
+    pending = open_charges(session, [invoice.id for invoice in invoices])
+    return [invoice_json(invoice, pending.get(invoice.id)) for invoice in invoices]
+
+
+def payment_codes(charge: Charge) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """How to pay a PIX or a boleto charge, once the gateway gave its codes: (pix, boleto)."""
+    pix = boleto = None
+    if charge.method == "pix" and charge.pix_code:
+        pix = {"code": charge.pix_code, "qr_image": charge.pix_qr, "expires_at": charge.pix_expires_at}
+    if charge.method == "boleto" and charge.boleto_line:
+        boleto = {"line": charge.boleto_line, "url": charge.boleto_url, "bar_code": charge.boleto_bar_code}
+    return pix, boleto
+
+
+def charge_json(charge: Charge) -> dict[str, Any]:
+    pix, boleto = payment_codes(charge)
+    return {
+        "id": charge.id,
+        "account_id": charge.account_id,
+        "product": charge.product,
+        "method": charge.method,
+        "amount_cents": charge.amount_cents,
+        "installments": charge.installments,
+        "status": charge.status,
+        "failure_code": charge.failure_code,
+        "created_at": utc_text(charge.created_at),
+        "confirmed_at": utc_text(charge.confirmed_at),
+        "invoice_ids": charge.invoice_ids,
+        "pix": pix,
+        "boleto": boleto,
     }
 
 
@@ -69,6 +122,13 @@ def account_json(account: Account) -> dict[str, Any]:
         "trial_ends_at": utc_text(account.trial_ends_at),
         "gateway_customer_id": account.gateway_customer_id,
     }
+
+
+def account_input(account: Account) -> dict[str, Any]:
+    """An account as the body of a PUT that would leave it unchanged: the base a PATCH is laid on."""
+    body = account_json(account)
+    del body["id"]
+    return body
 
 
 def subscription_json(subscription: Subscription) -> dict[str, Any]:
@@ -113,11 +173,8 @@ def refund_json(refund: Refund) -> dict[str, Any]:
 def checkout_json(result: CheckoutResult) -> dict[str, Any]:
     """A checkout's answer: the charge, its invoices, and how to pay it (or how the card went)."""
     charge = result.charge
-    pix = boleto = card = None
-    if charge.method == "pix" and charge.pix_code is not None:
-        pix = {"code": charge.pix_code, "qr_image": charge.pix_qr, "expires_at": charge.pix_expires_at}
-    if charge.method == "boleto" and charge.boleto_line is not None:
-        boleto = {"line": charge.boleto_line, "url": charge.boleto_url, "bar_code": charge.boleto_bar_code}
+    pix, boleto = payment_codes(charge)
+    card = None
     if result.card is not None:
         decline = result.card.decline
         card = {
@@ -127,12 +184,13 @@ def checkout_json(result: CheckoutResult) -> dict[str, Any]:
             if decline is None
             else {"hard": decline.hard, "reason": decline.reason, "message": decline.message},
         }
+    open_charge = charge.id if charge.status == ChargeStatus.PENDING else None
     return {
         "charge_id": charge.id,
         "amount_cents": charge.amount_cents,
         "method": charge.method,
         "status": charge.status,
-        "invoices": [invoice_json(invoice) for invoice in result.invoices],
+        "invoices": [invoice_json(invoice, open_charge) for invoice in result.invoices],
         "pix": pix,
         "boleto": boleto,
         "card": card,
@@ -145,6 +203,9 @@ class ProductAPI:
     def __init__(self, runtime: Runtime, gateway: Gateway) -> None:
         self.runtime = runtime
         self.gateway = gateway
+
+    async def body(self, request: Request) -> dict[str, Any]:
+        return await json_body(request, self.runtime.settings.max_body_bytes)
 
     def local_text(self, instant: datetime | None) -> str | None:
         """Instants the product shows its users, in the billing zone: "2026-12-07T00:00:00-03:00"."""
@@ -169,7 +230,7 @@ class ProductAPI:
 
     async def put_account(self, request: Request) -> JSONResponse:
         account_id = validate_account_id(request.path_params["account_id"])
-        payload = await json_body(request)
+        payload = await self.body(request)
         rt = self.runtime
         data = AccountInput.parse(payload, rt.calendar)
 
@@ -180,10 +241,32 @@ class ProductAPI:
         body, created = await run_in_threadpool(rt.transaction, work)
         return JSONResponse(body, status_code=201 if created else 200)
 
+    async def get_account(self, request: Request) -> JSONResponse:
+        account_id = request.path_params["account_id"]
+
+        def work(session: Session) -> dict[str, Any]:
+            return account_json(get_account(session, account_id))
+
+        return JSONResponse(await run_in_threadpool(self.runtime.read, work))
+
+    async def patch_account(self, request: Request) -> JSONResponse:
+        """Changes only the fields given; the result is validated as a whole, as PUT does."""
+        account_id = request.path_params["account_id"]
+        payload = await self.body(request)
+        rt = self.runtime
+
+        def work(session: Session) -> dict[str, Any]:
+            current = account_input(get_account(session, account_id))
+            data = AccountInput.parse({**current, **payload}, rt.calendar)
+            account, _created = upsert_account(session, account_id, data, rt.clock.now())
+            return account_json(account)
+
+        return JSONResponse(await run_in_threadpool(rt.transaction, work))
+
     async def put_subscription(self, request: Request) -> JSONResponse:
         account_id = request.path_params["account_id"]
         product = request.path_params["product"]
-        payload = await json_body(request)
+        payload = await self.body(request)
         data = SubscriptionInput.parse(payload)
         rt = self.runtime
 
@@ -219,9 +302,36 @@ class ProductAPI:
                 .where(Invoice.account_id == account_id)
                 .order_by(Invoice.period_start.desc(), Invoice.product)
             )
-            return [invoice_json(invoice) for invoice in invoices]
+            return invoices_json(session, list(invoices))
 
         return JSONResponse({"invoices": await run_in_threadpool(self.runtime.read, work)})
+
+    async def get_invoice(self, request: Request) -> JSONResponse:
+        invoice_id = request.path_params["invoice_id"]
+
+        def work(session: Session) -> dict[str, Any]:
+            invoice = session.get(Invoice, invoice_id)
+            if invoice is None:
+                raise NotFound(f"no invoice {invoice_id!r}")
+            [body] = invoices_json(session, [invoice])
+            return body
+
+        return JSONResponse(await run_in_threadpool(self.runtime.read, work))
+
+    async def get_charges(self, request: Request) -> JSONResponse:
+        account_id = request.path_params["account_id"]
+
+        def work(session: Session) -> list[dict[str, Any]]:
+            get_account(session, account_id)
+            charges = session.scalars(
+                select(Charge)
+                .where(Charge.account_id == account_id)
+                .options(selectinload(Charge.invoice_links))
+                .order_by(Charge.created_at.desc(), Charge.id)
+            )
+            return [charge_json(charge) for charge in charges]
+
+        return JSONResponse({"charges": await run_in_threadpool(self.runtime.read, work)})
 
     async def get_payments(self, request: Request) -> JSONResponse:
         account_id = request.path_params["account_id"]
@@ -242,14 +352,15 @@ class ProductAPI:
 
         def work(session: Session) -> dict[str, Any]:
             invoice, _changes = record_receipt(session, invoice_id, rt.clock.now(), rt.policy)
-            return invoice_json(invoice)
+            [body] = invoices_json(session, [invoice])
+            return body
 
         return JSONResponse(await run_in_threadpool(rt.transaction, work))
 
     async def post_checkout(self, request: Request) -> JSONResponse:
-        """One charge for what must be paid now: 201 new, 200 the pending one again, 202 a card still unsure."""
+        """One charge for what must be paid now: 201 a new one, 200 the pending one again, whatever the method."""
         account_id = request.path_params["account_id"]
-        data = CheckoutRequest.parse(await json_body(request))
+        data = CheckoutRequest.parse(await self.body(request))
         try:
             result = await run_in_threadpool(checkout, self.runtime, self.gateway, account_id, data)
         except GatewayUnavailable:
@@ -260,9 +371,8 @@ class ProductAPI:
             return error_response(
                 502, "gateway_rejected", f"the payment gateway refused the charge (HTTP {rejected.status_code})"
             )
-        pending_card = result.card is not None and result.charge.status == "pending"
-        status = 202 if pending_card else 201 if result.created else 200
-        return JSONResponse(checkout_json(result), status_code=status)
+        # A card the gateway has not settled yet says so in its body (`status` pending), not in the HTTP status.
+        return JSONResponse(checkout_json(result), status_code=201 if result.created else 200)
 
     async def get_timeline(self, request: Request) -> JSONResponse:
         account_id = request.path_params["account_id"]
@@ -281,18 +391,34 @@ class ProductAPI:
         return JSONResponse(await run_in_threadpool(rt.read, work))
 
 
+def by_method(**handlers: Endpoint) -> Endpoint:
+    """One endpoint for a path served by several methods, so a 405 there lists them all in `Allow`."""
+
+    async def endpoint(request: Request) -> Response:
+        # Starlette answers HEAD wherever GET is allowed.
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return endpoint
+
+
 def api_routes(runtime: Runtime, gateway: Gateway) -> Mount:
     api = ProductAPI(runtime, gateway)
     return Mount(
         "/api",
         routes=[
-            Route("/accounts/{account_id}", api.put_account, methods=["PUT"]),
+            Route(
+                "/accounts/{account_id}",
+                by_method(GET=api.get_account, PUT=api.put_account, PATCH=api.patch_account),
+                methods=["GET", "PUT", "PATCH"],
+            ),
             Route("/accounts/{account_id}/subscriptions/{product}", api.put_subscription, methods=["PUT"]),
             Route("/accounts/{account_id}/access", api.get_access, methods=["GET"]),
             Route("/accounts/{account_id}/invoices", api.get_invoices, methods=["GET"]),
             Route("/accounts/{account_id}/payments", api.get_payments, methods=["GET"]),
+            Route("/accounts/{account_id}/charges", api.get_charges, methods=["GET"]),
             Route("/accounts/{account_id}/timeline", api.get_timeline, methods=["GET"]),
             Route("/accounts/{account_id}/checkout", api.post_checkout, methods=["POST"]),
+            Route("/invoices/{invoice_id}", api.get_invoice, methods=["GET"]),
             Route("/invoices/{invoice_id}/receipts", api.post_receipt, methods=["POST"]),
         ],
         middleware=[Middleware(BearerAuthMiddleware, token=runtime.settings.api_token)],

@@ -1,4 +1,4 @@
-"""The HTTP app, assembled from plain lists of routes: health, webhooks, product API."""
+"""The HTTP app, assembled from plain lists of routes: health, webhooks, product API, its documentation."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from billing.ports import Gateway
 from regua.api import api_routes
+from regua.docs import docs_routes
 from regua.gateway.asaas import AsaasGateway
 from regua.http import EXCEPTION_HANDLERS, error_response
 from regua.runtime import Runtime
@@ -79,6 +80,7 @@ def create_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *webhook_routes(endpoint),
+        *docs_routes(),
         api_routes(runtime, gateway or AsaasGateway(runtime.settings.asaas_api_url, runtime.settings.asaas_api_key)),
     ]
     return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

@@ -9,11 +9,12 @@ from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from billing.errors import BillingError, Conflict, InvalidInput, NotFound
+from webhooks.routes import BodyTooLarge, read_limited
 from webhooks.routes import error_response as error_response
 
 log = logging.getLogger("regua.http")
@@ -29,7 +30,8 @@ async def billing_error(_request: Request, exc: Exception) -> Response:
 async def http_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 413: "too_large"}
-    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+    # Keeps the headers the router set, such as `Allow` on a 405.
+    return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), exc.headers)
 
 
 async def database_error(_request: Request, exc: Exception) -> Response:
@@ -66,12 +68,20 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
 }
 
 
-async def json_body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, or a 415/400/422 naming what is wrong with it."""
+async def json_body(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The request's JSON object, or a 415/413/400/422 naming what is wrong with it.
+
+    Bodies are limited as webhook bodies are: refused as soon as they pass `max_bytes`, streamed or not.
+    """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise HTTPStatusError(415, "unsupported_media_type", "the body must be application/json")
-    raw = await request.body()
+    try:
+        raw = await read_limited(request, max_bytes)
+    except BodyTooLarge:
+        raise HTTPStatusError(413, "too_large", f"the body is over {max_bytes} bytes") from None
+    except ClientDisconnect:
+        raise HTTPStatusError(400, "disconnected", "the body was cut short") from None
     try:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError):

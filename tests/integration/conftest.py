@@ -13,6 +13,7 @@ from regua.assembly import InProcessWorker, build_gateway, build_providers
 from regua.mailer import SmtpPostman
 from regua.runtime import Runtime
 from regua.settings import Settings
+from tests.openapi_contract import check_every_response
 from webhooks.base import Provider
 from workers.actors import Jobs, declare_actors
 from workers.broker import build_broker
@@ -99,3 +100,9 @@ def client(runtime: Runtime, providers: dict[str, Provider], jobs: Jobs) -> Iter
 @pytest.fixture
 def api(client: TestClient) -> Api:
     return Api(client)
+
+
+@pytest.fixture
+def openapi_checked(client: TestClient) -> None:
+    """Every answer the client receives is checked against the OpenAPI document as it arrives."""
+    check_every_response(client)

@@ -17,6 +17,9 @@ from regua.cli import tick_once
 from regua.runtime import Runtime, build_runtime
 from regua.settings import Settings
 from tests.integration.conftest import AUTH, PADARIA, Api, subscription
+from tests.openapi_contract import check_every_response
+
+pytestmark = pytest.mark.usefixtures("openapi_checked")
 
 ACCOUNT = "padaria-central"
 # Checks made before any query cannot depend on the backend: one run, on SQLite, is enough.
@@ -400,6 +403,7 @@ def test_an_unreachable_database_answers_503_in_json_without_a_stack_trace(
     providers = build_providers(unreachable_runtime.settings)
     app = create_app(unreachable_runtime, providers, lambda _event_ids: None)
     with TestClient(app, raise_server_exceptions=False) as client:
+        check_every_response(client)
         response = client.get(f"/api/accounts/{ACCOUNT}/access", headers=AUTH)
         assert_error(response, 503, "unavailable")
         assert "127.0.0.1" not in response.text

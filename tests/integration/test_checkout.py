@@ -21,6 +21,8 @@ from regua.runtime import Runtime
 from tests.integration.asaas_fake import BASE, FakeAsaas, fake_asaas, refused
 from tests.integration.conftest import AUTH, Api
 
+pytestmark = pytest.mark.usefixtures("openapi_checked")
+
 ACCOUNT = "padaria-central"
 DAY_9 = parse_instant("2026-12-09T11:00:00-03:00")
 JAN_3 = parse_instant("2027-01-03T10:00:00-03:00")
