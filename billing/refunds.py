@@ -21,27 +21,11 @@ from billing.models import (
     RefundStatus,
     new_id,
 )
-from billing.settlement import PaymentNotYetKnown, find_payment, lock_charge
+from billing.settlement import PaymentNotYetKnown, find_payment, lock_charge, refund_of
 from billing.states import Applied
 
 REFUNDABLE_GATEWAYS = ("asaas",)
 """Gateways regua can give money back through (the port's `refund`); every other refund is made by hand."""
-
-
-def owe_refund(session: Session, payment: Payment, amount_cents: int, reason: str, now: datetime) -> Refund:
-    refund = Refund(
-        id=new_id("ref"),
-        payment_id=payment.id,
-        charge_id=payment.charge_id,
-        gateway_payment_id=payment.gateway_payment_id,
-        account_id=payment.account_id,
-        amount_cents=amount_cents,
-        reason=reason,
-        status=RefundStatus.OWED.value,
-        created_at=now,
-    )
-    session.add(refund)
-    return refund
 
 
 def refunded_cents(session: Session, payment_id: str) -> int:
@@ -81,16 +65,7 @@ def refund_made(
         .order_by(Refund.created_at, Refund.id)
         .limit(1)
     )
-    refund = owed or Refund(
-        id=new_id("ref"),
-        payment_id=payment.id,
-        charge_id=payment.charge_id,
-        gateway_payment_id=payment.gateway_payment_id,
-        account_id=payment.account_id,
-        amount_cents=amount_cents,
-        reason=RefundReason.GATEWAY.value,
-        created_at=now,
-    )
+    refund = owed or refund_of(payment, amount_cents, RefundReason.GATEWAY, now)
     refund.status, refund.gateway_refund_id, refund.refunded_at = RefundStatus.DONE.value, gateway_refund_id, at
     refund.claimed_until = None
     session.add(refund)

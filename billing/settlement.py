@@ -183,7 +183,9 @@ def settle_charge(session: Session, charge_id: str, payment: ConfirmedPayment, n
         covered = min(amount, given_back)
         given_back -= covered
         if amount - covered > 0:
-            settlement.refunds_owed.append(_refund_owed(session, record, amount - covered, reason, now).id)
+            owed_back = refund_of(record, amount - covered, reason, now)
+            session.add(owed_back)
+            settlement.refunds_owed.append(owed_back.id)
     session.flush()
     if early:
         from_gateway = sum(refund.amount_cents for refund in early)
@@ -197,8 +199,9 @@ def settle_charge(session: Session, charge_id: str, payment: ConfirmedPayment, n
     return settlement
 
 
-def _refund_owed(session: Session, payment: Payment, amount_cents: int, reason: str, now: datetime) -> Refund:
-    refund = Refund(
+def refund_of(payment: Payment, amount_cents: int, reason: str, now: datetime) -> Refund:
+    """A new refund of (part of) a payment: owed until a gateway or a person makes it."""
+    return Refund(
         id=new_id("ref"),
         payment_id=payment.id,
         charge_id=payment.charge_id,
@@ -209,8 +212,6 @@ def _refund_owed(session: Session, payment: Payment, amount_cents: int, reason: 
         status=RefundStatus.OWED.value,
         created_at=now,
     )
-    session.add(refund)
-    return refund
 
 
 def record_failure(session: Session, charge_id: str, failure_code: str | None, now: datetime) -> Applied:
