@@ -141,16 +141,12 @@ def dead_cards(session: Session, account_ids: Sequence[str]) -> dict[str, frozen
         .join(Payment, Payment.charge_id == Charge.id)
         .where(Payment.status == PaymentStatus.CHARGEBACK.value, Charge.card_ref.is_not(None))
     )
-    for query in (hard, charged_back):
-        for chunk in _chunks(sorted(set(account_ids))):
-            for account_id, card in session.execute(query.where(Charge.account_id.in_(chunk))):
-                if card is not None:
-                    found[account_id].add(card)
+    wanted = set(account_ids)
+    for query in (hard, charged_back):  # few rows in all: read whole, not account by account
+        for account_id, card in session.execute(query):
+            if card is not None and account_id in wanted:
+                found[account_id].add(card)
     return {account_id: frozenset(cards) for account_id, cards in found.items()}
-
-
-def _chunks(items: list[str], size: int = 900) -> list[list[str]]:
-    return [items[offset : offset + size] for offset in range(0, len(items), size)]
 
 
 def plan_auto_debits(
@@ -167,6 +163,12 @@ def plan_auto_debits(
     commit them and queue their jobs while the next batch is written).
     """
     today = calendar.local_date(now)
+    due = (
+        Invoice.payment_method == PaymentMethod.CARD_AUTO_DEBIT.value,
+        Invoice.status == InvoiceStatus.OPEN.value,
+        Invoice.due_date <= today,
+        Invoice.total_cents > 0,
+    )
     candidates = session.execute(
         select(
             Invoice.id,
@@ -179,19 +181,14 @@ def plan_auto_debits(
             Subscription.card_token,
         )
         .join(Subscription, Subscription.id == Invoice.subscription_id)
-        .where(
-            Invoice.payment_method == PaymentMethod.CARD_AUTO_DEBIT.value,
-            Invoice.status == InvoiceStatus.OPEN.value,
-            Invoice.due_date <= today,
-            Invoice.total_cents > 0,
-        )
+        .where(*due)
     ).all()
     if not candidates:
         return []
     accounts = sorted({row.account_id for row in candidates})
-    oldest = _oldest_unpaid(session, accounts)
+    oldest = _oldest_unpaid(session)
     candidates = [row for row in candidates if oldest.get((row.account_id, row.product)) == row.period_start]
-    attempts = _attempts(session, [row.id for row in candidates])
+    attempts = _attempts(session, due)
     dead = dead_cards(session, accounts)
     drafts: list[dict[str, Any]] = []
     for row in candidates:
@@ -228,33 +225,33 @@ def plan_auto_debits(
     return insert_charges(session, drafts, on_batch)
 
 
-def _oldest_unpaid(session: Session, account_ids: list[str]) -> dict[tuple[str, str], date]:
+def _oldest_unpaid(session: Session) -> dict[tuple[str, str], date]:
     """Per account and product, the period start of its oldest unpaid invoice (open or in verification)."""
-    found: dict[tuple[str, str], date] = {}
-    for chunk in _chunks(account_ids):
+    return {
+        (account_id, product): start
         for account_id, product, start in session.execute(
             select(Invoice.account_id, Invoice.product, func.min(Invoice.period_start))
-            .where(Invoice.account_id.in_(chunk), Invoice.status.in_(UNPAID), Invoice.total_cents > 0)
+            .where(Invoice.status.in_(UNPAID), Invoice.total_cents > 0)
             .group_by(Invoice.account_id, Invoice.product)
-        ):
-            found[(account_id, product)] = start
-    return found
+        )
+    }
 
 
-def _attempts(session: Session, invoice_ids: list[str]) -> dict[str, list[Attempt]]:
+def _attempts(session: Session, due: tuple[Any, ...]) -> dict[str, list[Attempt]]:
+    """The charges already made for the invoices `due` selects, in one read."""
     attempts: dict[str, list[Attempt]] = defaultdict(list)
     hard = (
         select(ChargeAttempt.id)
         .where(ChargeAttempt.charge_id == Charge.id, ChargeAttempt.decline_class == DeclineClass.HARD.value)
         .exists()
     )
-    for chunk in _chunks(invoice_ids):
-        for link in session.execute(
-            select(ChargeInvoice.invoice_id, Charge.status, Charge.regua_day, Charge.card_ref, hard.label("hard"))
-            .join(Charge, Charge.id == ChargeInvoice.charge_id)
-            .where(ChargeInvoice.invoice_id.in_(chunk))
-        ):
-            attempts[link.invoice_id].append(Attempt(link.regua_day, link.status, bool(link.hard), link.card_ref))
+    for link in session.execute(
+        select(ChargeInvoice.invoice_id, Charge.status, Charge.regua_day, Charge.card_ref, hard.label("hard"))
+        .join(Charge, Charge.id == ChargeInvoice.charge_id)
+        .join(Invoice, Invoice.id == ChargeInvoice.invoice_id)
+        .where(*due)
+    ):
+        attempts[link.invoice_id].append(Attempt(link.regua_day, link.status, bool(link.hard), link.card_ref))
     return attempts
 
 
