@@ -133,7 +133,7 @@ def _serve(settings: Settings, runtime: Runtime, host: str, port: int, *, with_s
     from regua.app import Background, create_app
 
     context = worker_context(runtime)
-    jobs = build_jobs(settings, lambda: context)
+    jobs = build_jobs(settings, lambda: context, runtime.clock)
     providers = context.providers
     background: list[Background] = []
     checks: dict[str, Callable[[], object]] = {}
@@ -143,7 +143,7 @@ def _serve(settings: Settings, runtime: Runtime, host: str, port: int, *, with_s
         background.append(InProcessWorker(jobs.broker))
     if with_scheduler:
         background.append(Scheduler(runtime, jobs))
-    app = create_app(runtime, providers, jobs.enqueue_events, background, checks, context.gateway)
+    app = create_app(runtime, providers, jobs.enqueue_events, background, checks, context.gateway, jobs.broker)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
 
 
