@@ -11,6 +11,7 @@ import dramatiq
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
@@ -20,6 +21,7 @@ from regua.api import api_routes
 from regua.docs import docs_routes
 from regua.gateway.asaas import AsaasGateway
 from regua.http import EXCEPTION_HANDLERS, error_response
+from regua.logs import RequestIdMiddleware
 from regua.ops.metrics import Metrics
 from regua.ops.routes import ops_routes
 from regua.runtime import Runtime
@@ -94,5 +96,8 @@ def create_app(
         metrics.route(),
     ]
     return Starlette(
-        routes=routes, middleware=[metrics.middleware()], exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan
+        routes=routes,
+        middleware=[Middleware(RequestIdMiddleware), metrics.middleware()],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
     )

@@ -27,6 +27,7 @@ from regua.assembly import (
     lazy_context,
     worker_context,
 )
+from regua.logs import configure_logging
 from regua.migrate import NotMigrated, ensure_migrated, upgrade
 from regua.runtime import Runtime, build_runtime
 from regua.settings import ConfigError, Settings
@@ -144,7 +145,7 @@ def _serve(settings: Settings, runtime: Runtime, host: str, port: int, *, with_s
     if with_scheduler:
         background.append(Scheduler(runtime, jobs))
     app = create_app(runtime, providers, jobs.enqueue_events, background, checks, context.gateway, jobs.broker)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=None)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -361,6 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        configure_logging(settings)
         return COMMANDS[args.command](settings, args)
     except (CommandError, ConfigError) as error:
         print(f"regua {args.command}: {error}", file=sys.stderr)
