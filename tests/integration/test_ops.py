@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import html
+import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -190,3 +193,13 @@ def test_metrics_name_the_series_by_prometheus_conventions(
     assert "regua_webhook_seconds_count 1.0" in text
     assert 'regua_jobs_total{outcome="processed"}' in text
     assert "regua_charges_total{" in text
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana.json").read_text())
+    charted = {
+        re.sub(r"_(total|bucket)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"regua_[a-z_]+", target["expr"])
+    }
+    exported = {re.sub(r"_total$", "", n) for n in re.findall(r"^# TYPE (regua_[a-z_]+) ", text, re.MULTILINE)}
+    assert len(charted) == 9
+    assert charted <= exported, charted - exported
