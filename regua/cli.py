@@ -190,6 +190,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     print(f"  API        {base}/api/accounts/{{id}}   (no token needed in dev)")
     print(f"  webhooks   {base}/webhooks/standard  {base}/webhooks/asaas  {base}/webhooks/pix")
     print(f"  health     {base}/healthz   {base}/readyz")
+    print(f"  ops        {base}/ops   {base}/metrics   (open in dev while REGUA_OPS_TOKEN is empty)")
     print(f"  scheduler  a tick every {settings.tick_seconds} s")
     print(f"  secrets    standard {settings.standard_webhook_secrets[0]}")
     print(f"             asaas-access-token {settings.asaas_webhook_token}   pix ?hmac={settings.pix_webhook_secret}")
