@@ -15,6 +15,7 @@ from billing.models import (
     Account,
     Block,
     Charge,
+    ChargeAttempt,
     ChargeStatus,
     Contact,
     Invoice,
@@ -53,13 +54,13 @@ class ChargeFacts:
     gateway: str
     gateway_payment_id: str | None
     failure_code: str | None
-    attempts: int
+    source: str
     created_at: datetime
     confirmed_at: datetime | None
+    attempts: list[ChargeAttempt] = field(default_factory=list)
 
 
-def charge_facts(charge: Charge) -> ChargeFacts:
-    details = charge.details or {}
+def charge_facts(charge: Charge, attempts: list[ChargeAttempt] | None = None) -> ChargeFacts:
     return ChargeFacts(
         id=charge.id,
         account_id=charge.account_id,
@@ -70,10 +71,29 @@ def charge_facts(charge: Charge) -> ChargeFacts:
         gateway=charge.gateway,
         gateway_payment_id=charge.gateway_payment_id,
         failure_code=charge.failure_code,
-        attempts=int(details.get("attempts", 0) or 0),
+        source=charge.source,
         created_at=charge.created_at,
         confirmed_at=charge.confirmed_at,
+        attempts=attempts or [],
     )
+
+
+def _with_attempts(session: Session, charges: list[Charge]) -> list[tuple[Charge, list[ChargeAttempt]]]:
+    attempts = _attempts(session, [charge.id for charge in charges])
+    return [(charge, attempts[charge.id]) for charge in charges]
+
+
+def _attempts(session: Session, charge_ids: list[str]) -> dict[str, list[ChargeAttempt]]:
+    """Every gateway call about these charges, in order, in one query."""
+    found: dict[str, list[ChargeAttempt]] = {charge_id: [] for charge_id in charge_ids}
+    if charge_ids:
+        for attempt in session.scalars(
+            select(ChargeAttempt)
+            .where(ChargeAttempt.charge_id.in_(charge_ids))
+            .order_by(ChargeAttempt.charge_id, ChargeAttempt.number)
+        ):
+            found[attempt.charge_id].append(attempt)
+    return found
 
 
 # -- overview -----------------------------------------------------------------------------------------------
@@ -188,7 +208,7 @@ def needs_person(session: Session, now: datetime) -> NeedsPerson:
         refunds=refunds_by_hand(session)[:PAGE],
         duplicates=list(duplicates),
         verifications=list(verifications),
-        stuck_charges=[charge_facts(charge) for charge in stuck],
+        stuck_charges=[charge_facts(charge, found) for charge, found in _with_attempts(session, list(stuck))],
         no_contact=list(no_contact),
         failed_emails=list(failed),
     )
@@ -359,7 +379,7 @@ def account_page(
                 .limit(PAGE)
             )
         ),
-        charges=[charge_facts(charge) for charge in charges],
+        charges=[charge_facts(charge, found) for charge, found in _with_attempts(session, charges)],
         payments=list(
             session.scalars(
                 select(Payment).where(Payment.account_id == account_id).order_by(Payment.paid_at.desc()).limit(PAGE)

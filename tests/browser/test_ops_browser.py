@@ -160,12 +160,14 @@ def test_a_refund_owed_by_hand_is_marked_refunded_and_logged_with_who_and_when(
     signed_in.goto(f"{ops.server.url}/ops/person")
     row = signed_in.locator(f"tr[data-refund='{refund.id}']")
     assert "R$ 199,90" in row.inner_text()
+    row.get_by_label(f"note for refund {refund.id}").fill("PIX sent from the bank")
     row.get_by_role("button", name="Mark refunded").click()
     signed_in.get_by_role("button", name=re.compile("^Yes, ")).click()
     assert "marked done by ops" in signed_in.get_by_role("status").inner_text()
     assert signed_in.locator(f"tr[data-refund='{refund.id}']").count() == 0
 
-    assert ops.runtime.read(lambda s: s.get(Refund, refund.id)).status == "done"
+    done = ops.runtime.read(lambda s: s.get(Refund, refund.id))
+    assert (done.status, done.done_by, done.note) == ("done", "ops", "PIX sent from the bank")
     [action] = ops.runtime.read(lambda s: list(s.scalars(select(OpsAction))))
     assert (action.by, action.action, action.at) == ("ops", "refund-done", ops.clock.now())
     signed_in.goto(f"{ops.server.url}/ops/actions")

@@ -155,11 +155,11 @@ def test_a_refund_no_gateway_can_make_is_marked_done_by_a_named_person(
 
     ana = basic(user="ana")
     token = csrf_of(client.get("/ops/person", headers=ana).text)
-    form = {"csrf": token, "ids": refund.id, "next": "/ops/person", "confirm": "yes"}
+    form = {"csrf": token, "ids": refund.id, "next": "/ops/person", "note": "PIX from our bank", "confirm": "yes"}
     assert client.post("/ops/actions/refund-done", data=form, headers=ana, follow_redirects=False).status_code == 303
 
     done = runtime.read(lambda s: s.get(Refund, refund.id))
-    assert (done.status, done.refunded_at) == ("done", clock.now())
+    assert (done.status, done.refunded_at, done.done_by, done.note) == ("done", clock.now(), "ana", "PIX from our bank")
     [action] = runtime.read(lambda s: list(s.scalars(select(OpsAction))))
     assert (action.by, action.action, action.targets, action.at) == ("ana", "refund-done", [refund.id], clock.now())
     assert f'data-refund="{refund.id}"' not in client.get("/ops/person", headers=AUTH).text

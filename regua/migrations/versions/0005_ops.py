@@ -1,7 +1,7 @@
 """ops actions log; indexes for the ops dashboard's searches
 
 Revision ID: 0005_ops
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-29 22:50:00.000000
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 
 
 revision: str = '0005_ops'
-down_revision: str | None = '0004'
+down_revision: str | None = '0005'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
