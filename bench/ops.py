@@ -99,7 +99,6 @@ def populate(engine: Engine, events: int, now: datetime) -> float:
                     "amount_cents": 19990,
                     "status": "confirmed",
                     "idempotency_key": f"bench-{n}",
-                    "details": {},
                     "created_at": now - timedelta(hours=rng.uniform(0, 720)),
                 }
                 for n in range(ACCOUNTS)
