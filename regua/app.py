@@ -1,4 +1,4 @@
-"""The HTTP app, assembled from plain lists of routes: health, webhooks, product API and its documentation, ops pages, metrics."""
+"""The HTTP app, assembled from plain lists of routes: health, webhooks, product API and docs, ops pages, metrics."""
 
 from __future__ import annotations
 
