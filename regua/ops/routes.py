@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from billing.errors import BillingError
 from billing.models import Account, EventStatus, WebhookEvent
 from billing.refunds import mark_refund_done
+from regua.http import error_response
 from regua.ops import broker as queues
 from regua.ops import queries
 from regua.ops.auth import REALM, csrf_token, csrf_valid, operator
@@ -51,7 +52,7 @@ class OpsAuthMiddleware:
             return
         who = operator(Request(scope), self.settings)
         if who is None:
-            response = Response("the ops token is required\n", 401, {"WWW-Authenticate": REALM}, "text/plain")
+            response = error_response(401, "unauthorized", "the ops token is required", {"WWW-Authenticate": REALM})
             await response(scope, receive, send)
             return
         scope.setdefault("state", {})["operator"] = who
