@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint bench
+.PHONY: install dev test lint bench screenshots
 
 $(BIN)/regua: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,3 +25,7 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+
+# Each ops page at 1280 px into docs/screenshots/, from the browser test that checks their accessibility.
+screenshots: install
+	REGUA_WRITE_SCREENSHOTS=1 $(BIN)/pytest tests/browser/test_ops_browser.py -q -k "accessibility and sqlite"

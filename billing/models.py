@@ -381,3 +381,24 @@ class Notification(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(String(500))
     message_id: Mapped[str | None] = mapped_column(String(200))
+
+
+class OpsAction(Base):
+    """One thing a person did from the ops dashboard: who, when, what, on which records, and how it went."""
+
+    __tablename__ = "ops_actions"
+    __table_args__ = (Index("ix_ops_actions_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    by: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    targets: Mapped[list[str]]
+    """The ids acted on (events, messages, refunds)."""
+    result: Mapped[str] = mapped_column(String(500))
+
+
+# The ops dashboard's searches: events by day and by charge, an account's charges.
+Index("ix_webhook_events_received_at", WebhookEvent.received_at)
+Index("ix_webhook_events_charge_id", WebhookEvent.charge_id)
+Index("ix_charges_account_id", Charge.account_id)

@@ -1,4 +1,4 @@
-"""The HTTP app, assembled from plain lists of routes: health, webhooks, product API, its documentation."""
+"""The HTTP app, assembled from plain lists of routes: health, webhooks, product API and docs, ops pages, metrics."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Protocol
 
+import dramatiq
 from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
@@ -19,6 +21,9 @@ from regua.api import api_routes
 from regua.docs import docs_routes
 from regua.gateway.asaas import AsaasGateway
 from regua.http import EXCEPTION_HANDLERS, error_response
+from regua.logs import RequestIdMiddleware
+from regua.ops.metrics import Metrics
+from regua.ops.routes import ops_routes
 from regua.runtime import Runtime
 from webhooks.base import Provider
 from webhooks.intake import Enqueue, Intake
@@ -39,9 +44,14 @@ def create_app(
     background: Sequence[Background] = (),
     checks: Mapping[str, Callable[[], object]] | None = None,
     gateway: Gateway | None = None,
+    broker: dramatiq.Broker | None = None,
 ) -> Starlette:
-    """The app; `checks` are what /readyz pings besides the database (the broker)."""
+    """The app; `checks` are what /readyz pings besides the database (the broker).
+
+    `broker` is the one the jobs run on: the ops pages and /metrics read its queues and job counts.
+    """
     intake = Intake(runtime.engine, runtime.clock, enqueue)
+    metrics = Metrics(runtime, broker)
     endpoint = WebhookEndpoint(providers, intake, runtime.clock, runtime.settings.max_body_bytes)
 
     async def healthz(_request: Request) -> JSONResponse:
@@ -82,5 +92,12 @@ def create_app(
         *webhook_routes(endpoint),
         *docs_routes(),
         api_routes(runtime, gateway or AsaasGateway(runtime.settings.asaas_api_url, runtime.settings.asaas_api_key)),
+        *ops_routes(runtime, broker, enqueue),
+        metrics.route(),
     ]
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestIdMiddleware), metrics.middleware()],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )

@@ -10,6 +10,7 @@ from typing import Any
 
 import dramatiq
 
+from billing.clock import Clock
 from regua.gateway.asaas import AsaasGateway
 from regua.mailer import SmtpPostman
 from regua.runtime import Runtime, build_runtime
@@ -100,5 +101,5 @@ class InProcessWorker:
             self._worker = None
 
 
-def build_jobs(settings: Settings, context: Callable[[], WorkerContext]) -> Jobs:
-    return declare_actors(build_broker(settings.broker_url), context)
+def build_jobs(settings: Settings, context: Callable[[], WorkerContext], clock: Clock | None = None) -> Jobs:
+    return declare_actors(build_broker(settings.broker_url, clock or settings.clock()), context)

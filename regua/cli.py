@@ -27,6 +27,7 @@ from regua.assembly import (
     lazy_context,
     worker_context,
 )
+from regua.logs import configure_logging
 from regua.migrate import NotMigrated, ensure_migrated, upgrade
 from regua.runtime import Runtime, build_runtime
 from regua.settings import ConfigError, Settings
@@ -133,7 +134,7 @@ def _serve(settings: Settings, runtime: Runtime, host: str, port: int, *, with_s
     from regua.app import Background, create_app
 
     context = worker_context(runtime)
-    jobs = build_jobs(settings, lambda: context)
+    jobs = build_jobs(settings, lambda: context, runtime.clock)
     providers = context.providers
     background: list[Background] = []
     checks: dict[str, Callable[[], object]] = {}
@@ -143,8 +144,8 @@ def _serve(settings: Settings, runtime: Runtime, host: str, port: int, *, with_s
         background.append(InProcessWorker(jobs.broker))
     if with_scheduler:
         background.append(Scheduler(runtime, jobs))
-    app = create_app(runtime, providers, jobs.enqueue_events, background, checks, context.gateway)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    app = create_app(runtime, providers, jobs.enqueue_events, background, checks, context.gateway, jobs.broker)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=None)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -189,6 +190,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     print(f"  API        {base}/api/accounts/{{id}}   (no token needed in dev)")
     print(f"  webhooks   {base}/webhooks/standard  {base}/webhooks/asaas  {base}/webhooks/pix")
     print(f"  health     {base}/healthz   {base}/readyz")
+    print(f"  ops        {base}/ops   {base}/metrics   (open in dev while REGUA_OPS_TOKEN is empty)")
     print(f"  scheduler  a tick every {settings.tick_seconds} s")
     print(f"  secrets    standard {settings.standard_webhook_secrets[0]}")
     print(f"             asaas-access-token {settings.asaas_webhook_token}   pix ?hmac={settings.pix_webhook_secret}")
@@ -361,6 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        configure_logging(settings)
         return COMMANDS[args.command](settings, args)
     except (CommandError, ConfigError) as error:
         print(f"regua {args.command}: {error}", file=sys.stderr)

@@ -86,7 +86,7 @@ def providers(settings: Settings) -> dict[str, Provider]:
 def jobs(runtime: Runtime, providers: dict[str, Provider]) -> Jobs:
     """Actors on an in-process stub broker, working on the test's runtime."""
     context = WorkerContext(runtime, providers, build_gateway(runtime.settings), postman=lambda: SmtpPostman(runtime))
-    return declare_actors(build_broker(""), lambda: context)
+    return declare_actors(build_broker("", runtime.clock), lambda: context)
 
 
 @pytest.fixture

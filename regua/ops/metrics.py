@@ -1,0 +1,159 @@
+"""GET /metrics: Prometheus text, read at scrape time from the database, the broker and the workers' counts.
+
+The books are the truth, so counts of events, emails and charges are read from the database on each
+scrape (the same number whichever process answers). The workers' job outcomes reach this scrape
+through the counts they keep in Redis (workers.stats), so no per-process files or ports are needed.
+Only the webhook latency histogram is observed here, by the process that answers the webhooks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import dramatiq
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from billing.models import Block, Charge, Notification, TickRun, WebhookEvent
+from regua.ops.broker import read_queues
+from regua.ops.routes import OpsAuthMiddleware
+from regua.runtime import Runtime
+from workers.stats import job_counts
+
+WEBHOOK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class BooksCollector(Collector):
+    """Every series but the latency histogram, computed when Prometheus asks."""
+
+    def __init__(self, runtime: Runtime, broker: dramatiq.Broker | None) -> None:
+        self.runtime = runtime
+        self.broker = broker
+
+    def collect(self) -> Iterator[Metric]:
+        books = self.runtime.read(_counts)
+        families = (
+            ("regua_webhooks", "Webhook events, by provider and outcome.", ["provider", "outcome"], books.webhooks),
+            ("regua_emails", "Emails decided, by kind and outcome.", ["kind", "outcome"], books.emails),
+            ("regua_charges", "Charges opened, by method and outcome.", ["method", "outcome"], books.charges),
+        )  # fmt: skip
+        for name, documentation, labels, rows in families:
+            family = CounterMetricFamily(name, documentation, labels=labels)
+            for first, second, count in rows:
+                family.add_metric([first, second], count)
+            yield family
+        blocked = GaugeMetricFamily("regua_blocked_accounts", "Accounts blocked now, by product.", labels=["product"])
+        for product in ("platform", "mentorship"):
+            blocked.add_metric([product], books.blocked.get(product, 0))
+        yield blocked
+        if books.last_tick is not None:
+            yield GaugeMetricFamily(
+                "regua_last_tick_timestamp_seconds", "When the last tick finished (Unix time).", value=books.last_tick
+            )
+        if self.broker is not None:
+            yield from self._broker_series(self.broker)
+
+    def _broker_series(self, broker: dramatiq.Broker) -> Iterator[Metric]:
+        view = read_queues(broker, self.runtime.clock.now())
+        queue = GaugeMetricFamily("regua_queue_messages", "Messages per queue and state.", labels=["queue", "state"])
+        for counts in view.queues:
+            for state, value in counts.as_states().items():
+                queue.add_metric([counts.queue, state], value)
+        yield queue
+        yield GaugeMetricFamily(
+            "regua_workers_alive", "Worker processes with a recent heartbeat.", value=view.workers_alive
+        )
+        jobs = job_counts(broker)
+        if jobs is not None:
+            family = CounterMetricFamily("regua_jobs", "Jobs run by every worker, by outcome.", labels=["outcome"])
+            for outcome, value in jobs.totals().items():
+                family.add_metric([outcome], value)
+            yield family
+
+
+@dataclass(frozen=True)
+class BookCounts:
+    webhooks: list[tuple[str, str, int]]
+    emails: list[tuple[str, str, int]]
+    charges: list[tuple[str, str, int]]
+    blocked: dict[str, int]
+    last_tick: float | None
+
+
+def _counts(session: Session) -> BookCounts:
+    def grouped(first: InstrumentedAttribute[str], second: InstrumentedAttribute[str]) -> list[tuple[str, str, int]]:
+        query = select(first, second, func.count()).group_by(first, second)
+        return [(a, b, n) for a, b, n in session.execute(query)]
+
+    finished = session.scalar(select(TickRun.finished_at).order_by(TickRun.id.desc()).limit(1))
+    blocked = session.execute(
+        select(Block.product, func.count()).where(Block.lifted_at.is_(None)).group_by(Block.product)
+    )
+    return BookCounts(
+        webhooks=grouped(WebhookEvent.provider, WebhookEvent.status),
+        emails=grouped(Notification.kind, Notification.status),
+        charges=grouped(Charge.method, Charge.status),
+        blocked=dict(blocked.all()),
+        last_tick=finished.timestamp() if finished is not None else None,
+    )
+
+
+class WebhookTimingMiddleware:
+    """Observes how long each webhook request took to answer, into `regua_webhook_seconds`."""
+
+    def __init__(self, app: ASGIApp, histogram: Histogram) -> None:
+        self.app = app
+        self.histogram = histogram
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/webhooks/"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                self.histogram.observe(time.perf_counter() - started)
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
+
+
+class Metrics:
+    def __init__(self, runtime: Runtime, broker: dramatiq.Broker | None) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.webhook_seconds = Histogram(
+            "regua_webhook_seconds",
+            "Time to answer a webhook delivery.",
+            buckets=WEBHOOK_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(BooksCollector(runtime, broker))
+        self.runtime = runtime
+
+    def middleware(self) -> Middleware:
+        return Middleware(WebhookTimingMiddleware, histogram=self.webhook_seconds)
+
+    async def endpoint(self, _request: Request) -> Response:
+        body = await run_in_threadpool(generate_latest, self.registry)
+        return Response(body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
+
+    def route(self) -> Route:
+        return Route(
+            "/metrics",
+            self.endpoint,
+            methods=["GET"],
+            middleware=[Middleware(OpsAuthMiddleware, runtime=self.runtime)],
+        )
