@@ -35,6 +35,7 @@ from billing.notifications import Premise, codes_by_invoices, still_true
 from billing.outbox import LEASE, Delivery, Outcome
 from billing.schedule import PAYMENT_CODE_KEYS, PAYMENT_DUE_KINDS
 from regua.mail import EmailContext, InvoiceLine, message_bytes, render_email
+from regua.portal.tokens import PortalTokens
 from regua.runtime import Runtime
 from regua.settings import Settings
 from regua.smtp import ATTEMPT_SECONDS, Accepted, Mailer, MailError, Outgoing, SmtpMailer, TemporaryMailError
@@ -216,7 +217,8 @@ def _send(
     outgoing: list[Outgoing] = []
     for item in claimed:
         try:
-            context = email_context(item.kind, item.account_id, item.context, portal_link(settings, item.account_id))
+            portal = portal_link(settings, item.account_id, at)
+            context = email_context(item.kind, item.account_id, item.context, portal)
             data = message_bytes(
                 render_email(context),
                 context,
@@ -323,8 +325,9 @@ class SmtpPostman:
         self._mailer.close()
 
 
-def portal_link(settings: Settings, _account_id: str) -> str:
-    """Where an email sends the customer: the product's own portal if set, else regua's payment page."""
+def portal_link(settings: Settings, account_id: str, now: datetime) -> str:
+    """Where an email sends the customer: the product's own portal if set, else regua's payment page
+    with a token signed now (each email carries its own, valid for 60 days from its sending)."""
     if settings.portal_url:
         return settings.portal_url
-    return f"{settings.public_url}/portal"
+    return f"{settings.public_url}/portal/{PortalTokens(settings.secret_key).issue(account_id, now)}"

@@ -17,6 +17,7 @@ from billing.policy import Policy
 
 ENVIRONMENTS = ("dev", "test", "production")
 ASAAS_SANDBOX_URL = "https://api-sandbox.asaas.com"
+DEV_SECRET_KEY = "regua-dev-secret-key-not-for-production"
 
 
 class ConfigError(Exception):
@@ -34,8 +35,9 @@ class Settings:
     """Empty: regua's own payment page, /portal/{signed token}."""
     public_url: str = "http://127.0.0.1:8000"
     """Where customers and gateways reach this service (links in emails are built on it)."""
-    secret_key: str = ""
-    """Signs the payment page's tokens and the ops forms' CSRF tokens."""
+    secret_key: str = DEV_SECRET_KEY
+    """Signs the payment page's tokens and the ops forms' CSRF tokens. Outside production a fixed, known
+    key; in production from_env leaves it empty unless REGUA_SECRET_KEY is set (and serve refuses)."""
     log_format: str = "text"
     timezone: str = "America/Sao_Paulo"
     now: datetime | None = None
@@ -132,9 +134,6 @@ class Settings:
             )
         if self.database_url.startswith("sqlite") and command in ("serve", "worker"):
             raise ConfigError("REGUA_DATABASE_URL must name PostgreSQL when REGUA_ENV=production")
-
-
-DEV_SECRET_KEY = "regua-dev-secret-key-not-for-production"
 
 
 def _dev_secret(env: str) -> str:
