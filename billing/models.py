@@ -402,3 +402,21 @@ class OpsAction(Base):
 Index("ix_webhook_events_received_at", WebhookEvent.received_at)
 Index("ix_webhook_events_charge_id", WebhookEvent.charge_id)
 Index("ix_charges_account_id", Charge.account_id)
+
+
+class Receipt(Base):
+    """A receipt the customer sent from the payment page: the file itself, kept for ops to check (rule 3.7)."""
+
+    __tablename__ = "receipts"
+    __table_args__ = (Index("ix_receipts_received_at", "received_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"))
+    filename: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(64))
+    """Found from the file's first bytes (PDF, PNG or JPEG), never taken from the browser's word."""
+    size_bytes: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes]
+    received_at: Mapped[datetime]
