@@ -1,4 +1,4 @@
-"""The HTTP app, assembled from plain lists of routes: health, webhooks, product API and docs, ops pages, metrics."""
+"""The HTTP app, assembled from plain lists of routes: health, webhooks, API and docs, ops, metrics, payment page."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from regua.http import EXCEPTION_HANDLERS, error_response
 from regua.logs import RequestIdMiddleware
 from regua.ops.metrics import Metrics
 from regua.ops.routes import ops_routes
+from regua.portal.routes import SendMails, portal_routes
 from regua.runtime import Runtime
 from webhooks.base import Provider
 from webhooks.intake import Enqueue, Intake
@@ -45,10 +46,12 @@ def create_app(
     checks: Mapping[str, Callable[[], object]] | None = None,
     gateway: Gateway | None = None,
     broker: dramatiq.Broker | None = None,
+    send_mails: SendMails | None = None,
 ) -> Starlette:
     """The app; `checks` are what /readyz pings besides the database (the broker).
 
     `broker` is the one the jobs run on: the ops pages and /metrics read its queues and job counts.
+    `send_mails` queues the emails the payment page records (without it, the next tick sends them).
     """
     intake = Intake(runtime.engine, runtime.clock, enqueue)
     metrics = Metrics(runtime, broker)
@@ -101,3 +104,7 @@ def create_app(
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
+    ]
+    gateway = gateway or AsaasGateway(runtime.settings.asaas_api_url, runtime.settings.asaas_api_key)
+    routes += [api_routes(runtime, gateway), *portal_routes(runtime, gateway, send_mails)]
+    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

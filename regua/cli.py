@@ -144,7 +144,16 @@ def _serve(settings: Settings, runtime: Runtime, host: str, port: int, *, with_s
         background.append(InProcessWorker(jobs.broker))
     if with_scheduler:
         background.append(Scheduler(runtime, jobs))
-    app = create_app(runtime, providers, jobs.enqueue_events, background, checks, context.gateway, jobs.broker)
+    app = create_app(
+        runtime,
+        providers,
+        jobs.enqueue_events,
+        background,
+        checks,
+        context.gateway,
+        jobs.broker,
+        send_mails=jobs.mailing.queue,
+    )
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=None)
 
 
