@@ -94,17 +94,14 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         *webhook_routes(endpoint),
         *docs_routes(),
-        api_routes(runtime, gateway or AsaasGateway(runtime.settings.asaas_api_url, runtime.settings.asaas_api_key)),
         *ops_routes(runtime, broker, enqueue),
         metrics.route(),
     ]
+    gateway = gateway or AsaasGateway(runtime.settings.asaas_api_url, runtime.settings.asaas_api_key)
+    routes += [api_routes(runtime, gateway), *portal_routes(runtime, gateway, send_mails)]
     return Starlette(
         routes=routes,
         middleware=[Middleware(RequestIdMiddleware), metrics.middleware()],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
-    ]
-    gateway = gateway or AsaasGateway(runtime.settings.asaas_api_url, runtime.settings.asaas_api_key)
-    routes += [api_routes(runtime, gateway), *portal_routes(runtime, gateway, send_mails)]
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)

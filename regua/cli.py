@@ -1,4 +1,4 @@
-"""The `regua` command: serve, worker, scheduler, tick, migrate, dev, replay, check, refunds."""
+"""The `regua` command: serve, worker, tick, migrate, dev, replay, check, refunds, receipts, portal-link and more."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from billing.accounts import get_account
 from billing.check import Report, check_books, snapshot
 from billing.clock import parse_instant
-from billing.errors import BillingError
+from billing.errors import BillingError, NotFound
 from billing.models import Refund
 from billing.refunds import mark_refund_done, refunds_by_hand
 from billing.tick import TickReport
@@ -200,6 +201,7 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     print(f"  webhooks   {base}/webhooks/standard  {base}/webhooks/asaas  {base}/webhooks/pix")
     print(f"  health     {base}/healthz   {base}/readyz")
     print(f"  ops        {base}/ops   {base}/metrics   (open in dev while REGUA_OPS_TOKEN is empty)")
+    print(f"  portal     {base}/portal/{{token}}   (regua portal-link ACCOUNT prints one)")
     print(f"  scheduler  a tick every {settings.tick_seconds} s")
     print(f"  secrets    standard {settings.standard_webhook_secrets[0]}")
     print(f"             asaas-access-token {settings.asaas_webhook_token}   pix ?hmac={settings.pix_webhook_secret}")
@@ -314,6 +316,76 @@ def cmd_gateway_sim(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_portal_link(settings: Settings, args: argparse.Namespace) -> int:
+    """A fresh link to an account's payment page, as the emails carry (for support and development)."""
+    from regua.mailer import portal_link
+
+    runtime = _runtime(settings)
+    try:
+        runtime.read(lambda session: get_account(session, args.account))
+        print(portal_link(replace(settings, portal_url=""), args.account, runtime.clock.now()))
+    except NotFound as error:
+        raise CommandError(str(error)) from None
+    finally:
+        runtime.close()
+    return 0
+
+
+_EXTENSIONS = {"application/pdf": ".pdf", "image/png": ".png", "image/jpeg": ".jpg"}
+
+
+def cmd_receipts(settings: Settings, args: argparse.Namespace) -> int:
+    """The receipts customers sent from the payment page, newest first; --save writes their files."""
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from billing.models import Invoice, Receipt
+
+    runtime = _runtime(settings)
+    try:
+        query = (
+            select(Receipt, Invoice.status)
+            .join(Invoice, Invoice.id == Receipt.invoice_id)
+            .order_by(Receipt.received_at.desc())
+            .limit(args.limit)
+        )
+        if args.account:
+            query = query.where(Receipt.account_id == args.account)
+        rows = runtime.read(lambda session: [(r, status) for r, status in session.execute(query)])
+    finally:
+        runtime.close()
+    listed = [
+        {
+            "id": receipt.id,
+            "account_id": receipt.account_id,
+            "invoice_id": receipt.invoice_id,
+            "invoice_status": status,
+            "filename": receipt.filename,
+            "content_type": receipt.content_type,
+            "size_bytes": receipt.size_bytes,
+            "sha256": receipt.sha256,
+            "received_at": receipt.received_at.isoformat(),
+        }
+        for receipt, status in rows
+    ]
+    if args.save:
+        directory = Path(args.save)
+        directory.mkdir(parents=True, exist_ok=True)
+        for receipt, _status in rows:
+            (directory / f"{receipt.id}{_EXTENSIONS.get(receipt.content_type, '')}").write_bytes(receipt.content)
+    if args.json:
+        print(json.dumps(listed, ensure_ascii=False))
+    else:
+        for item in listed:
+            print(
+                f"{item['received_at']}  {item['id']}  {item['account_id']}  {item['invoice_id']} "
+                f"({item['invoice_status']})  {item['content_type']}  {item['size_bytes']} B  {item['filename']}"
+            )
+        print(f"receipts {len(listed)}")
+    return 0
+
+
 def _redacted(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -331,6 +403,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "gateway-sim": cmd_gateway_sim,
     "check": cmd_check,
     "refunds": cmd_refunds,
+    "portal-link": cmd_portal_link,
+    "receipts": cmd_receipts,
 }
 
 
@@ -362,6 +436,13 @@ def parser() -> argparse.ArgumentParser:
     refunds.add_argument("refund_id", nargs="?", metavar="REFUND_ID")
     refunds.add_argument("--note", help="what was done (bank, transfer id...)")
     refunds.add_argument("--json", action="store_true", help="print the list as JSON")
+    link = commands.add_parser("portal-link", help="print a fresh link to an account's payment page")
+    link.add_argument("account", help="the account id")
+    receipts = commands.add_parser("receipts", help="the receipts customers sent from the payment page")
+    receipts.add_argument("--account", help="only this account's")
+    receipts.add_argument("--limit", type=int, default=100, help="at most this many, newest first (100)")
+    receipts.add_argument("--json", action="store_true", help="print them as one JSON array")
+    receipts.add_argument("--save", metavar="DIRECTORY", help="also write each file there, named by its id")
     replay = commands.add_parser("replay", help="process unmatched or failed webhook events again")
     replay.add_argument("event_ids", nargs="+", metavar="EVENT_ID")
     return root

@@ -20,7 +20,7 @@ from billing.checkout import METHODS, CheckoutRequest, checkout
 from billing.errors import Conflict, NotFound
 from billing.money import format_brl
 from billing.ports import Gateway, GatewayError, GatewayUnavailable
-from regua.portal.receipts import MAX_RECEIPT_BYTES, ReceiptRefused, ReceiptStored, store_receipt
+from regua.portal.receipts import MAX_RECEIPT_BYTES, ReceiptRefused, ReceiptStored, check_receipt, store_receipt
 from regua.portal.tokens import ExpiredToken, InvalidToken, PortalTokens
 from regua.portal.view import PRODUCTS, ChargeView, charge_view, invoice_of_account, portal_view
 from regua.runtime import Runtime
@@ -187,6 +187,10 @@ class PortalPages:
                 content = await upload.read(MAX_RECEIPT_BYTES + 1)
         except HTTPException:  # the multipart parser's own refusals: malformed, too many parts
             return self.problem(request, "Não foi possível ler o arquivo enviado. Tente de novo.", 400)
+        try:
+            check_receipt(content)
+        except ReceiptRefused as refused:
+            return self.problem(request, str(refused), 413 if len(content) > MAX_RECEIPT_BYTES else 422)
         rt = self.runtime
 
         def store(session: Session) -> ReceiptStored | None:

@@ -310,3 +310,20 @@ def test_a_receipt_sent_from_the_page_puts_the_invoice_in_verification_and_mails
     )
     assert kinds == ["sent"]
     assert serious_violations(page) == []
+
+
+def test_paying_by_card_leads_to_the_gateways_own_page_for_that_payment(portal: Portal, page: Any) -> None:
+    world = portal.world
+    world.api.subscribe(ACCOUNT, "platform", payment_method="boleto")
+    world.tick(day(1))
+    page.goto(portal.link_in(portal.mail("invoice_issued")))
+    page.get_by_label("Cartão de crédito").check()
+    page.get_by_role("button", name="Pagar R$ 199,90").click()
+    page.wait_for_url(re.compile(r"/cobranca/chg_.*\?cartao=1"))
+    payment = portal.sim_payment_of(charge_id_in(page.url))
+    card = page.get_by_role("link", name="Pagar com cartão")
+    assert card.get_attribute("href") == payment["invoiceUrl"]
+    # The charge behind the card page is a boleto, so the page offers its line too.
+    assert len(re.sub(r"\D", "", page.locator("#boleto-line").input_value())) == 47
+    assert page.locator("input[type=password], input[autocomplete^=cc-]").count() == 0
+    assert serious_violations(page) == []

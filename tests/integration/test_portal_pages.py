@@ -1,0 +1,118 @@
+"""The payment page in process: what it shows by the rules, and what it refuses (no browser, no gateway)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from starlette.testclient import TestClient
+
+from billing.clock import FrozenClock
+from billing.invoicing import issue_due_invoices
+from billing.models import Charge, ChargeInvoice, Invoice, new_charge_id
+from regua.portal.receipts import MAX_RECEIPT_BYTES
+from regua.portal.tokens import PortalTokens
+from regua.runtime import Runtime
+from tests.integration.conftest import Api
+
+ACCOUNT = "padaria-central"
+PDF = b"%PDF-1.4\n%%EOF\n"
+
+
+def link(runtime: Runtime, account_id: str = ACCOUNT) -> str:
+    return f"/portal/{PortalTokens(runtime.settings.secret_key).issue(account_id, runtime.clock.now())}"
+
+
+def issue(runtime: Runtime) -> None:
+    runtime.transaction(lambda session: issue_due_invoices(session, runtime.clock.now(), runtime.calendar))
+
+
+def test_an_auto_debit_month_shows_its_five_percent_off_and_the_block_date(
+    api: Api, client: TestClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    api.put_account(ACCOUNT)
+    api.subscribe(ACCOUNT, "platform", payment_method="card_auto_debit", card_token="tok_ok")
+    issue(runtime)
+    clock.set(clock.now() + timedelta(days=2))
+
+    page = client.get(link(runtime))
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["cache-control"] == "no-store"
+    assert '<html lang="pt-BR">' in page.text
+    assert "<s>R$ 199,90</s>" in page.text
+    assert "5% de desconto: −R$ 10,00" in page.text
+    assert '<td class="num" data-total>R$ 189,90</td>' in page.text
+    assert "O acesso será bloqueado em 07/12/2026" in page.text
+    assert "http://" not in page.text
+    assert "https://" not in page.text  # no external asset: styles inline, the script from /portal/assets
+
+
+def test_names_on_the_page_are_escaped(api: Api, client: TestClient, runtime: Runtime) -> None:
+    api.put_account(ACCOUNT, name="<script>alert(1)</script> & Filhos")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; Filhos" in client.get(link(runtime)).text
+
+
+def test_a_charge_or_an_invoice_of_another_account_is_not_found_through_this_accounts_link(
+    api: Api, client: TestClient, runtime: Runtime
+) -> None:
+    api.put_account(ACCOUNT)
+    api.put_account("outra-conta", name="Outra Conta Ltda")
+    api.subscribe("outra-conta", "platform")
+    issue(runtime)
+    [invoice_id] = runtime.read(lambda session: [i.id for i in session.query(Invoice).all()])
+
+    def open_charge(session: object) -> str:
+        charge = Charge(
+            id=new_charge_id(),
+            account_id="outra-conta",
+            product="platform",
+            method="pix",
+            amount_cents=19990,
+            idempotency_key="test:other",
+            details={"pix_code": "000201-other"},
+            created_at=runtime.clock.now(),
+        )
+        charge.invoice_links = [ChargeInvoice(invoice_id=invoice_id)]
+        session.add(charge)  # type: ignore[attr-defined]
+        return charge.id
+
+    charge_id = runtime.transaction(open_charge)
+    mine = link(runtime)
+    theirs = link(runtime, "outra-conta")
+    assert client.get(f"{theirs}/cobranca/{charge_id}/status").json() == {"status": "pending", "access": "grace"}
+    assert client.get(f"{mine}/cobranca/{charge_id}").status_code == 404
+    assert client.get(f"{mine}/cobranca/{charge_id}/status").status_code == 404
+    answer = client.post(
+        f"{mine}/comprovante", data={"invoice_id": invoice_id}, files={"arquivo": ("c.pdf", PDF, "application/pdf")}
+    )
+    assert answer.status_code == 404
+    assert runtime.read(lambda session: session.get(Invoice, invoice_id).status) == "open"  # type: ignore[union-attr]
+
+
+def test_a_receipt_over_the_size_limit_is_refused_before_it_is_read(
+    api: Api, client: TestClient, runtime: Runtime
+) -> None:
+    api.put_account(ACCOUNT)
+    api.subscribe(ACCOUNT, "platform")
+    issue(runtime)
+    [invoice_id] = runtime.read(lambda session: [i.id for i in session.query(Invoice).all()])
+    for size in (MAX_RECEIPT_BYTES + 1, MAX_RECEIPT_BYTES + 100_000):
+        big = PDF + b"0" * (size - len(PDF))
+        answer = client.post(
+            f"{link(runtime)}/comprovante",
+            data={"invoice_id": invoice_id},
+            files={"arquivo": ("c.pdf", big, "application/pdf")},
+        )
+        assert answer.status_code == 413
+        assert "5 MB" in answer.text
+    assert runtime.read(lambda session: session.get(Invoice, invoice_id).status) == "open"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("path", ["", "/pagar", "/comprovante", "/cobranca/chg_x", "/cobranca/chg_x/status"])
+def test_every_route_refuses_a_forged_token_without_a_trace(client: TestClient, path: str) -> None:
+    method = client.post if path in ("/pagar", "/comprovante") else client.get
+    answer = method(f"/portal/eyJhIjoicGFkYXJpYS1jZW50cmFsIiwieCI6OTk5OTk5OTk5OX0.forged{path}")
+    assert answer.status_code == 404
+    assert "Traceback" not in answer.text
+    assert "padaria" not in answer.text
