@@ -7,11 +7,13 @@ simulator's control, and watches the page turn to "Pagamento confirmado" when th
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -110,6 +112,14 @@ def portal(settings: Settings, clock: FrozenClock, smtp_sink: SmtpSink) -> Itera
     gateway.close()
 
 
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: docs/screenshots/ when REGUA_UPDATE_SCREENSHOTS=1 (they are committed), else a temp dir."""
+    if os.environ.get("REGUA_UPDATE_SCREENSHOTS") == "1":
+        return SCREENSHOTS
+    return tmp_path
+
+
 def serious_violations(page: Any) -> list[str]:
     """axe-core's serious and critical findings on the page as it is now."""
     results = Axe().run(page)
@@ -127,7 +137,7 @@ def charge_id_in(url: str) -> str:
 
 
 def test_a_blocked_customer_follows_the_emails_link_pays_by_pix_and_sees_the_access_released(
-    portal: Portal, page: Any
+    portal: Portal, page: Any, shots: Path
 ) -> None:
     world = portal.world
     world.api.subscribe(ACCOUNT, "platform", payment_method="pix")
@@ -146,10 +156,9 @@ def test_a_blocked_customer_follows_the_emails_link_pays_by_pix_and_sees_the_acc
     assert "desde 07/12/2026" in status
     assert page.locator("[data-total]").inner_text() == "R$ 199,90"
     assert serious_violations(page) == []
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "portal-375.png"), full_page=True)
+    page.screenshot(path=str(shots / "portal-375.png"), full_page=True)
     page.set_viewport_size({"width": 1280, "height": 800})
-    page.screenshot(path=str(SCREENSHOTS / "portal-1280.png"), full_page=True)
+    page.screenshot(path=str(shots / "portal-1280.png"), full_page=True)
 
     page.get_by_role("button", name="Pagar R$ 199,90").click()
     page.wait_for_url(re.compile(r"/cobranca/chg_"))
@@ -161,7 +170,7 @@ def test_a_blocked_customer_follows_the_emails_link_pays_by_pix_and_sees_the_acc
     assert page.get_by_role("button", name="Copiar código PIX").is_visible()
     assert serious_violations(page) == []
     page.set_viewport_size({"width": 375, "height": 812})
-    page.screenshot(path=str(SCREENSHOTS / "portal-pix-375.png"), full_page=True)
+    page.screenshot(path=str(shots / "portal-pix-375.png"), full_page=True)
 
     # A second visit pays the same charge: no new one at the gateway.
     page.goto(link)
@@ -177,7 +186,7 @@ def test_a_blocked_customer_follows_the_emails_link_pays_by_pix_and_sees_the_acc
     assert "Acesso liberado" in page.locator("#cobranca").inner_text()
     assert world.api.access(ACCOUNT, "platform")["state"] == "active"
     assert [invoice["status"] for invoice in world.api.invoices(ACCOUNT)] == ["paid"]
-    page.screenshot(path=str(SCREENSHOTS / "portal-paid-375.png"), full_page=True)
+    page.screenshot(path=str(shots / "portal-paid-375.png"), full_page=True)
 
     page.goto(link)
     assert "Em dia" in page.locator("#produto-platform + p").inner_text()
