@@ -12,7 +12,7 @@ from billing.calendar import BillingCalendar
 from billing.models import Receipt, new_id
 from billing.notifications import record_due_notifications
 from billing.policy import Policy
-from billing.settlement import record_receipt
+from billing.verification import record_receipt
 
 MAX_RECEIPT_BYTES = 5 * 1024 * 1024
 """A phone photo or a bank's PDF fits; anything larger is refused before it is stored."""

@@ -238,6 +238,8 @@ class PortalPages:
 
     async def _hosted_page(self, view: ChargeView) -> str | None:
         """The gateway's own page for this payment (Asaas's invoiceUrl), where the card is typed."""
+        if view.codes.invoice_url:
+            return view.codes.invoice_url
         assert view.gateway_payment_id is not None
         try:
             payment = await run_in_threadpool(self.gateway.get_payment, view.gateway_payment_id)

@@ -66,17 +66,17 @@ def period_text(start: date, end: date) -> str:
 
 @dataclass(frozen=True)
 class PaymentCodes:
-    """How a charge is paid by hand: the PIX copy-paste code, the boleto's line and PDF."""
+    """How a charge is paid: the PIX copy-paste code, the boleto's line and PDF, the gateway's own page."""
 
     pix_code: str | None
     boleto_line: str | None
     boleto_url: str | None
+    invoice_url: str | None
 
 
 def payment_codes(charge: Charge) -> PaymentCodes:
-    """The one place the page reads a charge's codes (they live in `Charge.details` for now)."""
-    details = charge.details or {}
-    return PaymentCodes(details.get("pix_code"), details.get("boleto_line"), details.get("boleto_url"))
+    """The one place the page reads how a charge is paid."""
+    return PaymentCodes(charge.pix_code, charge.boleto_line, charge.boleto_url, charge.invoice_url)
 
 
 @functools.lru_cache(maxsize=256)

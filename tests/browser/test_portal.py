@@ -144,6 +144,7 @@ def test_a_blocked_customer_follows_the_emails_link_pays_by_pix_and_sees_the_acc
     world.tick(day(1))
     world.tick(day(7))
     assert world.api.access(ACCOUNT, "platform")["state"] == "blocked"
+    world.tick(day(7) + timedelta(minutes=20))  # the blocked email is held a few minutes, then sent
     link = portal.link_in(portal.mail("account_blocked"))
 
     page.set_viewport_size({"width": 375, "height": 812})

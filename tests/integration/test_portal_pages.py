@@ -70,7 +70,7 @@ def test_a_charge_or_an_invoice_of_another_account_is_not_found_through_this_acc
             method="pix",
             amount_cents=19990,
             idempotency_key="test:other",
-            details={"pix_code": "000201-other"},
+            pix_code="000201-other",
             created_at=runtime.clock.now(),
         )
         charge.invoice_links = [ChargeInvoice(invoice_id=invoice_id)]
