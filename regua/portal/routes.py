@@ -22,7 +22,7 @@ from billing.money import format_brl
 from billing.ports import Gateway, GatewayError, GatewayUnavailable
 from regua.portal.receipts import MAX_RECEIPT_BYTES, ReceiptRefused, ReceiptStored, check_receipt, store_receipt
 from regua.portal.tokens import ExpiredToken, InvalidToken, PortalTokens
-from regua.portal.view import PRODUCTS, ChargeView, charge_view, invoice_of_account, portal_view
+from regua.portal.view import PRODUCTS, ChargeView, PortalView, charge_view, invoice_of_account, portal_view
 from regua.runtime import Runtime
 
 log = logging.getLogger("regua.portal")
@@ -99,7 +99,7 @@ class PortalPages:
             return account_id
         rt = self.runtime
 
-        def read(session: Session) -> Any:
+        def read(session: Session) -> PortalView:
             return portal_view(session, account_id, rt.clock.now(), rt.calendar, rt.policy)
 
         try:
@@ -110,7 +110,6 @@ class PortalPages:
             "page.html",
             view=view,
             base=self.base(request),
-            methods=METHODS,
             notice=request.query_params.get("aviso"),
             max_receipt_mb=MAX_RECEIPT_BYTES // (1024 * 1024),
         )
@@ -124,7 +123,8 @@ class PortalPages:
         if product not in PRODUCTS or method not in METHODS:
             return self.problem(request, "Escolha a forma de pagamento e tente de novo.", 422)
         # Card data never reaches regua: the customer pays on the gateway's own page for this charge,
-        # which is opened as a boleto that the page also offers (see README, "Paying by card").
+        # which the checkout opens as a boleto (its line is offered too) until the core has a
+        # hosted-payment method of its own.
         charge_method = "boleto" if method == "card" else method
         order = CheckoutRequest(product, charge_method, None, 1)
         try:
