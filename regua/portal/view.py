@@ -30,11 +30,16 @@ STATES = {
 METHODS = {"pix": "PIX", "boleto": "Boleto", "card": "Cartão de crédito", "other": "Outro"}
 PAYMENT_STATUSES = {
     "confirmed": "Confirmado",
-    "duplicate": "Pago em duplicidade (devolvido)",
+    "duplicate": "Pagamento em duplicidade",
     "refunded": "Reembolsado",
     "chargeback": "Contestado no cartão",
 }
-REFUND_REASONS = {"duplicate": "Pagamento em duplicidade", "chargeback": "Contestação", "partial": "Reembolso parcial"}
+REFUND_REASONS = {
+    "duplicate": "Pagamento em duplicidade",
+    "overpayment": "Valor pago a mais",
+    "amount_mismatch": "Valor diferente do cobrado",
+    "gateway": "Reembolso",
+}
 REFUND_STATUSES = {"owed": "Em andamento", "done": "Concluído"}
 _MONTHS = (
     "janeiro",

@@ -5,11 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
-from billing.clock import FrozenClock
+from billing.clock import FrozenClock, parse_instant
 from billing.invoicing import issue_due_invoices
-from billing.models import Charge, ChargeInvoice, Invoice, new_charge_id
+from billing.models import Charge, ChargeInvoice, Invoice, Payment, Refund, new_charge_id
 from regua.portal.receipts import MAX_RECEIPT_BYTES
 from regua.portal.tokens import PortalTokens
 from regua.runtime import Runtime
@@ -116,3 +118,70 @@ def test_every_route_refuses_a_forged_token_without_a_trace(client: TestClient, 
     assert answer.status_code == 404
     assert "Traceback" not in answer.text
     assert "padaria" not in answer.text
+
+
+def test_the_history_lists_payments_and_the_refunds_from_14_06_2023_on(
+    api: Api, client: TestClient, runtime: Runtime
+) -> None:
+    api.put_account(ACCOUNT)
+    api.subscribe(ACCOUNT, "mentorship", monthly_price_cents=50000, starts_on="2026-11-01")
+    issue(runtime)
+    at = parse_instant
+
+    def paid(session: Session) -> None:
+        invoices = session.scalars(select(Invoice).order_by(Invoice.period_start)).all()
+        charge = Charge(
+            id=new_charge_id(),
+            account_id=ACCOUNT,
+            product="mentorship",
+            method="pix",
+            amount_cents=100000,
+            status="confirmed",
+            idempotency_key="test:history",
+            created_at=at("2026-12-03T10:00:00-03:00"),
+        )
+        charge.invoice_links = [ChargeInvoice(invoice_id=invoice.id) for invoice in invoices]
+        session.add(charge)
+        session.flush()
+        for n, (status, paid_at) in enumerate(
+            [("confirmed", "2026-12-03T10:00:00-03:00"), ("duplicate", "2026-12-03T10:02:00-03:00")]
+        ):
+            session.add(
+                Payment(
+                    id=f"pay_{n}",
+                    charge_id=charge.id,
+                    account_id=ACCOUNT,
+                    amount_cents=100000,
+                    method="pix",
+                    status=status,
+                    gateway="asaas",
+                    gateway_payment_id=f"gw_{n}",
+                    invoice_ids=[invoice.id for invoice in invoices],
+                    paid_at=at(paid_at),
+                )
+            )
+        session.flush()
+        for n, when in enumerate(["2023-06-13T12:00:00-03:00", "2026-12-04T09:00:00-03:00"]):
+            session.add(
+                Refund(
+                    id=f"ref_{n}",
+                    payment_id="pay_1",
+                    charge_id=charge.id,
+                    gateway_payment_id="gw_1",
+                    account_id=ACCOUNT,
+                    amount_cents=100000,
+                    reason="duplicate",
+                    status="done",
+                    created_at=at(when),
+                    refunded_at=at(when),
+                )
+            )
+
+    runtime.transaction(paid)
+    page = client.get(link(runtime)).text
+    history = page.split('id="historico"', 1)[1]
+    assert history.count("<tr><td>") == 3  # two payments and the one refund since 14/06/2023
+    assert "Mentoria, novembro/2026; Mentoria, dezembro/2026" in history
+    assert "Pagamento em duplicidade" in history
+    assert "04/12/2026" in history
+    assert "13/06/2023" not in history
