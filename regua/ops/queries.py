@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from billing.access import ProductAccess, account_access
 from billing.calendar import BillingCalendar
@@ -25,6 +25,7 @@ from billing.models import (
     OpsAction,
     Payment,
     PaymentStatus,
+    Receipt,
     Refund,
     Subscription,
     TickRun,
@@ -357,6 +358,8 @@ class AccountPage:
     emails: list[Notification]
     timeline: Timeline
     events: list[WebhookEvent]
+    receipts: list[Receipt] = field(default_factory=list)
+    """Sent by the customer from the payment page, newest first (their files are not loaded here)."""
 
 
 def account_page(
@@ -409,7 +412,25 @@ def account_page(
         )
         if charges
         else [],
+        receipts=list(
+            session.scalars(
+                select(Receipt)
+                .options(defer(Receipt.content))
+                .where(Receipt.account_id == account_id)
+                .order_by(Receipt.received_at.desc())
+                .limit(PAGE)
+            )
+        ),
     )
+
+
+def receipt_file(session: Session, receipt_id: str) -> tuple[str, str, bytes] | None:
+    """A receipt's download name, type and bytes."""
+    receipt = session.get(Receipt, receipt_id)
+    if receipt is None:
+        return None
+    extension = {"application/pdf": ".pdf", "image/png": ".png", "image/jpeg": ".jpg"}.get(receipt.content_type, "")
+    return f"{receipt.id}{extension}", receipt.content_type, receipt.content
 
 
 def recent_actions(session: Session, limit: int = 20) -> list[OpsAction]:

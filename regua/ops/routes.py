@@ -200,6 +200,24 @@ class OpsPages:
             return self.render(request, "missing.html", 404, what=f"account {account_id}")
         return self.render(request, "account.html", page=page)
 
+    async def receipt(self, request: Request) -> Response:
+        """A receipt's file, as the customer sent it: downloaded, never rendered inside the dashboard."""
+        receipt_id = request.path_params["receipt_id"]
+        found = await run_in_threadpool(self.runtime.read, lambda s: queries.receipt_file(s, receipt_id))
+        if found is None:
+            return self.render(request, "missing.html", 404, what=f"receipt {receipt_id}")
+        name, content_type, content = found
+        return Response(
+            content,
+            media_type=content_type,
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "X-Content-Type-Options": "nosniff",
+                "Content-Security-Policy": "sandbox",
+                "Cache-Control": "no-store",
+            },
+        )
+
     async def actions_log(self, request: Request) -> Response:
         found = await run_in_threadpool(self.runtime.read, lambda s: queries.recent_actions(s, 200))
         return self.render(request, "actions.html", actions=found)
@@ -306,6 +324,7 @@ def ops_routes(runtime: Runtime, broker: dramatiq.Broker | None, enqueue: Enqueu
         ("/ops/queues/{queue}", pages.queue, "GET"),
         ("/ops/accounts", pages.accounts, "GET"),
         ("/ops/accounts/{account_id}", pages.account, "GET"),
+        ("/ops/receipts/{receipt_id}", pages.receipt, "GET"),
         ("/ops/actions", pages.actions_log, "GET"),
         ("/ops/actions/{name}", pages.act, "POST"),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -11,14 +12,21 @@ from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock, parse_instant
 from billing.invoicing import issue_due_invoices
-from billing.models import Charge, ChargeInvoice, Invoice, Payment, Refund, new_charge_id
+from billing.models import Charge, ChargeInvoice, Invoice, Payment, Receipt, Refund, new_charge_id
 from regua.portal.receipts import MAX_RECEIPT_BYTES
 from regua.portal.tokens import PortalTokens
 from regua.runtime import Runtime
+from regua.settings import Settings
 from tests.integration.conftest import Api
 
 ACCOUNT = "padaria-central"
 PDF = b"%PDF-1.4\n%%EOF\n"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The test settings with an ops token: the ops pages answer it."""
+    return replace(settings, ops_token="ops-token")
 
 
 def link(runtime: Runtime, account_id: str = ACCOUNT) -> str:
@@ -185,3 +193,33 @@ def test_the_history_lists_payments_and_the_refunds_from_14_06_2023_on(
     assert "Pagamento em duplicidade" in history
     assert "04/12/2026" in history
     assert "13/06/2023" not in history
+
+
+def test_a_receipt_sent_from_the_page_is_on_the_ops_account_page_and_downloads_as_sent(
+    api: Api, client: TestClient, runtime: Runtime
+) -> None:
+    api.put_account(ACCOUNT)
+    api.subscribe(ACCOUNT, "platform")
+    issue(runtime)
+    [invoice_id] = runtime.read(lambda session: [i.id for i in session.query(Invoice).all()])
+    sent = client.post(
+        f"{link(runtime)}/comprovante",
+        data={"invoice_id": invoice_id},
+        files={"arquivo": ("comprovante do banco.pdf", PDF, "application/octet-stream")},
+        follow_redirects=False,
+    )
+    assert sent.status_code == 303
+    assert sent.headers["location"].endswith("?aviso=comprovante#situacao")
+    [receipt_id] = runtime.read(lambda session: [r.id for r in session.query(Receipt).all()])
+
+    ops = {"Authorization": "Bearer ops-token"}
+    page = client.get(f"/ops/accounts/{ACCOUNT}", headers=ops)
+    assert page.status_code == 200
+    assert f'href="/ops/receipts/{receipt_id}"' in page.text
+    assert "comprovante do banco.pdf (application/pdf)" in page.text
+    download = client.get(f"/ops/receipts/{receipt_id}", headers=ops)
+    assert download.content == PDF
+    assert download.headers["content-type"] == "application/pdf"
+    assert download.headers["content-disposition"] == f'attachment; filename="{receipt_id}.pdf"'
+    assert client.get(f"/ops/receipts/{receipt_id}").status_code == 401
+    assert client.get("/ops/receipts/rcp_none", headers=ops).status_code == 404
