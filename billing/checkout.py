@@ -54,11 +54,16 @@ class CheckoutRequest:
     card_token: str | None
     installments: int
 
+    @property
+    def card_page(self) -> bool:
+        """A card with no saved token: the customer types it on the gateway's own page for this charge."""
+        return self.method == "card" and self.card_token is None
+
     @classmethod
     def parse(cls, payload: Mapping[str, Any]) -> CheckoutRequest:
         product = v.choice(payload, "product", PRODUCTS)
         method = v.choice(payload, "method", METHODS)
-        card_token = v.text(payload, "card_token", required=method == "card")
+        card_token = v.text(payload, "card_token", required=False)
         installments = v.integer(payload, "installments", required=False, minimum=1, maximum=12, default=1)
         assert installments is not None
         if method != "card" and card_token is not None:
@@ -142,7 +147,7 @@ def _select(session: Session, account_id: str, request: CheckoutRequest, books: 
             frozenset(charge.invoice_ids),
             was_sent(charge),
             leased(charge, now),
-            charge.has_codes,
+            charge.has_codes or (charge.method == "card" and charge.invoice_url is not None),
         )
         for charge in charges
     ]
@@ -172,11 +177,13 @@ def checkout(books: Books, gateway: Gateway, account_id: str, request: CheckoutR
     for other in others:
         _supersede(books, gateway, other)
 
-    if reuse is not None and request.method != "card":
+    if reuse is not None and (request.method != "card" or request.card_page):
         # Often the charge the tick opened when the invoice was issued (rule 3.3).
         if not reuse.has_codes:
             reclaim = books.transaction(
-                lambda session: claim_manual_charge(session, reuse.charge_id, books.clock.now(), books.calendar)
+                lambda session: claim_manual_charge(
+                    session, reuse.charge_id, books.clock.now(), books.calendar, card_page=request.card_page
+                )
             )
             if reclaim == ChargeOutcome.IN_FLIGHT:
                 raise Conflict("this charge is being created at the gateway: try again in a minute")
@@ -197,13 +204,13 @@ def checkout(books: Books, gateway: Gateway, account_id: str, request: CheckoutR
         now = books.clock.now()
         charge = open_charge(session, selection.invoice_ids, request.method, now, installments=request.installments)
         charge.source = ChargeSource.CHECKOUT.value
-        if request.method == "card":
+        if request.method == "card" and not request.card_page:
             return charge.id, None
         # Claimed (leased) in the transaction that creates it: no other checkout can supersede it unseen.
-        return charge.id, claim_manual_charge(session, charge.id, now, books.calendar)
+        return charge.id, claim_manual_charge(session, charge.id, now, books.calendar, card_page=request.card_page)
 
     charge_id, claim = books.transaction(open_new)
-    if request.method == "card":
+    if request.method == "card" and not request.card_page:
         card = make_card_charge(books, gateway, charge_id, card_token=request.card_token)
         return _result(books, charge_id, created=True, card=card)
     if not isinstance(claim, ManualCharge):

@@ -16,7 +16,8 @@ from billing.policy import Policy
 
 T = TypeVar("T")
 
-ManualMethod = Literal["boleto", "pix"]
+ManualMethod = Literal["boleto", "pix", "card"]
+"""How a customer pays by themselves: a boleto, a PIX code, or a card typed on the gateway's own page."""
 PaymentMethod = Literal["card", "boleto", "pix", "other"]
 PaymentState = Literal["pending", "paid", "overdue", "refunding", "refunded", "chargeback", "canceled"]
 
@@ -106,8 +107,10 @@ class ManualCharge:
 
     def __post_init__(self) -> None:
         _check_charge(self.charge_id, self.customer_id, self.amount_cents)
-        if self.method not in ("boleto", "pix"):
-            raise ValueError(f"a manual charge is paid by boleto or pix, not {self.method!r}")
+        if self.method not in ("boleto", "pix", "card"):
+            raise ValueError(
+                f"a manual charge is paid by boleto, pix or card (on the gateway's page), not {self.method!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +230,9 @@ class Gateway(Protocol):
         """Charge a saved card; safe to call again with the same charge_id (charges once)."""
         ...
 
-    def create_manual_charge(self, charge: ManualCharge) -> tuple[GatewayPayment, PixCode | BoletoCode]:
-        """Issue a boleto or PIX charge and return it with its code; safe to call again."""
+    def create_manual_charge(self, charge: ManualCharge) -> tuple[GatewayPayment, PixCode | BoletoCode | None]:
+        """Issue a boleto or PIX charge and return it with its code (a card one: no code, the payment's
+        `invoice_url` is the page where the card is typed); safe to call again."""
         ...
 
     def get_payment(self, payment_id: str) -> GatewayPayment:

@@ -175,14 +175,15 @@ def checkout_json(result: CheckoutResult) -> dict[str, Any]:
     charge = result.charge
     pix, boleto = payment_codes(charge)
     card = None
-    if result.card is not None:
-        decline = result.card.decline
+    if charge.method == "card":
+        decline = result.card.decline if result.card is not None else None
         card = {
             "status": charge.status,
             "installments": charge.installments,
             "decline": None
             if decline is None
             else {"hard": decline.hard, "reason": decline.reason, "message": decline.message},
+            "page_url": charge.invoice_url if result.card is None else None,
         }
     open_charge = charge.id if charge.status == ChargeStatus.PENDING else None
     return {

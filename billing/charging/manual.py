@@ -29,18 +29,19 @@ log = logging.getLogger("regua.charging")
 
 
 def claim_manual_charge(
-    session: Session, charge_id: str, now: datetime, calendar: BillingCalendar
+    session: Session, charge_id: str, now: datetime, calendar: BillingCalendar, *, card_page: bool = False
 ) -> ManualCharge | ChargeOutcome:
     """Lock a pending PIX or boleto charge still without codes and take its lease; or say why not now.
 
+    `card_page`: a card charge the customer pays on the gateway's own page (regua never sees the card).
     No gateway customer yet leaves it pending: the hourly pass tries again (the account may get one).
     """
     charge = lock_charge(session, charge_id)
-    if charge.method not in MANUAL_METHODS:
+    if charge.method not in MANUAL_METHODS and not (card_page and charge.method == PaymentMethod.CARD):
         return ChargeOutcome.NOT_A_MANUAL_CHARGE
     if charge.status != ChargeStatus.PENDING:
         return ChargeOutcome.NOT_PENDING
-    if charge.has_codes:
+    if charge.has_codes or (card_page and charge.invoice_url is not None):
         return ChargeOutcome.ALREADY_ISSUED
     if leased(charge, now):
         return ChargeOutcome.IN_FLIGHT
@@ -57,13 +58,17 @@ def claim_manual_charge(
         customer_id=account.gateway_customer_id,
         amount_cents=charge.amount_cents,
         due_date=max(calendar.local_date(now), min(invoice.due_date for invoice in invoices)),
-        method="pix" if charge.method == PaymentMethod.PIX else "boleto",
+        method="pix" if charge.method == PaymentMethod.PIX else "card" if card_page else "boleto",
         description=describe(invoices),
     )
 
 
-def keep_codes(charge: Charge, code: PixCode | BoletoCode, invoice_url: str | None) -> None:
+def keep_codes(charge: Charge, code: PixCode | BoletoCode | None, invoice_url: str | None) -> None:
     """The codes a customer pays with, on the charge (emails, the payment page and checkout read them)."""
+    if invoice_url:
+        charge.invoice_url = invoice_url[:500]
+    if code is None:
+        return
     if isinstance(code, PixCode):
         charge.pix_code, charge.pix_qr, charge.pix_expires_at = code.payload, code.encoded_image, code.expiration
     else:
@@ -73,7 +78,7 @@ def keep_codes(charge: Charge, code: PixCode | BoletoCode, invoice_url: str | No
 
 
 def record_manual_answer(
-    session: Session, charge_id: str, payment: GatewayPayment, code: PixCode | BoletoCode, now: datetime
+    session: Session, charge_id: str, payment: GatewayPayment, code: PixCode | BoletoCode | None, now: datetime
 ) -> ChargeOutcome:
     """Keep the codes and the gateway's payment on the charge (settling it if it was paid meanwhile).
 

@@ -247,10 +247,10 @@ class AsaasGateway:
             fields["remoteIp"] = self._remote_ip
         return self._create(charge.charge_id, encode_json(fields), self._read_card_answer)
 
-    def create_manual_charge(self, charge: ManualCharge) -> tuple[GatewayPayment, PixCode | BoletoCode]:
+    def create_manual_charge(self, charge: ManualCharge) -> tuple[GatewayPayment, PixCode | BoletoCode | None]:
         fields: dict[str, object] = {
             "customer": charge.customer_id,
-            "billingType": "PIX" if charge.method == "pix" else "BOLETO",
+            "billingType": {"pix": "PIX", "boleto": "BOLETO", "card": "CREDIT_CARD"}[charge.method],
             "value": money(charge.amount_cents),
             "dueDate": charge.due_date.isoformat(),
             "externalReference": charge.charge_id,
@@ -258,6 +258,8 @@ class AsaasGateway:
         if charge.description:
             fields["description"] = charge.description
         payment = self._create(charge.charge_id, encode_json(fields), self._read_manual_answer)
+        if charge.method == "card":
+            return payment, None  # paid on Asaas's own page for it (invoiceUrl): regua never sees the card
         method = payment.method if payment.method in ("pix", "boleto") else charge.method
         code: PixCode | BoletoCode = self._pix_code(payment) if method == "pix" else self._boleto_code(payment)
         return payment, code

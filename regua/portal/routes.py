@@ -122,11 +122,9 @@ class PortalPages:
         product, method = str(form.get("product", "")), str(form.get("method", ""))
         if product not in PRODUCTS or method not in METHODS:
             return self.problem(request, "Escolha a forma de pagamento e tente de novo.", 422)
-        # Card data never reaches regua: the customer pays on the gateway's own page for this charge,
-        # which the checkout opens as a boleto (its line is offered too) until the core has a
-        # hosted-payment method of its own.
-        charge_method = "boleto" if method == "card" else method
-        order = CheckoutRequest(product, charge_method, None, 1)
+        # Card data never reaches regua: a card without a saved token is a charge the customer pays on
+        # the gateway's own page for it.
+        order = CheckoutRequest(product, method, None, 1)
         try:
             result = await run_in_threadpool(checkout, self.runtime, self.gateway, account_id, order)
         except Conflict as conflict:

@@ -490,6 +490,12 @@ class AsaasSimulator:
         with self._lock:
             payment = self._find(payment_id, include_deleted=False)
             paid_on = _optional_date(body.get("paymentDate"), "paymentDate") or self._today()
+            if payment.billing_type == "CREDIT_CARD" and payment.status == "PENDING" and payment.card_token is None:
+                # The customer typed a card on the payment's own page (invoiceUrl): confirmed now.
+                payment.status = "CONFIRMED"
+                payment.confirmed_date = payment.client_payment_date = paid_on
+                self._emit("PAYMENT_CONFIRMED", payment)
+                return payment.to_json()
             if payment.billing_type == "CREDIT_CARD":
                 if payment.status != "CONFIRMED":
                     raise SimulatorError(409, "invalid_action", "Only a confirmed card payment can be received.")

@@ -77,7 +77,8 @@ class FakeAsaas:
                 return scripted  # type: ignore[no-any-return]
         body = json.loads(request.content)
         kind = body["billingType"]
-        status = "CONFIRMED" if kind == "CREDIT_CARD" else "PENDING"
+        # A card with a saved token is charged at once; without one it waits on its own page (invoiceUrl).
+        status = "CONFIRMED" if kind == "CREDIT_CARD" and body.get("creditCardToken") else "PENDING"
         value = body.get("value", body.get("totalValue"))
         payment_id = self.add(body["externalReference"], status=status, value=value, kind=kind)
         return httpx.Response(200, json=self.payments[payment_id])

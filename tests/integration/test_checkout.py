@@ -237,7 +237,6 @@ def test_a_prepaid_quarter_can_be_split_in_installments_by_card(
         ({"product": "hosting", "method": "pix"}, "product"),
         ({"product": "platform", "method": "cash"}, "method"),
         ({"product": "platform"}, "method"),
-        ({"product": "platform", "method": "card"}, "card_token"),
         ({"product": "platform", "method": "pix", "card_token": "tok_ok"}, "card_token"),
         ({"product": "platform", "method": "pix", "installments": 2}, "installments"),
         ({"product": "platform", "method": "card", "card_token": "tok_ok", "installments": 13}, "installments"),
@@ -301,3 +300,25 @@ def test_the_api_answers_503_when_the_gateway_is_down(client: TestClient, asaas:
     response = post(client, {"product": "platform", "method": "pix"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "gateway_unavailable"
+
+
+@SQLITE
+def test_a_card_without_a_saved_token_is_paid_on_the_gateways_own_page_and_a_second_visit_gets_it_again(
+    client: TestClient, asaas: FakeAsaas, blocked: str
+) -> None:
+    response = post(client, {"product": "platform", "method": "card"})
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (body["method"], body["status"]) == ("card", "pending")
+    [sent] = asaas.sent()[-1:]
+    assert sent["billingType"] == "CREDIT_CARD"
+    assert "creditCardToken" not in sent  # regua never sees card data
+    assert "creditCard" not in sent
+    page = body["card"]["page_url"]
+    assert page == asaas.by_reference(body["charge_id"])[0]["invoiceUrl"]
+    again = post(client, {"product": "platform", "method": "card"})
+    assert (again.status_code, again.json()["charge_id"], again.json()["card"]["page_url"]) == (
+        200,
+        body["charge_id"],
+        page,
+    )
