@@ -215,12 +215,16 @@ def _wrong_discounts(session: Session, _now: datetime) -> Iterator[dict[str, Any
 
 
 def _cards_captured_twice(session: Session, _now: datetime) -> Iterator[dict[str, Any]]:
-    """At most one captured card charge per invoice (a card is never charged twice for one month)."""
+    """At most one captured card charge per invoice (a card is never charged twice for one month).
+
+    A capture the customer took back (a chargeback) or was given back whole no longer counts: the month
+    may then be paid again, on a new card.
+    """
     query = (
         select(ChargeInvoice.invoice_id, func.count(func.distinct(Charge.id)).label("captured"))
         .join(Charge, Charge.id == ChargeInvoice.charge_id)
         .join(Payment, Payment.charge_id == Charge.id)
-        .where(Charge.method == "card")
+        .where(Charge.method == "card", Payment.status.not_in((PaymentStatus.CHARGEBACK, PaymentStatus.REFUNDED)))
         .group_by(ChargeInvoice.invoice_id)
         .having(func.count(func.distinct(Charge.id)) > 1)
     )
