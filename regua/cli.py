@@ -1,4 +1,4 @@
-"""The `regua` command: serve, worker, tick, migrate, dev, replay, check, refunds, receipts, portal-link and more."""
+"""The `regua` command: serve, worker, tick, migrate, dev, demo, replay, check, refunds, receipts and more."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
@@ -302,6 +303,20 @@ def cmd_refunds(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """December in virtual time on a fresh embedded database, told as it happens."""
+    if settings.production:
+        raise CommandError("`regua demo` plays in virtual time: unset REGUA_ENV=production")
+    from regua.sandbox.demo import run_demo
+
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.ERROR)
+    try:
+        return run_demo(settings, sys.stdout, keep=args.keep, year=args.year)
+    except FileExistsError as error:
+        raise CommandError(str(error)) from None
+
+
 def cmd_gateway_sim(settings: Settings, args: argparse.Namespace) -> int:
     """The Asaas API subset regua uses, with scripted outcomes, posting webhooks back to regua."""
     from regua.sandbox.simulator import run_simulator
@@ -405,6 +420,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "refunds": cmd_refunds,
     "portal-link": cmd_portal_link,
     "receipts": cmd_receipts,
+    "demo": cmd_demo,
 }
 
 
@@ -443,6 +459,10 @@ def parser() -> argparse.ArgumentParser:
     receipts.add_argument("--limit", type=int, default=100, help="at most this many, newest first (100)")
     receipts.add_argument("--json", action="store_true", help="print them as one JSON array")
     receipts.add_argument("--save", metavar="DIRECTORY", help="also write each file there, named by its id")
+    demo = commands.add_parser("demo", help="a scripted December in virtual time, told as it happens")
+    demo.add_argument("--keep", type=Path, metavar="DIR", help="leave the demo's SQLite database in DIR")
+    demo.add_argument("--year", type=int, help="the December to play (default: this year's)")
+    demo.add_argument("--verbose", action="store_true", help="show the service's log lines too")
     replay = commands.add_parser("replay", help="process unmatched or failed webhook events again")
     replay.add_argument("event_ids", nargs="+", metavar="EVENT_ID")
     return root

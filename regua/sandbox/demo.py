@@ -1,0 +1,739 @@
+"""`regua demo`: December for six accounts in virtual time, told as it happens, ending with the books' table.
+
+Everything is real but the calendar: a migrated SQLite file, regua's app and the Asaas simulator each
+on a socket of their own (the simulator posts its webhooks to regua over HTTP), the in-process broker
+and worker, and an SMTP server that receives every email. One frozen clock, read by all of them, is
+moved from one scripted instant to the next; each tick is the service's own reconciliation pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email
+import email.policy
+import socket
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+import httpx
+import uvicorn
+from aiosmtpd.controller import Controller
+from dramatiq.common import dq_name
+from dramatiq.errors import QueueJoinTimeout
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.types import ASGIApp
+
+from billing.clock import FrozenClock
+from billing.models import (
+    Block,
+    Charge,
+    EventStatus,
+    Invoice,
+    Notification,
+    NotificationStatus,
+    Payment,
+    Refund,
+    WebhookEvent,
+)
+from billing.money import format_brl
+from billing.outbox import LEASE
+from regua.app import create_app
+from regua.assembly import InProcessWorker, build_providers
+from regua.gateway.asaas import AsaasGateway
+from regua.mailer import SmtpPostman
+from regua.migrate import upgrade
+from regua.runtime import Runtime, build_runtime
+from regua.sandbox.simulator import create_simulator_app
+from regua.settings import Settings
+from workers.actors import Jobs, declare_actors
+from workers.broker import QUEUES, build_broker
+from workers.context import WorkerContext
+from workers.tick import tick
+
+API_TOKEN = "demo-api-token"
+ASAAS_TOKEN = "demo-asaas-token"
+ASAAS_KEY = "demo-asaas-key"
+SETTLE_TIMEOUT_S = 20.0
+FINAL_EVENTS = (EventStatus.PROCESSED.value, EventStatus.IGNORED.value, EventStatus.UNMATCHED.value)
+
+
+# -- the cast --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Role:
+    account_id: str
+    name: str
+    document: str
+    contact: str
+    product: str
+    subscription: dict[str, Any]
+    plot: str
+
+
+def cast(year: int) -> list[Role]:
+    december = f"{year}-12-01"
+
+    def plan(method: str, price: int = 19990, starts_on: str = december, **extra: Any) -> dict[str, Any]:
+        return {
+            "plan": "pro",
+            "modules": [],
+            "monthly_price_cents": price,
+            "frequency": "monthly",
+            "payment_method": method,
+            "starts_on": starts_on,
+            **extra,
+        }
+
+    return [
+        Role(
+            "padaria-central",
+            "Padaria Central Ltda",
+            "11.222.333/0001-81",
+            "ana@padaria.example",
+            "platform",
+            plan("card_auto_debit", card_token="tok_ok"),
+            "auto-debit card, paid on day 1 with 5% off",
+        ),
+        Role(
+            "oficina-do-ze",
+            "Oficina do Zé",
+            "529.982.247-25",
+            "ze@oficina.example",
+            "platform",
+            plan("card_auto_debit", card_token="tok_soft_decline"),
+            "card declined on day 1, a new card passes on the day-3 retry",
+        ),
+        Role(
+            "livraria-aurora",
+            "Livraria Aurora ME",
+            "11.444.777/0001-61",
+            "bia@aurora.example",
+            "platform",
+            plan("boleto"),
+            "boleto: reminded, warned, blocked on day 7, pays on day 9",
+        ),
+        Role(
+            "estudio-lumen",
+            "Estúdio Lumen",
+            "111.444.777-35",
+            "caio@lumen.example",
+            "mentorship",
+            plan("pix", price=50000, starts_on=f"{year}-11-01"),
+            "mentorship a month late, pays both months in one checkout",
+        ),
+        Role(
+            "mercado-sol",
+            "Mercado Sol Ltda",
+            "11.222.333/0001-81",
+            "rui@mercadosol.example",
+            "platform",
+            plan("pix"),
+            "PIX paid twice, refunded once",
+        ),
+        Role(
+            "clinica-vida",
+            "Clínica Vida",
+            "529.982.247-25",
+            "lia@clinicavida.example",
+            "platform",
+            plan("boleto"),
+            "sends a receipt: the invoice goes into verification",
+        ),
+    ]
+
+
+# -- the machinery: sockets, the SMTP sink, the stage ---------------------------------------------------------
+
+
+def _bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def _served(app: ASGIApp, sock: socket.socket) -> Iterator[str]:
+    """`app` under uvicorn on a bound socket, in a thread; yields its base URL."""
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", http="h11", ws="none")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="demo-server", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("a demo server did not start")
+            time.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@dataclass(frozen=True)
+class Mail:
+    to: tuple[str, ...]
+    kind: str
+    account: str
+    subject: str
+
+
+@dataclass
+class MailSink:
+    """An SMTP server on a free local port that keeps the headers of every message it accepts."""
+
+    port: int = field(default_factory=_free_port)
+    mails: list[Mail] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    async def handle_DATA(self, _server: Any, _session: Session, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        mail = Mail(
+            to=tuple(envelope.rcpt_tos),
+            kind=str(message["X-Regua-Kind"] or ""),
+            account=str(message["X-Regua-Account"] or ""),
+            subject=str(message["Subject"] or ""),
+        )
+        with self._lock:
+            self.mails.append(mail)
+        return "250 Message accepted for delivery"
+
+    def received(self) -> list[Mail]:
+        with self._lock:
+            return list(self.mails)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[MailSink]:
+        controller = Controller(self, hostname="127.0.0.1", port=self.port, ready_timeout=5)
+        controller.start()
+        try:
+            yield self
+        finally:
+            controller.stop()
+
+
+@dataclass
+class Stage:
+    """The running parts the script acts on."""
+
+    runtime: Runtime
+    clock: FrozenClock
+    context: WorkerContext
+    jobs: Jobs
+    api: httpx.Client
+    sim: httpx.Client
+    sink: MailSink
+
+    def tick(self) -> None:
+        tick(self.context, self.jobs)
+        self.settle()
+
+    def settle(self) -> None:
+        """Wait until the queues are quiet, every webhook the simulator sent is processed, and every
+        email is out. An email that waits for its PIX code holds its lease for a minute of clock time:
+        when only emails wait, the clock moves a minute on, as it would while a worker sleeps."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        quiet = 0
+        while time.monotonic() < deadline:
+            for queue in QUEUES:
+                with contextlib.suppress(QueueJoinTimeout):
+                    self.jobs.broker.join(queue, timeout=200)
+            state = self._state()
+            quiet = quiet + 1 if state == "quiet" else 0
+            if quiet == 2:
+                return
+            if state == "mail":
+                self.clock.set(self.clock.now() + LEASE + timedelta(seconds=1))
+                self.jobs.mailing.kick()
+            time.sleep(0.02)
+        raise RuntimeError(f"the demo's world never came to rest: {self._unrest()}")
+
+    def _unrest(self) -> str:
+        deliveries = [d for d in self.sim.get("/sim/state").json()["webhooks"] if d["status"] != "delivered"]
+
+        def stuck(session: Session) -> list[str]:
+            events = session.scalars(select(WebhookEvent).where(WebhookEvent.status.not_in(FINAL_EVENTS)))
+            mails = session.scalars(select(Notification).where(Notification.status == NotificationStatus.PENDING.value))
+            return [f"event {e.id} {e.event_type} {e.status} {e.outcome}" for e in events] + [
+                f"email {n.kind} for {n.account_id} pending ({n.last_error})" for n in mails
+            ]
+
+        told = [f"webhook {d['event']} {d['status']} {d['last_error']}" for d in deliveries]
+        return "; ".join(told + self.runtime.read(stuck)) or "the queues"
+
+    def _state(self) -> str:
+        """ "quiet", "mail" (only emails wait), or "busy"."""
+        deliveries = self.sim.get("/sim/state").json()["webhooks"]
+        if any(delivery["status"] != "delivered" for delivery in deliveries):
+            return "busy"
+
+        def stored(session: Session) -> tuple[list[str], int]:
+            events = list(session.scalars(select(WebhookEvent.status)))
+            pending = session.scalars(
+                select(Notification.id).where(Notification.status == NotificationStatus.PENDING.value)
+            ).all()
+            return events, len(pending)
+
+        events, pending_mail = self.runtime.read(stored)
+        if len(events) < len(deliveries) or any(status not in FINAL_EVENTS for status in events):
+            return "busy"
+        queues = self.jobs.broker.queues
+        if any(queues[name].unfinished_tasks for queue in ("webhooks", "charges") for name in (queue, dq_name(queue))):
+            return "busy"
+        if pending_mail:
+            return "mail"
+        return "busy" if any(queues[name].unfinished_tasks for name in ("email", dq_name("email"))) else "quiet"
+
+    def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        response = self.api.request(method, path, headers={"Authorization": f"Bearer {API_TOKEN}"}, **kwargs)
+        if response.status_code >= 300:
+            raise RuntimeError(f"{method} {path}: HTTP {response.status_code} {response.text}")
+        return dict(response.json())
+
+    def gateway_payment(self, account_id: str, product: str) -> str:
+        """The gateway's id of the account's newest pending charge for `product`."""
+
+        def find(session: Session) -> str | None:
+            return session.scalar(
+                select(Charge.gateway_payment_id)
+                .where(
+                    Charge.account_id == account_id,
+                    Charge.product == product,
+                    Charge.status == "pending",
+                    Charge.gateway_payment_id.is_not(None),
+                )
+                .order_by(Charge.created_at.desc())
+                .limit(1)
+            )
+
+        found = self.runtime.read(find)
+        if found is None:
+            raise RuntimeError(f"{account_id} has no pending {product} charge at the gateway")
+        return found
+
+    def simulate(self, path: str) -> dict[str, Any]:
+        response = self.sim.post(path)
+        if response.status_code >= 300:
+            raise RuntimeError(f"simulator {path}: HTTP {response.status_code} {response.text}")
+        return dict(response.json())
+
+
+@contextlib.contextmanager
+def staged(settings: Settings, database: Path, clock: FrozenClock) -> Iterator[Stage]:
+    """Migrate the database, start the SMTP sink, the simulator and regua's app; tear them down after."""
+    url = f"sqlite:///{database}"
+    upgrade(url)
+    regua_sock, sim_sock = _bound_socket(), _bound_socket()
+    regua_url = f"http://127.0.0.1:{regua_sock.getsockname()[1]}"
+    sim_url = f"http://127.0.0.1:{sim_sock.getsockname()[1]}"
+    sink = MailSink()
+    settings = replace(
+        settings,
+        database_url=url,
+        broker_url="",
+        smtp_url=sink.url,
+        public_url=regua_url,
+        now=None,
+        api_token=API_TOKEN,
+        asaas_webhook_token=ASAAS_TOKEN,
+        asaas_api_url=sim_url,
+        asaas_api_key=ASAAS_KEY,
+    )
+    runtime = build_runtime(settings, clock=clock)
+    providers = build_providers(settings)
+    gateway = AsaasGateway(sim_url, ASAAS_KEY, max_attempts=1)
+    context = WorkerContext(runtime, providers, gateway, postman=lambda: SmtpPostman(runtime))
+    jobs = declare_actors(build_broker(""), lambda: context)
+    # Virtual days pass in a fraction of a second: an email waiting for its PIX code is tried again
+    # within a moment, not a minute.
+    jobs.mailing.min_backoff_ms, jobs.mailing.max_backoff_ms, jobs.mailing.kick_delay_ms = 100, 1_000, 100
+    app = create_app(runtime, providers, jobs.enqueue_events, [InProcessWorker(jobs.broker)], gateway=gateway)
+    simulator = create_simulator_app(
+        f"{regua_url}/webhooks/asaas",
+        ASAAS_TOKEN,
+        api_key=ASAAS_KEY,
+        clock=clock,
+        webhook_retry_delays=(0.2, 0.5, 1.0),
+    )
+    with (
+        sink.running(),
+        _served(simulator, sim_sock),
+        _served(app, regua_sock),
+        httpx.Client(base_url=regua_url, timeout=30) as api,
+        httpx.Client(base_url=sim_url, timeout=10) as sim,
+    ):
+        yield Stage(runtime, clock, context, jobs, api, sim, sink)
+    gateway.close()
+
+
+# -- telling it ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Books:
+    """What the story tells from: every row that matters, as (id -> what a reader notices)."""
+
+    invoices: dict[str, tuple[Any, ...]]
+    charges: dict[str, tuple[Any, ...]]
+    payments: dict[str, tuple[Any, ...]]
+    refunds: dict[str, tuple[Any, ...]]
+    mails: dict[str, tuple[Any, ...]]
+    blocks: dict[str, tuple[Any, ...]]
+
+    @classmethod
+    def read(cls, runtime: Runtime) -> Books:
+        def work(session: Session) -> Books:
+            return cls(
+                invoices={
+                    i.id: (
+                        i.account_id,
+                        i.product,
+                        i.status,
+                        i.period_start,
+                        i.subtotal_cents,
+                        i.discount_cents,
+                        i.total_cents,
+                        i.payment_method,
+                    )
+                    for i in session.scalars(select(Invoice))
+                },
+                charges={
+                    c.id: (
+                        c.account_id,
+                        c.product,
+                        c.status,
+                        c.method,
+                        c.amount_cents,
+                        c.failure_code,
+                        len(c.invoice_links),
+                    )
+                    for c in session.scalars(select(Charge))
+                },
+                payments={
+                    p.id: (p.account_id, "", p.status, p.method, p.amount_cents)
+                    for p in session.scalars(select(Payment))
+                },
+                refunds={
+                    r.id: (r.account_id, "", r.status, r.reason, r.amount_cents)
+                    for r in session.scalars(select(Refund))
+                },
+                mails={
+                    n.id: (n.account_id, "", n.status, n.kind, tuple(n.recipients))
+                    for n in session.scalars(select(Notification))
+                },
+                blocks={
+                    b.id: (
+                        b.account_id,
+                        b.product,
+                        "lifted" if b.lifted_at else "active",
+                        b.lift_reason or "",
+                        len(b.invoice_ids),
+                    )
+                    for b in session.scalars(select(Block))
+                },
+            )
+
+        return runtime.read(work)
+
+
+def _news(before: dict[str, tuple[Any, ...]], after: dict[str, tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows that are new, or whose status changed, in the order they were read; each ends with "is new"."""
+    return [(*row, key not in before) for key, row in after.items() if key not in before or before[key][2] != row[2]]
+
+
+def happenings(before: Books, after: Books) -> list[tuple[str, str, str]]:
+    """(account, product, what happened) for every change between two readings of the books."""
+    told: list[tuple[str, str, str]] = []
+    for account, product, status, start, subtotal, discount, total, method, new in _news(
+        before.invoices, after.invoices
+    ):
+        month = f"{start:%m/%Y}"
+        if new:
+            price = f"{format_brl(subtotal)} - 5% = {format_brl(total)}" if discount else format_brl(subtotal)
+            told.append((account, product, f"invoice {month} issued: {price} ({method})"))
+        if status != "open":
+            told.append((account, product, f"invoice {month} {status}"))
+    for account, product, status, method, amount, failure, invoices, _ in _news(before.charges, after.charges):
+        what = {"pending": "opened", "confirmed": "confirmed", "failed": f"declined ({failure})"}.get(status, status)
+        months = f", {invoices} invoices in one" if invoices > 1 else ""
+        told.append((account, product, f"{method} charge of {format_brl(amount)} {what}{months}"))
+    for account, _, status, method, amount, _ in _news(before.payments, after.payments):
+        told.append((account, "", f"payment of {format_brl(amount)} by {method}: {status}"))
+    for account, _, status, reason, amount, _ in _news(before.refunds, after.refunds):
+        told.append((account, "", f"refund of {format_brl(amount)} ({reason}): {status}"))
+    for account, product, status, reason, invoices, _ in _news(before.blocks, after.blocks):
+        if status == "active":
+            told.append((account, product, f"BLOCKED for {invoices} unpaid invoice{'s' if invoices > 1 else ''}"))
+        else:
+            told.append((account, product, f"UNBLOCKED ({reason})"))
+    for account, _, status, kind, recipients, _ in _news(before.mails, after.mails):
+        if status == NotificationStatus.SENT.value:
+            told.append((account, "", f"email {kind} sent to {', '.join(recipients)}"))
+        elif status != NotificationStatus.PENDING.value:
+            told.append((account, "", f"email {kind}: {status}"))
+    return told
+
+
+@dataclass
+class Teller:
+    out: TextIO
+    zone: ZoneInfo
+    books: Books
+    order: list[str]
+
+    def line(self, at: datetime, account: str, product: str, text: str) -> None:
+        local = at.astimezone(self.zone)
+        print(f"{local:%d/%m %H:%M}  {account:<16} {product:<10} {text}", file=self.out, flush=True)
+
+    def catch_up(self, stage: Stage) -> None:
+        """Tell what changed since the last time, account by account, in the cast's order."""
+        after = Books.read(stage.runtime)
+        told = happenings(self.books, after)
+        told.sort(key=lambda item: self.order.index(item[0]) if item[0] in self.order else len(self.order))
+        for account, product, text in told:
+            self.line(stage.clock.now(), account, product, text)
+        self.books = after
+
+
+# -- the script ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Scene:
+    at: datetime
+    account: str
+    says: str
+    act: Callable[[Stage], str | None]
+    """Does it; returns what else the story should say, if anything."""
+
+
+def script(year: int, zone: ZoneInfo) -> list[Scene]:
+    def at(month: int, day: int, hour: int, minute: int = 0) -> datetime:
+        return datetime(year, month, day, hour, minute, tzinfo=zone)
+
+    def pay(account: str, product: str) -> Callable[[Stage], str | None]:
+        def paid(stage: Stage) -> str:
+            answer = stage.simulate(f"/sim/payments/{stage.gateway_payment(account, product)}/pay")
+            return f"the gateway receives {answer['value']:.2f} ({answer['billingType']}) and posts its webhook"
+
+        return paid
+
+    def new_card(stage: Stage) -> None:
+        role = next(role for role in cast(year) if role.account_id == "oficina-do-ze")
+        body = {**role.subscription, "card_token": "tok_ok"}
+        stage.call("PUT", "/api/accounts/oficina-do-ze/subscriptions/platform", json=body)
+
+    def pix_twice(stage: Stage) -> None:
+        paid = stage.runtime.read(
+            lambda session: session.scalar(
+                select(Charge.gateway_payment_id).where(
+                    Charge.account_id == "mercado-sol", Charge.status == "confirmed"
+                )
+            )
+        )
+        stage.simulate(f"/sim/payments/{paid}/pay-again")
+
+    def checkout_both(stage: Stage) -> str:
+        body = {"product": "mentorship", "method": "pix"}
+        answer = stage.call("POST", "/api/accounts/estudio-lumen/checkout", json=body)
+        months = " and ".join(
+            f"{invoice['period_start'][5:7]}/{invoice['period_start'][:4]}" for invoice in answer["invoices"]
+        )
+        return f"checkout answers one PIX of {format_brl(answer['amount_cents'])} for {months}"
+
+    def receipt(stage: Stage) -> None:
+        invoice_id = stage.runtime.read(
+            lambda session: session.scalar(
+                select(Invoice.id).where(Invoice.account_id == "clinica-vida", Invoice.status == "open")
+            )
+        )
+        stage.call("POST", f"/api/invoices/{invoice_id}/receipts", json={})
+
+    return [
+        Scene(at(12, 2, 9), "mercado-sol", "pays the PIX code from the email", pay("mercado-sol", "platform")),
+        Scene(at(12, 2, 10), "estudio-lumen", "opens the checkout: both months in one PIX", checkout_both),
+        Scene(at(12, 2, 10, 5), "estudio-lumen", "pays that PIX", pay("estudio-lumen", "mentorship")),
+        Scene(at(12, 2, 15), "mercado-sol", "pays the same PIX again by mistake", pix_twice),
+        Scene(at(12, 2, 18), "oficina-do-ze", "saves a new card (tok_ok)", new_card),
+        Scene(at(12, 6, 11), "clinica-vida", "sends the boleto receipt by WhatsApp; ops record it", receipt),
+        Scene(at(12, 8, 14), "clinica-vida", "the boleto clears at the bank", pay("clinica-vida", "platform")),
+        Scene(at(12, 9, 10), "livraria-aurora", "pays the boleto at the bank", pay("livraria-aurora", "platform")),
+    ]
+
+
+# -- the run -------------------------------------------------------------------------------------------
+
+
+def _days(first: date, last: date) -> Iterator[date]:
+    day = first
+    while day <= last:
+        yield day
+        day += timedelta(days=1)
+
+
+def play(stage: Stage, year: int, zone: ZoneInfo, out: TextIO) -> None:
+    """November for the one account that starts then, December for all: a tick at 00:05 every day,
+    the scenes at their hours, each followed by what it caused."""
+    teller = Teller(out, zone, Books.read(stage.runtime), [role.account_id for role in cast(year)])
+    scenes = sorted(script(year, zone), key=lambda scene: scene.at)
+    for day in _days(date(year, 11, 1), date(year, 12, 31)):
+        if day.day == 1:
+            title = "November: before the story, one account starts its mentorship" if day.month == 11 else "December"
+            print(f"\n-- {title}", file=out)
+        stage.clock.set(datetime(day.year, day.month, day.day, 0, 5, tzinfo=zone))
+        stage.tick()
+        teller.catch_up(stage)
+        while scenes and scenes[0].at.date() == day:
+            scene = scenes.pop(0)
+            stage.clock.set(scene.at)
+            teller.line(scene.at, scene.account, "", f"> {scene.says}")
+            extra = scene.act(stage)
+            if extra:
+                teller.line(scene.at, scene.account, "", f"  {extra}")
+            stage.settle()
+            teller.catch_up(stage)
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = [
+        "  ".join(f"{cell:<{width}}" for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [headers, *rows]
+    ]
+    return [lines[0], "  ".join("-" * width for width in widths), *lines[1:]]
+
+
+def summary(runtime: Runtime, roles: list[Role], mails: list[Mail]) -> list[str]:
+    """The books at the end, one row per account: invoices, charges, payments, refunds, emails, blocks."""
+
+    def work(session: Session) -> list[list[str]]:
+        rows = []
+        sent_to = Counter(mail.account for mail in mails)
+        for role in roles:
+            account = role.account_id
+            invoices = list(session.scalars(select(Invoice).where(Invoice.account_id == account)))
+            charges = list(session.scalars(select(Charge).where(Charge.account_id == account)))
+            payments = list(session.scalars(select(Payment).where(Payment.account_id == account)))
+            refunds = list(session.scalars(select(Refund).where(Refund.account_id == account)))
+            blocks = list(session.scalars(select(Block).where(Block.account_id == account)))
+            rows.append(
+                [
+                    account,
+                    role.product,
+                    role.subscription["payment_method"],
+                    str(len(invoices)),
+                    str(sum(1 for i in invoices if i.status == "paid")),
+                    format_brl(sum(i.total_cents for i in invoices)),
+                    format_brl(sum(i.discount_cents for i in invoices)),
+                    str(len(charges)),
+                    str(sum(1 for c in charges if c.status == "failed")),
+                    str(len(payments)),
+                    format_brl(sum(p.amount_cents for p in payments)),
+                    str(len(refunds)),
+                    str(sent_to[account]),
+                    str(len(blocks)),
+                    str(sum(1 for b in blocks if b.lifted_at is not None)),
+                ]
+            )
+        return rows
+
+    headers = [
+        "account",
+        "product",
+        "method",
+        "invoices",
+        "paid",
+        "billed",
+        "discount",
+        "charges",
+        "declined",
+        "payments",
+        "received",
+        "refunds",
+        "emails",
+        "blocks",
+        "lifted",
+    ]
+    return _table(headers, runtime.read(work))
+
+
+def run_demo(settings: Settings, out: TextIO, *, keep: Path | None = None, year: int | None = None) -> int:
+    """Play the demo; 0 when the story ran to its end. `keep` is a directory for the database file."""
+    zone = ZoneInfo(settings.timezone)
+    year = year or settings.clock().now().astimezone(zone).year
+    started = time.monotonic()
+    roles = cast(year)
+    with contextlib.ExitStack() as stack:
+        if keep is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="regua-demo-")))
+        else:
+            keep.mkdir(parents=True, exist_ok=True)
+            folder = keep
+        database = folder / "regua.db"
+        if database.exists():
+            raise FileExistsError(f"{database} exists already: the demo starts from an empty database")
+        clock = FrozenClock(datetime(year, 10, 31, 12, 0, tzinfo=zone))
+        stage = stack.enter_context(staged(settings, database, clock))
+        print(f"regua demo: December {year} in virtual time, on {database}", file=out)
+        print(
+            f"  regua's app {stage.api.base_url}, the Asaas simulator {stage.sim.base_url}, SMTP sink {stage.sink.url}",
+            file=out,
+        )
+        print("\nThe accounts:", file=out)
+        for role in roles:
+            stage.call(
+                "PUT",
+                f"/api/accounts/{role.account_id}",
+                json={
+                    "name": role.name,
+                    "document": role.document,
+                    "contacts": [{"email": role.contact, "name": role.name, "manage_payments": True}],
+                    "trial_ends_at": None,
+                    "gateway_customer_id": f"cus_{role.account_id.replace('-', '')}",
+                },
+            )
+            stage.call("PUT", f"/api/accounts/{role.account_id}/subscriptions/{role.product}", json=role.subscription)
+            price = format_brl(role.subscription["monthly_price_cents"])
+            print(f"  {role.account_id:<16} {role.product:<10} {price:>11}/month  {role.plot}", file=out)
+        play(stage, year, zone, out)
+        mails = stage.sink.received()
+        print("\nThe books at the end of December:", file=out)
+        for line in summary(stage.runtime, roles, mails):
+            print(f"  {line}", file=out)
+        kinds = Counter(mail.kind for mail in mails)
+        print(
+            f"\n{len(mails)} emails delivered to the SMTP sink at {stage.sink.url}: "
+            + ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items())),
+            file=out,
+        )
+        end = stage.clock.now()
+    print(f"played in {time.monotonic() - started:.1f} s", file=out)
+    if keep is not None:
+        print(
+            f"\nThe database is kept in {database}. Browse it at the demo's last instant with:\n"
+            f"  REGUA_DATABASE_URL=sqlite:///{database} REGUA_NOW={end.isoformat()} regua dev",
+            file=out,
+        )
+    return 0
