@@ -312,7 +312,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger().setLevel(logging.ERROR)
     try:
-        return run_demo(settings, sys.stdout, keep=args.keep, year=args.year)
+        return run_demo(settings, sys.stdout, keep=args.keep, year=args.year, smtp_url=args.smtp_url)
     except FileExistsError as error:
         raise CommandError(str(error)) from None
 
@@ -462,6 +462,7 @@ def parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a scripted December in virtual time, told as it happens")
     demo.add_argument("--keep", type=Path, metavar="DIR", help="leave the demo's SQLite database in DIR")
     demo.add_argument("--year", type=int, help="the December to play (default: this year's)")
+    demo.add_argument("--smtp-url", help="send the emails to this server (e.g. Mailpit) instead of the demo's own")
     demo.add_argument("--verbose", action="store_true", help="show the service's log lines too")
     replay = commands.add_parser("replay", help="process unmatched or failed webhook events again")
     replay.add_argument("event_ids", nargs="+", metavar="EVENT_ID")

@@ -244,7 +244,9 @@ class Stage:
     jobs: Jobs
     api: httpx.Client
     sim: httpx.Client
-    sink: MailSink
+    sink: MailSink | None
+    """The demo's own SMTP server; None when the mail goes to another one (`--smtp-url`)."""
+    smtp_url: str
 
     def tick(self) -> None:
         tick(self.context, self.jobs)
@@ -341,19 +343,21 @@ class Stage:
 
 
 @contextlib.contextmanager
-def staged(settings: Settings, database: Path, clock: FrozenClock) -> Iterator[Stage]:
-    """Migrate the database, start the SMTP sink, the simulator and regua's app; tear them down after."""
+def staged(settings: Settings, database: Path, clock: FrozenClock, smtp_url: str | None = None) -> Iterator[Stage]:
+    """Migrate the database, start the SMTP sink (unless `smtp_url` names another server), the simulator
+    and regua's app; tear them down after."""
     url = f"sqlite:///{database}"
     upgrade(url)
     regua_sock, sim_sock = _bound_socket(), _bound_socket()
     regua_url = f"http://127.0.0.1:{regua_sock.getsockname()[1]}"
     sim_url = f"http://127.0.0.1:{sim_sock.getsockname()[1]}"
-    sink = MailSink()
+    sink = None if smtp_url else MailSink()
+    mail_to = sink.url if sink is not None else str(smtp_url)
     settings = replace(
         settings,
         database_url=url,
         broker_url="",
-        smtp_url=sink.url,
+        smtp_url=mail_to,
         public_url=regua_url,
         now=None,
         api_token=API_TOKEN,
@@ -378,13 +382,13 @@ def staged(settings: Settings, database: Path, clock: FrozenClock) -> Iterator[S
         webhook_retry_delays=(0.2, 0.5, 1.0),
     )
     with (
-        sink.running(),
+        sink.running() if sink is not None else contextlib.nullcontext(),
         _served(simulator, sim_sock),
         _served(app, regua_sock),
         httpx.Client(base_url=regua_url, timeout=30) as api,
         httpx.Client(base_url=sim_url, timeout=10) as sim,
     ):
-        yield Stage(runtime, clock, context, jobs, api, sim, sink)
+        yield Stage(runtime, clock, context, jobs, api, sim, sink, settings.smtp_url)
     gateway.close()
 
 
@@ -625,12 +629,29 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [lines[0], "  ".join("-" * width for width in widths), *lines[1:]]
 
 
-def summary(runtime: Runtime, roles: list[Role], mails: list[Mail]) -> list[str]:
+def emails_sent(runtime: Runtime) -> Counter[tuple[str, str]]:
+    """(account, kind) -> emails regua recorded as sent."""
+
+    def work(session: Session) -> Counter[tuple[str, str]]:
+        sent = session.execute(
+            select(Notification.account_id, Notification.kind).where(
+                Notification.status == NotificationStatus.SENT.value
+            )
+        )
+        return Counter((account, kind) for account, kind in sent)
+
+    return runtime.read(work)
+
+
+def summary(runtime: Runtime, roles: list[Role]) -> list[str]:
     """The books at the end, one row per account: invoices, charges, payments, refunds, emails, blocks."""
+    sent = emails_sent(runtime)
 
     def work(session: Session) -> list[list[str]]:
         rows = []
-        sent_to = Counter(mail.account for mail in mails)
+        sent_to = Counter[str]()
+        for (account, _kind), count in sent.items():
+            sent_to[account] += count
         for role in roles:
             account = role.account_id
             invoices = list(session.scalars(select(Invoice).where(Invoice.account_id == account)))
@@ -679,8 +700,16 @@ def summary(runtime: Runtime, roles: list[Role], mails: list[Mail]) -> list[str]
     return _table(headers, runtime.read(work))
 
 
-def run_demo(settings: Settings, out: TextIO, *, keep: Path | None = None, year: int | None = None) -> int:
-    """Play the demo; 0 when the story ran to its end. `keep` is a directory for the database file."""
+def run_demo(
+    settings: Settings,
+    out: TextIO,
+    *,
+    keep: Path | None = None,
+    year: int | None = None,
+    smtp_url: str | None = None,
+) -> int:
+    """Play the demo; 0 when the story ran to its end. `keep` is a directory for the database file;
+    `smtp_url` a mail server to send to instead of the demo's own sink (Mailpit, to read them)."""
     zone = ZoneInfo(settings.timezone)
     year = year or settings.clock().now().astimezone(zone).year
     started = time.monotonic()
@@ -695,10 +724,10 @@ def run_demo(settings: Settings, out: TextIO, *, keep: Path | None = None, year:
         if database.exists():
             raise FileExistsError(f"{database} exists already: the demo starts from an empty database")
         clock = FrozenClock(datetime(year, 10, 31, 12, 0, tzinfo=zone))
-        stage = stack.enter_context(staged(settings, database, clock))
+        stage = stack.enter_context(staged(settings, database, clock, smtp_url))
         print(f"regua demo: December {year} in virtual time, on {database}", file=out)
         print(
-            f"  regua's app {stage.api.base_url}, the Asaas simulator {stage.sim.base_url}, SMTP sink {stage.sink.url}",
+            f"  regua's app {stage.api.base_url}, the Asaas simulator {stage.sim.base_url}, mail to {stage.smtp_url}",
             file=out,
         )
         print("\nThe accounts:", file=out)
@@ -718,16 +747,19 @@ def run_demo(settings: Settings, out: TextIO, *, keep: Path | None = None, year:
             price = format_brl(role.subscription["monthly_price_cents"])
             print(f"  {role.account_id:<16} {role.product:<10} {price:>11}/month  {role.plot}", file=out)
         play(stage, year, zone, out)
-        mails = stage.sink.received()
         print("\nThe books at the end of December:", file=out)
-        for line in summary(stage.runtime, roles, mails):
+        for line in summary(stage.runtime, roles):
             print(f"  {line}", file=out)
-        kinds = Counter(mail.kind for mail in mails)
-        print(
-            f"\n{len(mails)} emails delivered to the SMTP sink at {stage.sink.url}: "
-            + ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items())),
-            file=out,
-        )
+        kinds = Counter[str]()
+        for (_account, kind), count in emails_sent(stage.runtime).items():
+            kinds[kind] += count
+        listed = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items()))
+        print(f"\nemails sent: {sum(kinds.values())} ({listed})", file=out)
+        if stage.sink is not None:
+            received = stage.sink.received()
+            print(f"emails received by the SMTP sink at {stage.smtp_url}: {len(received)}", file=out)
+            if len(received) != sum(kinds.values()):
+                raise RuntimeError("the SMTP sink did not receive every email regua recorded as sent")
         end = stage.clock.now()
     print(f"played in {time.monotonic() - started:.1f} s", file=out)
     if keep is not None:
