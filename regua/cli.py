@@ -35,7 +35,7 @@ from regua.runtime import Runtime, build_runtime
 from regua.settings import ConfigError, Settings
 from workers.actors import Jobs
 from workers.broker import QUEUES
-from workers.processing import process_event, replay_events
+from workers.processing import event_statuses, process_event, replay_events
 from workers.tick import tick
 
 log = logging.getLogger("regua")
@@ -46,6 +46,12 @@ class CommandError(Exception):
 
 
 def _runtime(settings: Settings, *, migrated: bool = True) -> Runtime:
+    missing = missing_sqlite_file(settings.database_url)
+    if missing is not None:
+        raise CommandError(
+            f"the database file {missing} does not exist (REGUA_DATABASE_URL={_redacted(settings.database_url)}): "
+            "run `regua migrate` to create it, or point REGUA_DATABASE_URL at the right file"
+        )
     runtime = build_runtime(settings)
     if migrated:
         try:
@@ -54,6 +60,22 @@ def _runtime(settings: Settings, *, migrated: bool = True) -> Runtime:
             runtime.close()
             raise CommandError(str(error)) from None
     return runtime
+
+
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file an SQLite URL names when it does not exist: opening it would create an empty database.
+
+    Only `migrate` and `dev` create one; every other command says so and leaves the disk alone.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.database.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path.resolve()
 
 
 def tick_once(runtime: Runtime, now: datetime | None = None) -> TickReport:
@@ -227,7 +249,16 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     """Put unmatched or failed webhook events back in line, then process them."""
     runtime = _runtime(settings)
     try:
-        ids = runtime.transaction(lambda session: replay_events(session, list(args.event_ids)))
+        wanted = list(dict.fromkeys(args.event_ids))
+        statuses = runtime.read(lambda session: event_statuses(session, wanted))
+        unknown = [event_id for event_id in wanted if event_id not in statuses]
+        if unknown:
+            # All or nothing: a mistyped id stops the command before any event is touched.
+            raise CommandError(f"no webhook event {', '.join(unknown)}: nothing replayed")
+        ids = runtime.transaction(lambda session: replay_events(session, wanted))
+        for event_id in wanted:
+            if event_id not in ids:
+                print(f"{event_id} is {statuses[event_id]}: only unmatched or failed events are replayed")
         if settings.broker_url and ids:
             build_jobs(settings, lazy_context(settings)).enqueue_events(ids)
         providers = build_providers(settings)
