@@ -193,6 +193,7 @@ def _news(before: dict[str, tuple[Any, ...]], after: dict[str, tuple[Any, ...]])
 def happenings(before: Books, after: Books) -> list[tuple[str, str, str]]:
     """(account, product, what happened) for every change between two readings of the books."""
     told: list[tuple[str, str, str]] = []
+    settled: list[tuple[str, str, str]] = []  # told after the money that moved them
     for account, product, status, start, subtotal, discount, total, method, new in _news(
         before.invoices, after.invoices
     ):
@@ -201,7 +202,7 @@ def happenings(before: Books, after: Books) -> list[tuple[str, str, str]]:
             price = f"{format_brl(subtotal)} - 5% = {format_brl(total)}" if discount else format_brl(subtotal)
             told.append((account, product, f"invoice {month} issued: {price} ({method})"))
         if status != "open":
-            told.append((account, product, f"invoice {month} {status}"))
+            settled.append((account, product, f"invoice {month} {status}"))
     for account, product, status, method, amount, failure, invoices, _ in _news(before.charges, after.charges):
         what = {"pending": "opened", "confirmed": "confirmed", "failed": f"declined ({failure})"}.get(status, status)
         months = f", {invoices} invoices in one" if invoices > 1 else ""
@@ -210,6 +211,7 @@ def happenings(before: Books, after: Books) -> list[tuple[str, str, str]]:
         told.append((account, "", f"payment of {format_brl(amount)} by {method}: {status}"))
     for account, _, status, reason, amount, _ in _news(before.refunds, after.refunds):
         told.append((account, "", f"refund of {format_brl(amount)} ({reason}): {status}"))
+    told += settled
     for account, product, status, reason, invoices, _ in _news(before.blocks, after.blocks):
         if status == "active":
             told.append((account, product, f"BLOCKED for {invoices} unpaid invoice{'s' if invoices > 1 else ''}"))
@@ -234,13 +236,14 @@ class Teller:
         local = at.astimezone(self.zone)
         print(f"{local:%d/%m %H:%M}  {account:<16} {product:<10} {text}", file=self.out, flush=True)
 
-    def catch_up(self, stage: Stage) -> None:
-        """Tell what changed since the last time, account by account, in the cast's order."""
+    def catch_up(self, stage: Stage, at: datetime) -> None:
+        """Tell what changed since the last time, account by account, in the cast's order, dated `at`
+        (the step's instant: the clock may have moved a minute on while an email waited)."""
         after = Books.read(stage.runtime)
         told = happenings(self.books, after)
         told.sort(key=lambda item: self.order.index(item[0]) if item[0] in self.order else len(self.order))
         for account, product, text in told:
-            self.line(stage.clock.now(), account, product, text)
+            self.line(at, account, product, text)
         self.books = after
 
 
@@ -329,9 +332,10 @@ def play(stage: Stage, year: int, zone: ZoneInfo, out: TextIO) -> None:
         if day.day == 1:
             title = "November: before the story, one account starts its mentorship" if day.month == 11 else "December"
             print(f"\n-- {title}", file=out)
-        stage.clock.set(datetime(day.year, day.month, day.day, 0, 5, tzinfo=zone))
+        tick_at = datetime(day.year, day.month, day.day, 0, 5, tzinfo=zone)
+        stage.clock.set(tick_at)
         stage.tick()
-        teller.catch_up(stage)
+        teller.catch_up(stage, tick_at)
         while scenes and scenes[0].at.date() == day:
             scene = scenes.pop(0)
             stage.clock.set(scene.at)
@@ -340,7 +344,7 @@ def play(stage: Stage, year: int, zone: ZoneInfo, out: TextIO) -> None:
             if extra:
                 teller.line(scene.at, scene.account, "", f"  {extra}")
             stage.settle()
-            teller.catch_up(stage)
+            teller.catch_up(stage, scene.at)
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp
 from billing.clock import FrozenClock
 from billing.models import Charge, EventStatus, Notification, NotificationStatus, WebhookEvent
 from billing.outbox import LEASE
+from billing.policy import Policy
 from regua.app import create_app
 from regua.assembly import InProcessWorker, build_providers
 from regua.gateway.asaas import AsaasGateway
@@ -260,6 +261,8 @@ def staged(settings: Settings, database: Path, clock: FrozenClock, smtp_url: str
         asaas_webhook_token=ASAAS_TOKEN,
         asaas_api_url=sim_url,
         asaas_api_key=ASAAS_KEY,
+        # The script says "retried on day 3" and "72 hours of verification": the contract's defaults.
+        policy=Policy(),
     )
     runtime = build_runtime(settings, clock=clock)
     providers = build_providers(settings)
