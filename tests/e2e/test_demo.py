@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sqlalchemy import create_engine, func, select
 
 from billing.models import Block, Notification, NotificationStatus, Refund
 from regua.migrate import current_revision, head_revision
+from tests.integration.smtp_sink import SmtpSink
 
 pytestmark = pytest.mark.e2e
 
@@ -216,3 +218,31 @@ def test_a_kept_database_is_never_played_over(played: Played, tmp_path: Path) ->
     )
     assert done.returncode == 2
     assert "exists already" in done.stderr
+
+
+def test_with_smtp_url_every_email_reaches_that_server_with_its_headers(tmp_path: Path) -> None:
+    sink = SmtpSink()
+    sink.start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "regua.cli", "demo", "--year", "2026", "--smtp-url", sink.url],
+            env=environment(),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        sent = re.search(r"^emails sent: (\d+) \((.*)\)$", done.stdout, re.MULTILINE)
+        assert sent is not None, done.stdout[-2000:]
+        messages = sink.wait_for(int(sent.group(1)), timeout=5)
+    finally:
+        sink.stop()
+    assert "received by the SMTP sink" not in done.stdout
+    assert len(messages) == int(sent.group(1))
+    printed = {kind: int(count) for kind, count in (item.rsplit(" ", 1) for item in sent.group(2).split(", "))}
+    assert Counter(message.kind for message in messages) == printed
+    cast = {"padaria-central", "oficina-do-ze", "livraria-aurora", "estudio-lumen", "mercado-sol", "clinica-vida"}
+    assert {message["X-Regua-Account"] for message in messages} == cast
+    [refund] = [message for message in messages if message.kind == "refund_issued"]
+    assert refund.rcpt_tos == ("rui@mercadosol.example",)
