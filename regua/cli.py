@@ -339,12 +339,13 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     if settings.production:
         raise CommandError("`regua demo` plays in virtual time: unset REGUA_ENV=production")
     from regua.sandbox.demo import run_demo
+    from regua.sandbox.demo_stage import DemoFailed
 
     if not args.verbose:
         logging.getLogger().setLevel(logging.ERROR)
     try:
         return run_demo(settings, sys.stdout, keep=args.keep, year=args.year, smtp_url=args.smtp_url)
-    except FileExistsError as error:
+    except (FileExistsError, DemoFailed) as error:
         raise CommandError(str(error)) from None
 
 

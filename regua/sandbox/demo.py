@@ -25,7 +25,7 @@ from billing.clock import FrozenClock
 from billing.models import Charge, Invoice
 from billing.money import format_brl
 from regua.sandbox.demo_books import Books, Teller, emails_sent, summary
-from regua.sandbox.demo_stage import Stage, staged
+from regua.sandbox.demo_stage import DemoFailed, Stage, staged
 from regua.settings import Settings
 
 # -- the cast --------------------------------------------------------------------------------------------
@@ -233,7 +233,7 @@ def run_demo(
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="regua-demo-")))
         else:
             keep.mkdir(parents=True, exist_ok=True)
-            folder = keep
+            folder = keep.resolve()
         database = folder / "regua.db"
         if database.exists():
             raise FileExistsError(f"{database} exists already: the demo starts from an empty database")
@@ -275,7 +275,7 @@ def run_demo(
             received = stage.sink.received()
             print(f"emails received by the SMTP sink at {stage.smtp_url}: {len(received)}", file=out)
             if len(received) != sum(kinds.values()):
-                raise RuntimeError("the SMTP sink did not receive every email regua recorded as sent")
+                raise DemoFailed("the SMTP sink did not receive every email regua recorded as sent")
         end = stage.clock.now()
     print(f"played in {time.monotonic() - started:.1f} s", file=out)
     if keep is not None:

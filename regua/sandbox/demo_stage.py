@@ -49,6 +49,12 @@ API_TOKEN = "demo-api-token"
 ASAAS_TOKEN = "demo-asaas-token"
 ASAAS_KEY = "demo-asaas-key"
 SETTLE_TIMEOUT_S = 20.0
+
+
+class DemoFailed(Exception):
+    """The demo's world did not behave as the script needs (a job stuck, a refused request)."""
+
+
 FINAL_EVENTS = (EventStatus.PROCESSED.value, EventStatus.IGNORED.value, EventStatus.UNMATCHED.value)
 
 
@@ -76,7 +82,7 @@ def _served(app: ASGIApp, sock: socket.socket) -> Iterator[str]:
         deadline = time.monotonic() + 10
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("a demo server did not start")
+                raise DemoFailed("a demo server did not start")
             time.sleep(0.01)
         yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
@@ -167,7 +173,7 @@ class Stage:
                 self.clock.set(self.clock.now() + LEASE + timedelta(seconds=1))
                 self.jobs.mailing.kick()
             time.sleep(0.02)
-        raise RuntimeError(f"the demo's world never came to rest: {self._unrest()}")
+        raise DemoFailed(f"the demo's world never came to rest: {self._unrest()}")
 
     def _unrest(self) -> str:
         deliveries = [d for d in self.sim.get("/sim/state").json()["webhooks"] if d["status"] != "delivered"]
@@ -208,7 +214,7 @@ class Stage:
     def call(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         response = self.api.request(method, path, headers={"Authorization": f"Bearer {API_TOKEN}"}, **kwargs)
         if response.status_code >= 300:
-            raise RuntimeError(f"{method} {path}: HTTP {response.status_code} {response.text}")
+            raise DemoFailed(f"{method} {path}: HTTP {response.status_code} {response.text}")
         return dict(response.json())
 
     def gateway_payment(self, account_id: str, product: str) -> str:
@@ -229,13 +235,13 @@ class Stage:
 
         found = self.runtime.read(find)
         if found is None:
-            raise RuntimeError(f"{account_id} has no pending {product} charge at the gateway")
+            raise DemoFailed(f"{account_id} has no pending {product} charge at the gateway")
         return found
 
     def simulate(self, path: str) -> dict[str, Any]:
         response = self.sim.post(path)
         if response.status_code >= 300:
-            raise RuntimeError(f"simulator {path}: HTTP {response.status_code} {response.text}")
+            raise DemoFailed(f"simulator {path}: HTTP {response.status_code} {response.text}")
         return dict(response.json())
 
 
