@@ -84,6 +84,9 @@ def tick_once(runtime: Runtime, now: datetime | None = None) -> TickReport:
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    missing = missing_sqlite_file(settings.database_url)
+    if missing is not None and not missing.parent.is_dir():
+        raise CommandError(f"the directory {missing.parent} does not exist: create it, then migrate")
     upgrade(settings.database_url)
     print(f"migrated {_redacted(settings.database_url)} to the latest revision")
     return 0

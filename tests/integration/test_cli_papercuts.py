@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,6 +42,24 @@ def test_migrate_creates_the_database_file_it_is_pointed_at(tmp_path: Path) -> N
     result = regua(f"sqlite:///{created}", "migrate")
     assert result.returncode == 0, result.stderr
     assert created.is_file()
+
+
+def test_migrate_into_a_directory_that_does_not_exist_says_so(tmp_path: Path) -> None:
+    environ = {key: value for key, value in os.environ.items() if not key.startswith("REGUA_")}
+    environ.update({"REGUA_ENV": "test", "REGUA_DATABASE_URL": f"sqlite:///{tmp_path / 'nowhere' / 'regua.db'}"})
+    result = subprocess.run(
+        [sys.executable, "-m", "regua.cli", "migrate"],
+        cwd=tmp_path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"the directory {tmp_path / 'nowhere'} does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def _store_failed_event(database_url: str, event_id: str) -> None:
