@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from billing.check import check_books
 from billing.clock import FrozenClock
 from billing.models import Charge, Invoice
 from billing.money import format_brl
@@ -222,8 +223,10 @@ def run_demo(
     year: int | None = None,
     smtp_url: str | None = None,
 ) -> int:
-    """Play the demo; 0 when the story ran to its end. `keep` is a directory for the database file;
-    `smtp_url` a mail server to send to instead of the demo's own sink (Mailpit, to read them)."""
+    """Play the demo; 0 when the story ran to its end and `regua check` finds the books clean.
+
+    `keep` is a directory for the database file; `smtp_url` a mail server to send to instead of the
+    demo's own sink (Mailpit, to read them)."""
     zone = ZoneInfo(settings.timezone)
     year = year or settings.clock().now().astimezone(zone).year
     started = time.monotonic()
@@ -277,6 +280,12 @@ def run_demo(
             if len(received) != sum(kinds.values()):
                 raise DemoFailed("the SMTP sink did not receive every email regua recorded as sent")
         end = stage.clock.now()
+        report = stage.runtime.read(lambda session: check_books(session, end))
+        if report.clean:
+            print(f"regua check: books clean, {len(report.counts)} invariants hold", file=out)
+        else:
+            for violation in report.violations:
+                print(f"regua check: {violation.line()}", file=out)
     print(f"played in {time.monotonic() - started:.1f} s", file=out)
     if keep is not None:
         print(
@@ -284,4 +293,4 @@ def run_demo(
             f"  REGUA_DATABASE_URL=sqlite:///{database} REGUA_NOW={end.isoformat()} regua dev",
             file=out,
         )
-    return 0
+    return 0 if report.clean else 1

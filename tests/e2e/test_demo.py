@@ -89,6 +89,21 @@ def test_the_demo_exits_zero_within_a_minute(played: Played) -> None:
     assert played.seconds < 60
 
 
+def test_the_demo_ends_with_regua_check_clean_on_its_books(played: Played, tmp_path: Path) -> None:
+    assert re.search(r"^regua check: books clean, \d+ invariants hold$", played.stdout, re.MULTILINE)
+    env = {**environment(), "REGUA_DATABASE_URL": f"sqlite:///{played.database}"}
+    done = subprocess.run(
+        [sys.executable, "-m", "regua.cli", "check", "--json"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout
+    assert '"clean": true' in done.stdout
+
+
 def test_the_story_tells_each_case_as_it_happens_with_its_date(played: Played) -> None:
     assert any("invoice 12/2026 issued: R$ 199,90 - 5% = R$ 189,90" in line for line in played.story("padaria-central"))
     assert any(

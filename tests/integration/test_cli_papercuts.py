@@ -21,7 +21,15 @@ from tests.integration.test_cli import regua
 
 @pytest.mark.parametrize(
     "command",
-    [("tick",), ("tick", "--now", "2026-12-01T00:05:00-03:00"), ("replay", "evt_1"), ("scheduler",), ("serve",)],
+    [
+        ("tick",),
+        ("tick", "--now", "2026-12-01T00:05:00-03:00"),
+        ("replay", "evt_1"),
+        ("scheduler",),
+        ("serve",),
+        ("check",),
+        ("refunds",),
+    ],
     ids=" ".join,
 )
 def test_a_command_on_a_database_file_that_does_not_exist_says_so_and_creates_nothing(
