@@ -77,12 +77,7 @@ class AccountInput:
 
 def _trial_end(payload: Mapping[str, Any], calendar: BillingCalendar) -> datetime | None:
     """An instant with its offset, or a bare date meaning 00:00 of that day in the billing zone."""
-    raw = payload.get("trial_ends_at")
-    if isinstance(raw, str) and len(raw) == 10:
-        day = v.day(payload, "trial_ends_at")
-        assert day is not None
-        return calendar.start_of_day(day)
-    return v.instant(payload, "trial_ends_at", required=False)
+    return v.day_or_instant(payload, "trial_ends_at", calendar.start_of_day, required=False)
 
 
 @dataclass(frozen=True)

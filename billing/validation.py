@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any
 
@@ -104,6 +104,37 @@ def instant(payload: Mapping[str, Any], field: str, *, prefix: str = "", require
         return parse_instant(value)
     except ValueError:
         raise InvalidInput(prefix + field, "must be an ISO 8601 instant with its offset") from None
+
+
+DAY_OR_INSTANT = (
+    "must be a date, YYYY-MM-DD (00:00 of that day in the billing time zone), "
+    "or an ISO 8601 instant with its UTC offset, YYYY-MM-DDTHH:MM:SS-03:00 or YYYY-MM-DDTHH:MM:SSZ"
+)
+
+
+def day_or_instant(
+    payload: Mapping[str, Any],
+    field: str,
+    start_of_day: Callable[[date], datetime],
+    *,
+    prefix: str = "",
+    required: bool = True,
+) -> datetime | None:
+    """A bare date, meaning `start_of_day(date)`, or an instant with its offset; the error names both forms."""
+    value = _get(payload, field, prefix)
+    name = prefix + field
+    if value is _MISSING or value is None:
+        if required:
+            raise InvalidInput(name, "is required")
+        return None
+    if not isinstance(value, str) or len(value) > 40:
+        raise InvalidInput(name, DAY_OR_INSTANT)
+    try:
+        if len(value.strip()) == 10:
+            return start_of_day(date.fromisoformat(value.strip()))
+        return parse_instant(value)
+    except ValueError:
+        raise InvalidInput(name, f"{DAY_OR_INSTANT}, not {value!r}") from None
 
 
 def string_list(payload: Mapping[str, Any], field: str, *, prefix: str = "", max_items: int = 50) -> list[str]:

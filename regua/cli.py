@@ -1,4 +1,4 @@
-"""The `regua` command: serve, worker, tick, migrate, dev, replay, check, refunds, receipts, portal-link and more."""
+"""The `regua` command: serve, worker, tick, migrate, dev, demo, replay, check, refunds, receipts and more."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy.orm import Session
 
@@ -34,7 +35,7 @@ from regua.runtime import Runtime, build_runtime
 from regua.settings import ConfigError, Settings
 from workers.actors import Jobs
 from workers.broker import QUEUES
-from workers.processing import process_event, replay_events
+from workers.processing import event_statuses, process_event, replay_events
 from workers.tick import tick
 
 log = logging.getLogger("regua")
@@ -45,6 +46,12 @@ class CommandError(Exception):
 
 
 def _runtime(settings: Settings, *, migrated: bool = True) -> Runtime:
+    missing = missing_sqlite_file(settings.database_url)
+    if missing is not None:
+        raise CommandError(
+            f"the database file {missing} does not exist (REGUA_DATABASE_URL={_redacted(settings.database_url)}): "
+            "run `regua migrate` to create it, or point REGUA_DATABASE_URL at the right file"
+        )
     runtime = build_runtime(settings)
     if migrated:
         try:
@@ -55,12 +62,31 @@ def _runtime(settings: Settings, *, migrated: bool = True) -> Runtime:
     return runtime
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file an SQLite URL names when it does not exist: opening it would create an empty database.
+
+    Only `migrate` and `dev` create one; every other command says so and leaves the disk alone.
+    """
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    if parsed.database.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path.resolve()
+
+
 def tick_once(runtime: Runtime, now: datetime | None = None) -> TickReport:
     """One pass on this runtime, its follow-up work done inline (no broker needed)."""
     return tick(worker_context(runtime), None, now)
 
 
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    missing = missing_sqlite_file(settings.database_url)
+    if missing is not None and not missing.parent.is_dir():
+        raise CommandError(f"the directory {missing.parent} does not exist: create it, then migrate")
     upgrade(settings.database_url)
     print(f"migrated {_redacted(settings.database_url)} to the latest revision")
     return 0
@@ -226,7 +252,16 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     """Put unmatched or failed webhook events back in line, then process them."""
     runtime = _runtime(settings)
     try:
-        ids = runtime.transaction(lambda session: replay_events(session, list(args.event_ids)))
+        wanted = list(dict.fromkeys(args.event_ids))
+        statuses = runtime.read(lambda session: event_statuses(session, wanted))
+        unknown = [event_id for event_id in wanted if event_id not in statuses]
+        if unknown:
+            # All or nothing: a mistyped id stops the command before any event is touched.
+            raise CommandError(f"no webhook event {', '.join(unknown)}: nothing replayed")
+        ids = runtime.transaction(lambda session: replay_events(session, wanted))
+        for event_id in wanted:
+            if event_id not in ids:
+                print(f"{event_id} is {statuses[event_id]}: only unmatched or failed events are replayed")
         if settings.broker_url and ids:
             build_jobs(settings, lazy_context(settings)).enqueue_events(ids)
         providers = build_providers(settings)
@@ -300,6 +335,21 @@ def cmd_refunds(settings: Settings, args: argparse.Namespace) -> int:
             print(" ".join(f"{key}={value}" for key, value in item.items()))
         print(f"refunds_to_make_by_hand {len(owed)}")
     return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """December in virtual time on a fresh embedded database, told as it happens."""
+    if settings.production:
+        raise CommandError("`regua demo` plays in virtual time: unset REGUA_ENV=production")
+    from regua.sandbox.demo import run_demo
+    from regua.sandbox.demo_stage import DemoFailed
+
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.ERROR)
+    try:
+        return run_demo(settings, sys.stdout, keep=args.keep, year=args.year, smtp_url=args.smtp_url)
+    except (FileExistsError, DemoFailed) as error:
+        raise CommandError(str(error)) from None
 
 
 def cmd_gateway_sim(settings: Settings, args: argparse.Namespace) -> int:
@@ -405,6 +455,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "refunds": cmd_refunds,
     "portal-link": cmd_portal_link,
     "receipts": cmd_receipts,
+    "demo": cmd_demo,
 }
 
 
@@ -443,6 +494,11 @@ def parser() -> argparse.ArgumentParser:
     receipts.add_argument("--limit", type=int, default=100, help="at most this many, newest first (100)")
     receipts.add_argument("--json", action="store_true", help="print them as one JSON array")
     receipts.add_argument("--save", metavar="DIRECTORY", help="also write each file there, named by its id")
+    demo = commands.add_parser("demo", help="a scripted December in virtual time, told as it happens")
+    demo.add_argument("--keep", type=Path, metavar="DIR", help="leave the demo's SQLite database in DIR")
+    demo.add_argument("--year", type=int, help="the December to play (default: this year's)")
+    demo.add_argument("--smtp-url", help="send the emails to this server (e.g. Mailpit) instead of the demo's own")
+    demo.add_argument("--verbose", action="store_true", help="show the service's log lines too")
     replay = commands.add_parser("replay", help="process unmatched or failed webhook events again")
     replay.add_argument("event_ids", nargs="+", metavar="EVENT_ID")
     return root

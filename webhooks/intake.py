@@ -33,9 +33,6 @@ from webhooks.base import IncomingEvent
 
 log = logging.getLogger("regua.webhooks")
 
-ACCEPTED = "accepted"
-DUPLICATE = "duplicate"
-
 Enqueue = Callable[[list[str]], None]
 COALESCE = 0.05
 
@@ -48,7 +45,7 @@ class StoreUnavailable(Exception):
 class _Submission:
     provider: str
     events: Sequence[IncomingEvent]
-    future: asyncio.Future[str]
+    future: asyncio.Future[list[str]]
     ids: list[str] = field(default_factory=list)
 
 
@@ -150,8 +147,8 @@ class Intake:
             await asyncio.to_thread(self._enqueuer.join, 10)
             self._enqueuer = None
 
-    async def submit(self, provider: str, events: Sequence[IncomingEvent]) -> str:
-        """Store a delivery's events; "accepted" if any is new, "duplicate" if all were stored before."""
+    async def submit(self, provider: str, events: Sequence[IncomingEvent]) -> list[str]:
+        """Store a delivery's events; the ids of those that are new (none: all were stored before)."""
         if self._pending is None:
             raise RuntimeError("the intake is not started")
         submission = _Submission(provider, events, asyncio.get_running_loop().create_future())
@@ -208,8 +205,7 @@ class Intake:
             return
         for submission in batch:
             if not submission.future.done():
-                new = any(event_id in stored for event_id in submission.ids)
-                submission.future.set_result(ACCEPTED if new else DUPLICATE)
+                submission.future.set_result([event_id for event_id in submission.ids if event_id in stored])
         to_process = [row["id"] for row in rows if row["id"] in stored and row["status"] == EventStatus.RECEIVED]
         if to_process:
             self._to_queue.put(to_process)

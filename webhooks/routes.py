@@ -15,10 +15,14 @@ from webhooks.intake import Intake, StoreUnavailable
 
 log = logging.getLogger("regua.webhooks")
 
-_ANSWERS = {
-    answer: Response(f'{{"status": "{answer}"}}'.encode(), status_code=200, media_type="application/json")
-    for answer in ("accepted", "duplicate")
-}
+_DUPLICATE = Response(b'{"status": "duplicate"}', status_code=200, media_type="application/json")
+
+
+def accepted(event_ids: list[str]) -> Response:
+    """`{"status": "accepted", "event_ids": [...]}`, written by hand: the ids are ours (letters, digits, "_")."""
+    listed = '", "'.join(event_ids)
+    body = f'{{"status": "accepted", "event_ids": ["{listed}"]}}'.encode()
+    return Response(body, status_code=200, media_type="application/json")
 
 
 def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -72,12 +76,13 @@ class WebhookEndpoint:
         except WebhookError as error:
             return error_response(error.status, error.code, error.message)
         try:
-            answer = await self.intake.submit(provider.name, events)
+            stored = await self.intake.submit(provider.name, events)
         except StoreUnavailable:
             return error_response(
                 503, "unavailable", "the database is unreachable; deliver again", {"Retry-After": "5"}
             )
-        return _ANSWERS[answer]
+        # A duplicate's ids are those of the first delivery: finding them would cost a query per retry.
+        return accepted(stored) if stored else _DUPLICATE
 
 
 def webhook_routes(endpoint: WebhookEndpoint) -> list[Route]:

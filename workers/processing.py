@@ -128,3 +128,9 @@ def replay_events(session: Session, event_ids: list[str]) -> list[str]:
             update(WebhookEvent).where(WebhookEvent.id.in_(ids)).values(status=EventStatus.RECEIVED.value, outcome=None)
         )
     return ids
+
+
+def event_statuses(session: Session, event_ids: list[str]) -> dict[str, str]:
+    """The status of each stored event among `event_ids`; an id that is not stored is absent."""
+    rows = session.execute(select(WebhookEvent.id, WebhookEvent.status).where(WebhookEvent.id.in_(event_ids)))
+    return {str(event_id): str(status) for event_id, status in rows}

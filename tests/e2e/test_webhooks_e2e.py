@@ -84,7 +84,10 @@ def test_a_signed_delivery_over_http_pays_the_invoice_and_lifts_the_block(proces
     headers = standard_headers(body, "msg_e2e_1", datetime.now(UTC))
     first = httpx.post(f"{base}/webhooks/standard", content=body, headers=headers)
     again = httpx.post(f"{base}/webhooks/standard", content=body, headers=headers)
-    assert (first.status_code, first.json()) == (200, {"status": "accepted"})
+    assert first.status_code == 200
+    assert first.json()["status"] == "accepted"
+    [event_id] = first.json()["event_ids"]
+    assert event_id.startswith("evt_")
     assert (again.status_code, again.json()) == (200, {"status": "duplicate"})
 
     def unblocked() -> bool:

@@ -40,7 +40,8 @@ def test_a_signed_standard_delivery_is_accepted_once_then_answered_duplicate(
     headers = standard_headers(body, "msg_1", clock.now())
     first = client.post("/webhooks/standard", content=body, headers=headers)
     second = client.post("/webhooks/standard", content=body, headers=headers)
-    assert (first.status_code, first.json()) == (200, {"status": "accepted"})
+    [row] = event_rows(runtime)
+    assert (first.status_code, first.json()) == (200, {"status": "accepted", "event_ids": [row.id]})
     assert (second.status_code, second.json()) == (200, {"status": "duplicate"})
     assert stored_events(runtime) == 1
 
@@ -253,8 +254,9 @@ def test_an_unknown_event_type_is_200_and_stored_as_ignored(
         content=asaas_delivery("PAYMENT_CREATED", **{**ASAAS, "event_id": "evt_created"}),
         headers=asaas_headers(),
     )
-    assert (status, answer) == (200, {"status": "accepted"})
-    assert asaas.status_code == 200
+    ids = {row.provider: row.id for row in event_rows(runtime)}
+    assert (status, answer) == (200, {"status": "accepted", "event_ids": [ids["standard"]]})
+    assert (asaas.status_code, asaas.json()) == (200, {"status": "accepted", "event_ids": [ids["asaas"]]})
     assert sorted((row.provider, row.event_type, row.status) for row in event_rows(runtime)) == [
         ("asaas", "PAYMENT_CREATED", "ignored"),
         ("standard", "customer.created", "ignored"),
@@ -265,9 +267,10 @@ def test_a_pix_batch_stores_each_item_once_by_end_to_end_id(client: TestClient, 
     body = json.dumps(fixture("pix/batch.json")).encode()
     first = client.post(pix_url("/webhooks/pix/pix"), content=body, headers={"content-type": "application/json"})
     again = client.post(pix_url(), content=body, headers={"content-type": "application/json"})
-    assert first.json() == {"status": "accepted"}
-    assert again.json() == {"status": "duplicate"}
     rows = event_rows(runtime)
+    assert first.json()["status"] == "accepted"
+    assert sorted(first.json()["event_ids"]) == sorted(row.id for row in rows)  # one per item and devolução
+    assert again.json() == {"status": "duplicate"}
     payments = sorted(row.dedupe_key for row in rows if row.event_type == "pix.received")
     assert payments == sorted(item["endToEndId"] for item in fixture("pix/batch.json")["pix"])
     # the refunds still in processing are kept, not acted on: the final status arrives as a new delivery
@@ -301,8 +304,8 @@ def test_when_the_broker_is_down_the_event_is_stored_answered_and_later_requeued
     body = standard_body("payment.confirmed", "chg_nobody_knows")
     with TestClient(app) as client:
         status, answer = post_standard(client, body, standard_headers(body, "msg_down", clock.now()))
-    assert (status, answer) == (200, {"status": "accepted"})
     [row] = event_rows(runtime)
+    assert (status, answer) == (200, {"status": "accepted", "event_ids": [row.id]})
     assert row.status == "received"
     assert tick_once(runtime).counts["webhooks_requeued"] == 0  # not yet 5 minutes
     clock.set(clock.now() + timedelta(minutes=5))

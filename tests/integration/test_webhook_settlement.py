@@ -234,7 +234,8 @@ def test_an_asaas_payment_is_settled_only_after_the_api_confirms_it(
     body = asaas_delivery(
         "PAYMENT_RECEIVED_PIX", event_id="evt_1", payment_id="pay_777", reference=charge_id, value=199.9
     )
-    assert client.post("/webhooks/asaas", content=body, headers=asaas_headers()).json() == {"status": "accepted"}
+    answer = client.post("/webhooks/asaas", content=body, headers=asaas_headers()).json()
+    assert answer == {"status": "accepted", "event_ids": [row.id for row in rows(runtime, WebhookEvent)]}
     settle_jobs(jobs, runtime)
     assert fetch.call_count == 1
     assert fetch.calls.last.request.headers["access_token"] == "asaas-test-key"
@@ -337,7 +338,8 @@ def test_a_pix_payment_settles_by_txid_and_its_devolucao_refunds_it(
     response = client.post(
         pix_url(), content=json.dumps({"pix": [paid]}).encode(), headers={"content-type": "application/json"}
     )
-    assert response.json() == {"status": "accepted"}
+    [paid_event] = rows(runtime, WebhookEvent)
+    assert response.json() == {"status": "accepted", "event_ids": [paid_event.id]}
     settle_jobs(jobs, runtime)
     assert api.access("padaria-central", "platform")["state"] == "active"
     refunded = {**item, "txid": pix_txid(charge_id), "valor": "199.90"}
@@ -347,7 +349,9 @@ def test_a_pix_payment_settles_by_txid_and_its_devolucao_refunds_it(
         content=json.dumps({"pix": [refunded]}).encode(),
         headers={"content-type": "application/json"},
     )
-    assert response.json() == {"status": "accepted"}  # the payment is a duplicate, its devolução is new
+    # the payment is a duplicate, its devolução is new: only the devolução's id comes back
+    [refund_event] = [row for row in rows(runtime, WebhookEvent) if row.id != paid_event.id]
+    assert response.json() == {"status": "accepted", "event_ids": [refund_event.id]}
     settle_jobs(jobs, runtime)
     [payment] = rows(runtime, Payment)
     assert (payment.gateway, payment.gateway_payment_id, payment.status) == ("pix", item["endToEndId"], "refunded")
