@@ -402,3 +402,16 @@ class OpsAction(Base):
 Index("ix_webhook_events_received_at", WebhookEvent.received_at)
 Index("ix_webhook_events_charge_id", WebhookEvent.charge_id)
 Index("ix_charges_account_id", Charge.account_id)
+
+
+class SharedClock(Base):
+    """The shared test clock outside production: one row, read by every process on this database.
+
+    No row, or no instant, means the system time; once set, the instant stands until set or advanced.
+    """
+
+    __tablename__ = "shared_clock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instant: Mapped[datetime | None]
+    updated_at: Mapped[datetime]

@@ -45,10 +45,13 @@ def create_app(
     checks: Mapping[str, Callable[[], object]] | None = None,
     gateway: Gateway | None = None,
     broker: dramatiq.Broker | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The app; `checks` are what /readyz pings besides the database (the broker).
 
     `broker` is the one the jobs run on: the ops pages and /metrics read its queues and job counts.
+    `extra_routes` are the development sandbox's (the gateway simulator, the mail viewer), matched
+    before the ops pages.
     """
     intake = Intake(runtime.engine, runtime.clock, enqueue)
     metrics = Metrics(runtime, broker)
@@ -92,6 +95,7 @@ def create_app(
         *webhook_routes(endpoint),
         *docs_routes(),
         api_routes(runtime, gateway or AsaasGateway(runtime.settings.asaas_api_url, runtime.settings.asaas_api_key)),
+        *extra_routes,
         *ops_routes(runtime, broker, enqueue),
         metrics.route(),
     ]

@@ -1,0 +1,118 @@
+"""`regua dev` as a new user runs it, with `regua clock` and `regua trigger` beside it: a boleto month.
+
+Nothing configured but the ports and the database file: the gateway is the simulator inside
+`regua dev`, mails go to its sink, and every process reads the shared clock in the database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Processes, free_port
+
+pytestmark = pytest.mark.e2e
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError("the condition never held")
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[tuple[Processes, str]]:
+    port, smtp_port = free_port(), free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {name: value for name, value in os.environ.items() if not name.startswith("REGUA_")}
+    env.update(
+        {
+            "REGUA_DATABASE_URL": f"sqlite:///{tmp_path / 'regua.db'}",
+            "REGUA_PUBLIC_URL": base,
+            "REGUA_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+        }
+    )
+    running = Processes(env=env, logs=tmp_path, cwd=tmp_path)
+    running.start("dev", "dev", "--port", str(port))
+    running.wait_http(f"{base}/readyz", timeout=60)
+    yield running, base
+    running.stop()
+
+
+def test_a_boleto_month_in_the_sandbox_issues_blocks_and_unblocks_with_its_mails(
+    sandbox: tuple[Processes, str],
+) -> None:
+    processes, base = sandbox
+    with httpx.Client(base_url=f"{base}/gateway-sim", headers={"access_token": "dev-asaas-key"}) as gateway:
+        a_month_in_the_sandbox(processes, base, gateway)
+
+
+def a_month_in_the_sandbox(processes: Processes, base: str, gateway: httpx.Client) -> None:
+    banner = processes.log("dev")
+    assert f"{base}/ops/mail" in banner
+    assert "curl -X PUT" in banner
+
+    # The customer at the simulated gateway, then the account and its boleto subscription.
+    customer = gateway.post(
+        "/v3/customers", json={"name": "Padaria Central Ltda", "cpfCnpj": "11222333000181", "externalReference": "acme"}
+    ).json()
+    account = {
+        "name": "Padaria Central Ltda",
+        "document": "11.222.333/0001-81",
+        "contacts": [{"email": "ana@padaria.example", "name": "Ana", "manage_payments": True}],
+        "gateway_customer_id": customer["id"],
+    }
+    assert httpx.put(f"{base}/api/accounts/acme", json=account).status_code == 201
+    subscription = {
+        "plan": "pro",
+        "monthly_price_cents": 19990,
+        "frequency": "monthly",
+        "payment_method": "boleto",
+        "starts_on": "2026-12-01",
+    }
+    answer = httpx.put(f"{base}/api/accounts/acme/subscriptions/platform", json=subscription)
+    assert answer.status_code == 201, answer.text
+
+    def mails() -> list[dict[str, Any]]:
+        return list(httpx.get(f"{base}/ops/mail.json").json())
+
+    def access() -> dict[str, Any]:
+        return dict(httpx.get(f"{base}/api/accounts/acme/access").json()["products"]["platform"])
+
+    processes.run("clock", "set", "2026-12-01T00:05")
+    assert "2026-12-01T00:05:00-03:00 (set)" in processes.run("clock", "show")
+    wait_for(lambda: any(mail["kind"] == "invoice_issued" for mail in mails()))
+    [issued] = [mail for mail in mails() if mail["kind"] == "invoice_issued"]
+    assert (issued["to"], issued["account"]) == (["ana@padaria.example"], "acme")
+    [invoice] = httpx.get(f"{base}/api/accounts/acme/invoices").json()["invoices"]
+    assert issued["invoice"] == invoice["id"]
+    [payment] = gateway.get("/v3/payments", params={"customer": customer["id"]}).json()["data"]
+    assert payment["billingType"] == "BOLETO"
+    assert payment["dateCreated"] == "2026-12-01"
+    line = gateway.get(f"/v3/payments/{payment['id']}/identificationField").json()["identificationField"]
+    page = httpx.get(f"{base}/ops/mail").text
+    assert "X-Regua-Kind" in page
+    assert line in re.sub(r"[.\s]", "", page)
+
+    processes.run("clock", "advance", "6d")
+    wait_for(lambda: access()["state"] == "blocked")
+    assert "account_blocked" in [mail["kind"] for mail in mails()]
+
+    sent = processes.run("trigger", "payment", "--account", "acme")
+    assert f"/gateway-sim/sim/payments/{payment['id']}/pay" in sent
+    assert "<- 200" in sent
+    wait_for(lambda: access()["state"] == "active")
+    wait_for(lambda: "account_unblocked" in [mail["kind"] for mail in mails()])
+    [paid] = httpx.get(f"{base}/api/accounts/acme/invoices").json()["invoices"]
+    assert paid["status"] == "paid"
+    assert paid["paid_at"].startswith("2026-12-07")
