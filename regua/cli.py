@@ -302,7 +302,9 @@ def cmd_clock(settings: Settings, args: argparse.Namespace) -> int:
             raise CommandError(str(error)) from None
         if target < current:
             print(f"the clock moves back from {runtime.calendar.local(current).isoformat()}: the books keep their past")
-        steps = [*day_boundaries(current, target, zone), target] if target > current else [target]
+        steps = day_boundaries(current, target, zone) if target > current else []
+        if target not in steps:
+            steps.append(target)
         for instant in steps:
             _store(runtime, instant)
             if isinstance(runtime.clock, StoredClock):
