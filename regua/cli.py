@@ -330,6 +330,7 @@ def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
 
     if settings.production:
         raise CommandError("`regua trigger` sends test webhooks: it is refused in production")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the trigger prints what it sends itself
     runtime = _runtime(settings)
     trigger = Trigger(runtime, args.url or settings.public_url)
     try:

@@ -87,8 +87,19 @@ class Trigger:
             if charge is None:
                 raise TriggerError(f"account {account_id} has no paid charge: `regua trigger payment` first")
         else:
-            found = self.runtime.read(lambda s: _charge(s, account_id, product, (ChargeStatus.PENDING,)))
+            # A duplicate may also follow a payment already made: the customer pays a second time.
+            statuses = (
+                (ChargeStatus.PENDING, ChargeStatus.CONFIRMED) if event == "duplicate" else (ChargeStatus.PENDING,)
+            )
+            found = self.runtime.read(lambda s: _charge(s, account_id, product, statuses))
+            if found is None and event == "decline" and self._pays_by_card(account_id, product):
+                # A card is declined while it is charged: the checkout's own answer is the decline.
+                self._checkout(account_id, product, card_token="tok_soft_decline")
+                return
             charge = found or self._checkout(account_id, product)
+            if found is None and event == "payment" and charge.status == ChargeStatus.CONFIRMED:
+                self.out(f"charge {charge.id}: the card was charged at the checkout; the simulator posts its webhook")
+                return
         self.out(f"charge {charge.id}: {charge.method}, {charge.amount_cents} centavos, {charge.status}")
         payment = self._simulated_payment(charge.id)
         getattr(self, "_" + event.replace("-", "_"))(charge, payment)
@@ -146,14 +157,18 @@ class Trigger:
 
     # -- how they are sent
 
-    def _checkout(self, account_id: str, product: str | None) -> ChargeRef:
+    def _pays_by_card(self, account_id: str, product: str | None) -> bool:
+        found = self.runtime.read(lambda s: _subscription(s, account_id, product))
+        return found is not None and _CHECKOUT_METHOD[found[1]] == "card"
+
+    def _checkout(self, account_id: str, product: str | None, card_token: str | None = None) -> ChargeRef:
         found = self.runtime.read(lambda s: _subscription(s, account_id, product))
         if found is None:
             raise TriggerError(f"account {account_id} has no subscription{f' to {product}' if product else ''}")
-        product_name, payment_method, card_token = found
+        product_name, payment_method, saved_token = found
         body: dict[str, Any] = {"product": product_name, "method": _CHECKOUT_METHOD[payment_method]}
         if body["method"] == "card":
-            body["card_token"] = card_token or "tok_ok"
+            body["card_token"] = card_token or saved_token or "tok_ok"
         headers = (
             {"Authorization": f"Bearer {self.runtime.settings.api_token}"} if self.runtime.settings.api_token else {}
         )
