@@ -21,7 +21,7 @@ from tests.e2e.conftest import Processes, free_port
 pytestmark = pytest.mark.e2e
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 30) -> None:
+def wait_for(check: Callable[[], bool], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -47,6 +47,7 @@ def sandbox(tmp_path: Path) -> Iterator[tuple[Processes, str]]:
     running.wait_http(f"{base}/readyz", timeout=60)
     yield running, base
     running.stop()
+    print(running.log("dev"))  # shown by pytest when the test failed
 
 
 def test_a_boleto_month_in_the_sandbox_issues_blocks_and_unblocks_with_its_mails(
