@@ -21,12 +21,18 @@ from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
 from billing.models import Charge, ChargeStatus, Subscription
+from regua.gateway.asaas import encode_json, money
 from regua.runtime import Runtime
 
 EVENTS = ("payment", "duplicate", "refund", "partial-refund", "chargeback", "decline", "pending")
 _NEEDS_PAID = ("refund", "partial-refund", "chargeback")
 _CHECKOUT_METHOD = {"boleto": "boleto", "pix": "pix", "card": "card", "card_auto_debit": "card"}
 _ASAAS_TYPE = {"boleto": "BOLETO", "pix": "PIX"}
+
+
+def _json(body: dict[str, Any]) -> str:
+    """JSON with money as exact decimal numbers (`99.95`), the way Asaas reads it."""
+    return encode_json(body).decode()
 
 
 class TriggerError(Exception):
@@ -134,7 +140,7 @@ class Trigger:
         if payment is None:
             self._standard("payment.refunded", charge, amount_cents=half, refund_id=f"re_{uuid.uuid4().hex[:16]}")
         else:
-            body = {"value": f"{half // 100}.{half % 100:02d}", "description": "regua trigger partial-refund"}
+            body = {"value": money(half), "description": "regua trigger partial-refund"}
             self._control(f"/v3/payments/{payment['id']}/refund", body, via_api=True)
 
     def _chargeback(self, charge: ChargeRef, payment: dict[str, Any] | None) -> None:
@@ -181,19 +187,23 @@ class Trigger:
         return ChargeRef(charge["charge_id"], product_name, charge["method"], charge["amount_cents"], charge["status"])
 
     def _simulated_payment(self, charge_id: str) -> dict[str, Any] | None:
-        """The newest payment the simulated gateway holds for the charge, or None (no simulator, or unknown)."""
+        """The payment the simulated gateway holds for the charge, or None (no simulator, or unknown)."""
         try:
             answer = self.gateway.get("/v3/payments", params={"externalReference": charge_id, "limit": 100})
         except httpx.HTTPError:
             return None
         if answer.status_code != 200:
             return None
-        payments = answer.json().get("data") or []
-        return dict(payments[-1]) if payments else None
+        payments = [dict(payment) for payment in answer.json().get("data") or []]
+        # The first payment still paid (a duplicate refunded by regua is not the one to refund), else the newest.
+        paid = [payment for payment in payments if payment["status"] in ("RECEIVED", "CONFIRMED")]
+        return paid[0] if paid else (payments[-1] if payments else None)
 
     def _control(self, path: str, body: dict[str, Any], *, via_api: bool = False) -> None:
         url = f"{self.gateway.base_url}".rstrip("/") + path
-        answer = self.gateway.post(path, json=body) if via_api else self.http.post(url, json=body)
+        content, headers = _json(body), {"Content-Type": "application/json"}
+        post = self.gateway.post if via_api else self.http.post
+        answer = post(url, content=content, headers=headers)
         self._print("gateway simulator", url, body, answer)
         if answer.status_code >= 300:
             raise TriggerError(f"the simulator answered {answer.status_code}: nothing sent")
@@ -226,5 +236,5 @@ class Trigger:
         self._print("Standard Webhook", url, payload, self.http.post(url, content=body, headers=headers))
 
     def _print(self, what: str, url: str, body: dict[str, Any], answer: httpx.Response) -> None:
-        self.out(f"-> {what}: POST {url}\n   {json.dumps(body)}")
+        self.out(f"-> {what}: POST {url}\n   {_json(body)}")
         self.out(f"<- {answer.status_code} {answer.text[:600]}")

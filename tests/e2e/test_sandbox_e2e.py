@@ -117,3 +117,55 @@ def a_month_in_the_sandbox(processes: Processes, base: str, gateway: httpx.Clien
     [paid] = httpx.get(f"{base}/api/accounts/acme/invoices").json()["invoices"]
     assert paid["status"] == "paid"
     assert paid["paid_at"].startswith("2026-12-07")
+
+
+def test_every_trigger_event_reaches_the_books_through_the_webhooks_a_gateway_posts(
+    sandbox: tuple[Processes, str],
+) -> None:
+    processes, base = sandbox
+    account = {
+        "name": "Oficina Norte",
+        "document": "11.222.333/0001-81",
+        "contacts": [{"email": "caio@oficina.example", "name": "Caio", "manage_payments": True}],
+        "gateway_customer_id": "cus_000000000007",
+    }
+    assert httpx.put(f"{base}/api/accounts/norte", json=account).status_code == 201
+    subscription = {
+        "plan": "pro",
+        "monthly_price_cents": 19990,
+        "frequency": "monthly",
+        "payment_method": "pix",
+        "starts_on": "2026-12-01",
+    }
+    assert httpx.put(f"{base}/api/accounts/norte/subscriptions/platform", json=subscription).status_code == 201
+    processes.run("clock", "set", "2026-12-01T00:05")
+
+    def invoice_status() -> str:
+        return str(httpx.get(f"{base}/api/accounts/norte/invoices").json()["invoices"][0]["status"])
+
+    def history() -> dict[str, Any]:
+        return dict(httpx.get(f"{base}/api/accounts/norte/payments").json())
+
+    def trigger(event: str) -> str:
+        return processes.run("trigger", event, "--account", "norte")
+
+    assert "-> Standard Webhook" in trigger("pending")
+    wait_for(lambda: invoice_status() == "verifying")
+    assert '"failure_code":"insufficient_funds"' in trigger("decline")
+    wait_for(lambda: invoice_status() == "open")
+
+    paid = trigger("payment")
+    assert "no open charge: checkout" in paid, "the declined charge is over: a new one is opened"
+    wait_for(lambda: invoice_status() == "paid")
+
+    assert "/pay-again" in trigger("duplicate")
+    wait_for(lambda: [r["reason"] for r in history()["refunds"]] == ["duplicate"])
+    assert [p["status"] for p in history()["payments"]].count("duplicate") == 1
+
+    assert '{"value":99.95,' in trigger("partial-refund"), "money goes to Asaas as an exact number"
+    wait_for(lambda: sorted(r["amount_cents"] for r in history()["refunds"]) == [9995, 19990])
+
+    assert "/chargeback" in trigger("chargeback")
+    wait_for(lambda: "chargeback" in [p["status"] for p in history()["payments"]])
+    kinds = [mail["kind"] for mail in httpx.get(f"{base}/ops/mail.json").json()]
+    assert {"invoice_issued", "verification_pending", "payment_failed", "payment_confirmed"} <= set(kinds)
