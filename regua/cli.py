@@ -245,7 +245,7 @@ def print_banner(settings: Settings, runtime: Runtime, base: str, smtp_url: str,
     open_api = "open in dev (REGUA_API_TOKEN is empty)" if not settings.api_token else "bearer REGUA_API_TOKEN"
     open_ops = "open in dev (REGUA_OPS_TOKEN is empty)" if not settings.ops_token else "user ops, REGUA_OPS_TOKEN"
     account = (
-        '{"name": "Acme Ltda", "document": "11.222.333/0001-81", "gateway_customer_id": "cus_000000000001", '
+        '{"name": "Acme Ltda", "document": "11.222.333/0001-81", '
         '"contacts": [{"email": "financeiro@acme.example", "name": "Ana", "manage_payments": true}]}'
     )
     lines = [

@@ -63,15 +63,12 @@ def a_month_in_the_sandbox(processes: Processes, base: str, gateway: httpx.Clien
     assert f"{base}/ops/mail" in banner
     assert "curl -X PUT" in banner
 
-    # The customer at the simulated gateway, then the account and its boleto subscription.
-    customer = gateway.post(
-        "/v3/customers", json={"name": "Padaria Central Ltda", "cpfCnpj": "11222333000181", "externalReference": "acme"}
-    ).json()
+    # The account and its boleto subscription, as the README shows them: regua creates the customer at
+    # the (simulated) gateway itself when it first charges.
     account = {
         "name": "Padaria Central Ltda",
         "document": "11.222.333/0001-81",
         "contacts": [{"email": "ana@padaria.example", "name": "Ana", "manage_payments": True}],
-        "gateway_customer_id": customer["id"],
     }
     assert httpx.put(f"{base}/api/accounts/acme", json=account).status_code == 201
     subscription = {
@@ -97,6 +94,7 @@ def a_month_in_the_sandbox(processes: Processes, base: str, gateway: httpx.Clien
     assert (issued["to"], issued["account"]) == (["ana@padaria.example"], "acme")
     [invoice] = httpx.get(f"{base}/api/accounts/acme/invoices").json()["invoices"]
     assert issued["invoice"] == invoice["id"]
+    [customer] = gateway.get("/v3/customers", params={"externalReference": "acme"}).json()["data"]
     [payment] = gateway.get("/v3/payments", params={"customer": customer["id"]}).json()["data"]
     assert payment["billingType"] == "BOLETO"
     assert payment["dateCreated"] == "2026-12-01"
@@ -117,6 +115,7 @@ def a_month_in_the_sandbox(processes: Processes, base: str, gateway: httpx.Clien
     [paid] = httpx.get(f"{base}/api/accounts/acme/invoices").json()["invoices"]
     assert paid["status"] == "paid"
     assert paid["paid_at"].startswith("2026-12-07")
+    processes.run("check")  # the books' invariants hold: exit 0
 
 
 def test_every_trigger_event_reaches_the_books_through_the_webhooks_a_gateway_posts(
@@ -127,7 +126,6 @@ def test_every_trigger_event_reaches_the_books_through_the_webhooks_a_gateway_po
         "name": "Oficina Norte",
         "document": "11.222.333/0001-81",
         "contacts": [{"email": "caio@oficina.example", "name": "Caio", "manage_payments": True}],
-        "gateway_customer_id": "cus_000000000007",
     }
     assert httpx.put(f"{base}/api/accounts/norte", json=account).status_code == 201
     subscription = {
@@ -169,3 +167,4 @@ def test_every_trigger_event_reaches_the_books_through_the_webhooks_a_gateway_po
     wait_for(lambda: "chargeback" in [p["status"] for p in history()["payments"]])
     kinds = [mail["kind"] for mail in httpx.get(f"{base}/ops/mail.json").json()]
     assert {"invoice_issued", "verification_pending", "payment_failed", "payment_confirmed"} <= set(kinds)
+    processes.run("check")  # the books' invariants hold: exit 0
