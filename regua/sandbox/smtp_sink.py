@@ -15,6 +15,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -58,7 +59,7 @@ class CaughtMail:
 
 @dataclass
 class MailSink:
-    """Accepts every mail on host:port and keeps it; `received_at` comes from the given clock."""
+    """Accepts every mail on host:port and keeps it, dated by its Date header or the given clock."""
 
     host: str
     port: int
@@ -101,11 +102,20 @@ class MailSink:
         with self._lock:
             return list(reversed(self._mails))
 
+    def _received_at(self, message: EmailMessage) -> datetime:
+        """The mail's Date, set by the sender's clock: another process may have moved the shared clock
+        days ahead within the second this process keeps its read. Without a Date, this clock's time."""
+        try:
+            dated = parsedate_to_datetime(str(message["Date"])) if message["Date"] else None
+        except (TypeError, ValueError):
+            dated = None
+        return dated if dated is not None and dated.tzinfo is not None else self.clock.now()
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         parsed = email.message_from_bytes(envelope.content, policy=email.policy.default)
         if not isinstance(parsed, EmailMessage):
             return "554 Transaction failed: unreadable message"
-        caught = CaughtMail(self.clock.now(), str(envelope.mail_from), tuple(envelope.rcpt_tos), parsed)
+        caught = CaughtMail(self._received_at(parsed), str(envelope.mail_from), tuple(envelope.rcpt_tos), parsed)
         with self._lock:
             self._mails.append(caught)
         return "250 Message accepted for delivery"

@@ -29,8 +29,12 @@ def sink() -> Iterator[MailSink]:
     running.stop()
 
 
-def send(sink: MailSink, kind: str, *, invoice: str | None = "inv_1", to: str = "ana@padaria.example") -> None:
+def send(
+    sink: MailSink, kind: str, *, invoice: str | None = "inv_1", to: str = "ana@padaria.example", date: str = ""
+) -> None:
     message = EmailMessage()
+    if date:
+        message["Date"] = date
     message["From"] = "Financeiro <financeiro@localhost>"
     message["To"] = to
     message["Subject"] = f"Sua fatura <{kind}>"
@@ -106,3 +110,10 @@ def test_a_port_already_taken_is_named() -> None:
         with pytest.raises(PortTaken, match=f"127.0.0.1:{port} is taken"):
             sink.start()
     assert not sink.running
+
+
+def test_a_mail_is_dated_by_its_sender_and_without_a_date_by_the_sinks_clock(sink: MailSink) -> None:
+    send(sink, "account_blocked", date="Mon, 07 Dec 2026 03:00:00 +0000")
+    send(sink, "payment_reminder")
+
+    assert [mail.summary()["received_at"] for mail in sink.mails()] == ["2026-12-01T03:05:00Z", "2026-12-07T03:00:00Z"]
