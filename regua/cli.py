@@ -11,7 +11,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from billing.check import Report, check_books, snapshot
@@ -85,6 +87,7 @@ def cmd_tick(settings: Settings, args: argparse.Namespace) -> int:
             now = parse_instant(args.now)
         except ValueError as error:
             raise CommandError(f"--now: {error}") from None
+        print("--now moves this pass only: `regua clock set` moves every process's clock", file=sys.stderr)
     runtime = _runtime(settings)
     try:
         if settings.broker_url:
@@ -427,14 +430,34 @@ def cmd_gateway_sim(settings: Settings, args: argparse.Namespace) -> int:
     """The Asaas API subset regua uses, with scripted outcomes, posting webhooks back to regua."""
     from regua.sandbox.simulator import run_simulator
 
-    run_simulator(
-        args.host,
-        args.port,
-        args.webhook_url,
-        settings.asaas_webhook_token,
-        timeout_delay_s=args.timeout_delay,
-    )
+    runtime = _shared_clock_runtime(settings)
+    try:
+        run_simulator(
+            args.host,
+            args.port,
+            args.webhook_url,
+            settings.asaas_webhook_token,
+            timeout_delay_s=args.timeout_delay,
+            clock=None if runtime is None else runtime.clock,
+        )
+    finally:
+        if runtime is not None:
+            runtime.close()
     return 0
+
+
+def _shared_clock_runtime(settings: Settings) -> Runtime | None:
+    """A runtime whose clock the standalone simulator dates by, when regua's database is there to
+    read it from (outside production); None means the system clock. A missing SQLite file stays missing."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if settings.production or (url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file()):
+        return None
+    try:
+        return _runtime(settings)
+    except (CommandError, SQLAlchemyError):
+        return None
 
 
 def _redacted(url: str) -> str:

@@ -994,7 +994,10 @@ def run_simulator(
     *,
     api_key: str | None = None,
     timeout_delay_s: float = DEFAULT_TIMEOUT_DELAY_S,
+    clock: Clock | None = None,
 ) -> None:
     """Serve the simulator under uvicorn until stopped (the `regua gateway-sim` command)."""
-    app = create_simulator_app(webhook_url, webhook_token, timeout_delay_s=timeout_delay_s, api_key=api_key)
+    app = create_simulator_app(
+        webhook_url, webhook_token, timeout_delay_s=timeout_delay_s, api_key=api_key, clock=clock
+    )
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -168,3 +168,21 @@ def test_every_trigger_event_reaches_the_books_through_the_webhooks_a_gateway_po
     kinds = [mail["kind"] for mail in httpx.get(f"{base}/ops/mail.json").json()]
     assert {"invoice_issued", "verification_pending", "payment_failed", "payment_confirmed"} <= set(kinds)
     processes.run("check")  # the books' invariants hold: exit 0
+
+
+def test_a_standalone_gateway_simulator_dates_its_payments_by_the_shared_clock(tmp_path: Path) -> None:
+    port = free_port()
+    env = {name: value for name, value in os.environ.items() if not name.startswith("REGUA_")}
+    env["REGUA_DATABASE_URL"] = f"sqlite:///{tmp_path / 'regua.db'}"
+    processes = Processes(env=env, logs=tmp_path, cwd=tmp_path)
+    try:
+        processes.run("migrate")
+        processes.run("clock", "set", "2026-12-01T10:00")
+        processes.start("sim", "gateway-sim", "--port", str(port), "--webhook-url", "")
+        processes.wait_http(f"http://127.0.0.1:{port}/sim/state")
+        body = {"customer": "cus_1", "billingType": "PIX", "value": 10, "dueDate": "2026-12-01"}
+        created = httpx.post(f"http://127.0.0.1:{port}/v3/payments", json=body, headers={"access_token": "k"})
+    finally:
+        processes.stop()
+
+    assert created.json()["dateCreated"] == "2026-12-01"
