@@ -45,9 +45,11 @@ def store_instant(session: Session, instant: datetime | None, now: datetime) -> 
 class StoredClock:
     """The shared clock as a `Clock`: the stored instant, or the system time while none is stored.
 
-    A read is kept for `cache` (about a second), so a busy process asks the database once a second,
-    and a clock moved by another process is seen within that time. A database without the clock's
-    table (not migrated yet) reads as the system time.
+    The first read is made at once; after that a read older than `cache` (about a second) is renewed
+    by a short-lived thread while `now` answers from the last one, so a clock moved by another process
+    is seen within about a second and `now` never waits on the database: on the embedded default every
+    transaction takes SQLite's write lock, and an event loop waiting for it could wait for a worker
+    that is itself waiting for that loop. A database without the clock's table reads as the system time.
     """
 
     def __init__(self, sessions: sessionmaker[Session], system: Clock, *, cache: timedelta = DEFAULT_CACHE) -> None:
@@ -57,20 +59,39 @@ class StoredClock:
         self._lock = threading.Lock()
         self._read_at: datetime | None = None
         self._instant: datetime | None = None
+        self._renewing = False
+        self._renewal: threading.Thread | None = None
 
     def now(self) -> datetime:
         system_now = self._system.now()
         with self._lock:
-            if self._read_at is None or not timedelta(0) <= system_now - self._read_at < self._cache:
-                self._instant = self._read()
-                self._read_at = system_now
+            if self._read_at is None:
+                self._instant, self._read_at = self._read(), system_now
+            elif not self._renewing and not timedelta(0) <= system_now - self._read_at < self._cache:
+                self._renewing = True
+                self._renewal = threading.Thread(target=self._renew, name="shared-clock", daemon=True)
+                self._renewal.start()
             instant = self._instant
         return system_now if instant is None else instant
 
     def forget(self) -> None:
-        """Read the database again at the next `now` (after this process moved the clock)."""
+        """Read the database again, at once, at the next `now` (after this process moved the clock)."""
         with self._lock:
             self._read_at = None
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Wait for a renewal under way, so that none outlives its database engine."""
+        renewal = self._renewal
+        if renewal is not None:
+            renewal.join(timeout)
+
+    def _renew(self) -> None:
+        try:
+            instant = self._read()
+        except Exception:  # a thread must not die loudly: the last read stands until the next renewal
+            instant = self._instant
+        with self._lock:
+            self._instant, self._read_at, self._renewing = instant, self._system.now(), False
 
     def _read(self) -> datetime | None:
         try:

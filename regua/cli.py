@@ -180,6 +180,7 @@ def _serve(
         jobs.broker,
         extra_routes=sandbox.routes,
     )
+    runtime.clock.now()  # the shared clock's first read is made here, not on the event loop
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=None)
 
 

@@ -40,6 +40,8 @@ class Runtime:
             return work(session)
 
     def close(self) -> None:
+        if isinstance(self.clock, StoredClock):
+            self.clock.close()
         self.engine.dispose()
 
 

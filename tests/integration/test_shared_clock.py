@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,11 +40,12 @@ def test_the_clock_follows_the_system_time_until_it_is_set(shared: Runtime, syst
     assert clock.now() == system.now()
 
     shared.transaction(lambda session: store_instant(session, SET_AT, system.now()))
-    system.set(system.now() + timedelta(seconds=2))
+    clock.forget()
 
     assert clock.now() == SET_AT
     system.set(system.now() + timedelta(days=3))
     assert clock.now() == SET_AT, "a set clock stands still until set or advanced again"
+    clock.close()
 
 
 def test_another_process_sees_the_clock_moved_within_a_second(shared: Runtime, system: FrozenClock) -> None:
@@ -53,7 +56,31 @@ def test_another_process_sees_the_clock_moved_within_a_second(shared: Runtime, s
 
     assert reader.now() == system.now(), "the read is kept for a second"
     system.set(system.now() + timedelta(seconds=1))
-    assert reader.now() == SET_AT
+    deadline = time.monotonic() + 5
+    while reader.now() != SET_AT:
+        assert time.monotonic() < deadline, "the read was never renewed"
+        time.sleep(0.01)
+    reader.close()
+
+
+def test_reading_the_clock_never_waits_for_a_writer_holding_sqlite(tmp_path: Path, system: FrozenClock) -> None:
+    url = f"sqlite:///{tmp_path / 'regua.db'}"
+    upgrade(url)
+    runtime = build_runtime(Settings(env="test", database_url=url))
+    clock = StoredClock(runtime.sessions, system)
+    clock.now()
+    writer = sqlite3.connect(tmp_path / "regua.db", isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")  # another process's transaction holds the write lock
+        system.set(system.now() + timedelta(seconds=5))
+        started = time.monotonic()
+        assert clock.now() == system.now()
+        assert time.monotonic() - started < 0.5
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
+        clock.close()
+        runtime.close()
 
 
 def test_runtimes_outside_production_read_the_shared_clock(shared: Runtime) -> None:
