@@ -420,3 +420,16 @@ class Receipt(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     content: Mapped[bytes]
     received_at: Mapped[datetime]
+
+
+class SharedClock(Base):
+    """The shared test clock outside production: one row, read by every process on this database.
+
+    No row, or no instant, means the system time; once set, the instant stands until set or advanced.
+    """
+
+    __tablename__ = "shared_clock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instant: Mapped[datetime | None]
+    updated_at: Mapped[datetime]

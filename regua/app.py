@@ -47,11 +47,14 @@ def create_app(
     gateway: Gateway | None = None,
     broker: dramatiq.Broker | None = None,
     send_mails: SendMails | None = None,
+    extra_routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The app; `checks` are what /readyz pings besides the database (the broker).
 
     `broker` is the one the jobs run on: the ops pages and /metrics read its queues and job counts.
     `send_mails` queues the emails the payment page records (without it, the next tick sends them).
+    `extra_routes` are the development sandbox's (the gateway simulator, the mail viewer), matched
+    before the ops pages.
     """
     intake = Intake(runtime.engine, runtime.clock, enqueue)
     metrics = Metrics(runtime, broker)
@@ -94,6 +97,7 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         *webhook_routes(endpoint),
         *docs_routes(),
+        *extra_routes,
         *ops_routes(runtime, broker, enqueue),
         metrics.route(),
     ]

@@ -1,4 +1,4 @@
-"""The `regua` command: serve, worker, tick, migrate, dev, demo, replay, check, refunds, receipts and more."""
+"""The `regua` command: serve, worker, scheduler, tick, migrate, dev, clock, trigger, demo, replay, check, refunds."""
 
 from __future__ import annotations
 
@@ -13,14 +13,23 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from billing.accounts import get_account
 from billing.check import Report, check_books, snapshot
-from billing.clock import parse_instant
+from billing.clock import SystemClock, parse_instant
 from billing.errors import BillingError, NotFound
 from billing.models import Refund
 from billing.refunds import mark_refund_done, refunds_by_hand
+from billing.shared_clock import (
+    StoredClock,
+    day_boundaries,
+    parse_duration,
+    parse_local_instant,
+    store_instant,
+    stored_instant,
+)
 from billing.tick import TickReport
 from regua.assembly import (
     InProcessWorker,
@@ -32,6 +41,9 @@ from regua.assembly import (
 from regua.logs import configure_logging
 from regua.migrate import NotMigrated, ensure_migrated, upgrade
 from regua.runtime import Runtime, build_runtime
+from regua.sandbox.dev import SIMULATOR_PATH, build_sandbox, simulated_gateway, smtp_address, with_dev_defaults
+from regua.sandbox.smtp_sink import MailSink, PortTaken
+from regua.sandbox.trigger import EVENTS
 from regua.settings import ConfigError, Settings
 from workers.actors import Jobs
 from workers.broker import QUEUES
@@ -101,6 +113,7 @@ def cmd_tick(settings: Settings, args: argparse.Namespace) -> int:
             now = parse_instant(args.now)
         except ValueError as error:
             raise CommandError(f"--now: {error}") from None
+        print("--now moves this pass only: `regua clock set` moves every process's clock", file=sys.stderr)
     runtime = _runtime(settings)
     try:
         if settings.broker_url:
@@ -154,8 +167,17 @@ def cmd_scheduler(settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _serve(settings: Settings, runtime: Runtime, host: str, port: int, *, with_scheduler: bool) -> None:
-    """The HTTP app; on the in-process broker it runs its own worker (nothing else could consume)."""
+def _serve(
+    settings: Settings,
+    runtime: Runtime,
+    host: str,
+    port: int,
+    *,
+    with_scheduler: bool,
+    sink: MailSink | None = None,
+) -> None:
+    """The HTTP app; on the in-process broker it runs its own worker (nothing else could consume).
+    In dev it carries the sandbox too: the simulated gateway and, given a sink, the mail viewer."""
     import uvicorn
 
     from regua.app import Background, create_app
@@ -171,6 +193,9 @@ def _serve(settings: Settings, runtime: Runtime, host: str, port: int, *, with_s
         background.append(InProcessWorker(jobs.broker))
     if with_scheduler:
         background.append(Scheduler(runtime, jobs))
+    sandbox = build_sandbox(settings, runtime.clock, f"http://{host}:{port}", sink)
+    if sandbox.dispatcher is not None:
+        background.append(sandbox.dispatcher)
     app = create_app(
         runtime,
         providers,
@@ -180,7 +205,9 @@ def _serve(settings: Settings, runtime: Runtime, host: str, port: int, *, with_s
         context.gateway,
         jobs.broker,
         send_mails=jobs.mailing.queue,
+        extra_routes=sandbox.routes,
     )
+    runtime.clock.now()  # the shared clock's first read is made here, not on the event loop
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=None)
 
 
@@ -218,7 +245,13 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     """Everything in one process on the embedded default (SQLite), migrated on start."""
     if settings.production:
         raise CommandError("`regua dev` is for development: unset REGUA_ENV=production")
-    settings = with_dev_secrets(settings)
+    base = f"http://{args.host}:{args.port}"
+    if simulated_gateway(settings):
+        settings = replace(settings, asaas_api_url=f"{base}{SIMULATOR_PATH}")
+    smtp_host, smtp_port = smtp_address(settings.smtp_url)
+    if args.smtp_port is not None:
+        smtp_port = args.smtp_port
+        settings = replace(settings, smtp_url=f"smtp://{smtp_host}:{smtp_port}")
     upgrade(settings.database_url)
     runtime = _runtime(settings)
     base = f"http://{args.host}:{args.port}"
@@ -232,20 +265,124 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
     print(f"  secrets    standard {settings.standard_webhook_secrets[0]}")
     print(f"             asaas-access-token {settings.asaas_webhook_token}   pix ?hmac={settings.pix_webhook_secret}")
     _serve(settings, runtime, args.host, args.port, with_scheduler=True)
+    sink = MailSink(smtp_host, smtp_port, runtime.clock)
+    sink_note = f"caught here, shown at {base}/ops/mail"
+    try:
+        sink.start()
+    except PortTaken as error:
+        sink_note = f"NOT RUNNING: {error}; mails go to whatever listens there (set REGUA_SMTP_URL or --smtp-port)"
+    try:
+        print_banner(settings, runtime, base, sink.url, sink_note)
+        _serve(settings, runtime, args.host, args.port, with_scheduler=True, sink=sink)
+    finally:
+        sink.stop()
     return 0
 
 
-DEV_STANDARD_SECRET = "whsec_cmVndWEtZGV2LW9ubHktc2VjcmV0LW5vdC1mb3ItcHJvZA=="
-
-
-def with_dev_secrets(settings: Settings) -> Settings:
-    """`regua dev` answers webhooks out of the box: known, printed secrets where none are set."""
-    return replace(
-        settings,
-        standard_webhook_secrets=settings.standard_webhook_secrets or (DEV_STANDARD_SECRET,),
-        asaas_webhook_token=settings.asaas_webhook_token or "dev-asaas-token",
-        pix_webhook_secret=settings.pix_webhook_secret or "dev-pix-hmac",
+def print_banner(settings: Settings, runtime: Runtime, base: str, smtp_url: str, sink_note: str) -> None:
+    now = runtime.clock.now()
+    stored = isinstance(runtime.clock, StoredClock) and runtime.read(stored_instant) is not None
+    clock_note = "set with `regua clock`" if stored else "follows the system time until `regua clock set`"
+    auth = f" -H 'Authorization: Bearer {settings.api_token}'" if settings.api_token else ""
+    open_api = "open in dev (REGUA_API_TOKEN is empty)" if not settings.api_token else "bearer REGUA_API_TOKEN"
+    open_ops = "open in dev (REGUA_OPS_TOKEN is empty)" if not settings.ops_token else "user ops, REGUA_OPS_TOKEN"
+    account = (
+        '{"name": "Acme Ltda", "document": "11.222.333/0001-81", '
+        '"contacts": [{"email": "financeiro@acme.example", "name": "Ana", "manage_payments": true}]}'
     )
+    lines = [
+        f"regua dev on {_redacted(settings.database_url)}",
+        "  runs       the app, broker, worker, scheduler, gateway simulator and mail sink in this process",
+        f"  clock      {runtime.calendar.local(now):%Y-%m-%d %H:%M %z} ({clock_note})",
+        f"  API        {base}/api/accounts/{{id}}   {open_api}",
+        f"  ops        {base}/ops   {base}/metrics   {open_ops}",
+        f"  mail       {base}/ops/mail   {base}/ops/mail.json   {open_ops}",
+        f"  smtp sink  {smtp_url}   {sink_note}",
+        f"  webhooks   {base}/webhooks/standard   {base}/webhooks/asaas",
+        f"             {base}/webhooks/pix?hmac={settings.pix_webhook_secret}",
+        f"  gateway    {settings.asaas_api_url}"
+        + (
+            f"   (simulated Asaas; its state at {base}{SIMULATOR_PATH}/sim/state)"
+            if simulated_gateway(settings)
+            else ""
+        ),
+        f"  health     {base}/healthz   {base}/readyz",
+        f"  scheduler  a tick every {settings.tick_seconds} s; `regua clock advance 6d` moves the shared clock",
+        f"  secrets    standard {settings.standard_webhook_secrets[0]}",
+        f"             asaas-access-token {settings.asaas_webhook_token}   pix ?hmac={settings.pix_webhook_secret}",
+        f"  try        curl -X PUT {base}/api/accounts/acme -H 'Content-Type: application/json'{auth} -d '{account}'",
+    ]
+    if settings.public_url != base:
+        lines.append(
+            f"  note       REGUA_PUBLIC_URL is {settings.public_url}: "
+            f"set it to {base} for `regua clock` and `regua trigger`"
+        )
+    print("\n".join(lines), flush=True)
+
+
+def cmd_clock(settings: Settings, args: argparse.Namespace) -> int:
+    """Show or move the shared clock; moving it reconciles at every day boundary crossed, in order."""
+    if settings.production:
+        raise CommandError("the shared clock is refused in production, where only the system clock exists")
+    if settings.now is not None and args.action != "show":
+        raise CommandError("REGUA_NOW freezes this process's clock: unset it to move the shared clock")
+    runtime = _runtime(settings)
+    try:
+        zone = runtime.calendar.zone
+        current = runtime.clock.now()
+        if args.action == "show":
+            stored = runtime.read(stored_instant) is not None
+            state = "REGUA_NOW" if settings.now is not None else ("set" if stored else "follows the system time")
+            print(f"{runtime.calendar.local(current).isoformat()} ({state})")
+            return 0
+        try:
+            if args.action == "set":
+                target = parse_local_instant(args.instant, zone)
+            else:
+                target = current + parse_duration(args.duration)
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        if target < current:
+            print(f"the clock moves back from {runtime.calendar.local(current).isoformat()}: the books keep their past")
+        steps = day_boundaries(current, target, zone) if target > current else []
+        if target not in steps:
+            steps.append(target)
+        for instant in steps:
+            _store(runtime, instant)
+            if isinstance(runtime.clock, StoredClock):
+                runtime.clock.forget()
+            if settings.broker_url:
+                report = tick(worker_context(runtime), build_jobs(settings, lazy_context(settings)), instant)
+            else:
+                report = tick_once(runtime, instant)
+            done = ", ".join(f"{name} {count}" for name, count in report.as_dict().items() if count)
+            print(f"{runtime.calendar.local(instant).isoformat()}  {done or 'nothing to do'}", flush=True)
+    finally:
+        runtime.close()
+    return 0
+
+
+def _store(runtime: Runtime, instant: datetime) -> None:
+    runtime.transaction(lambda session: store_instant(session, instant, SystemClock().now()))
+
+
+def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
+    """Send the webhooks a gateway would post about an account's open charge to a running regua."""
+    from regua.sandbox.trigger import Trigger, TriggerError
+
+    if settings.production:
+        raise CommandError("`regua trigger` sends test webhooks: it is refused in production")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the trigger prints what it sends itself
+    runtime = _runtime(settings)
+    trigger = Trigger(runtime, args.url or settings.public_url)
+    try:
+        trigger.run(args.event, args.account, args.product)
+    except TriggerError as error:
+        raise CommandError(str(error)) from None
+    finally:
+        trigger.close()
+        runtime.close()
+    return 0
 
 
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
@@ -356,13 +493,19 @@ def cmd_gateway_sim(settings: Settings, args: argparse.Namespace) -> int:
     """The Asaas API subset regua uses, with scripted outcomes, posting webhooks back to regua."""
     from regua.sandbox.simulator import run_simulator
 
-    run_simulator(
-        args.host,
-        args.port,
-        args.webhook_url,
-        settings.asaas_webhook_token,
-        timeout_delay_s=args.timeout_delay,
-    )
+    runtime = _shared_clock_runtime(settings)
+    try:
+        run_simulator(
+            args.host,
+            args.port,
+            args.webhook_url,
+            settings.asaas_webhook_token,
+            timeout_delay_s=args.timeout_delay,
+            clock=None if runtime is None else runtime.clock,
+        )
+    finally:
+        if runtime is not None:
+            runtime.close()
     return 0
 
 
@@ -436,6 +579,20 @@ def cmd_receipts(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _shared_clock_runtime(settings: Settings) -> Runtime | None:
+    """A runtime whose clock the standalone simulator dates by, when regua's database is there to
+    read it from (outside production); None means the system clock. A missing SQLite file stays missing."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if settings.production or (url.get_backend_name() == "sqlite" and not Path(url.database or "").is_file()):
+        return None
+    try:
+        return _runtime(settings)
+    except (CommandError, SQLAlchemyError):
+        return None
+
+
 def _redacted(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -449,6 +606,8 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {
     "tick": cmd_tick,
     "scheduler": cmd_scheduler,
     "migrate": cmd_migrate,
+    "clock": cmd_clock,
+    "trigger": cmd_trigger,
     "replay": cmd_replay,
     "gateway-sim": cmd_gateway_sim,
     "check": cmd_check,
@@ -466,6 +625,8 @@ def parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=help_text)
         command.add_argument("--host", default="127.0.0.1")
         command.add_argument("--port", type=int, default=8000)
+        if name == "dev":
+            command.add_argument("--smtp-port", type=int, help="the mail sink's port (default: REGUA_SMTP_URL's, 1025)")
     worker = commands.add_parser("worker", help="run Dramatiq workers for the queues (needs Redis)")
     worker.add_argument("--processes", type=int, default=2)
     worker.add_argument("--threads", type=int, default=8)
@@ -499,6 +660,20 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--year", type=int, help="the December to play (default: this year's)")
     demo.add_argument("--smtp-url", help="send the emails to this server (e.g. Mailpit) instead of the demo's own")
     demo.add_argument("--verbose", action="store_true", help="show the service's log lines too")
+    clock = commands.add_parser("clock", help="show or move the shared test clock (not in production)")
+    moves = clock.add_subparsers(dest="action", required=True, metavar="ACTION")
+    moves.add_parser("show", help="the clock's instant, and whether it was set")
+    moves.add_parser("set", help="set it to INSTANT, reconciling at each day boundary crossed").add_argument(
+        "instant", metavar="INSTANT", help="ISO 8601; without an offset, read in REGUA_TIMEZONE (2026-12-01T00:05)"
+    )
+    moves.add_parser("advance", help="move it forward by DURATION, reconciling at each day boundary").add_argument(
+        "duration", metavar="DURATION", help="6d, 36h, 90m or 1d12h"
+    )
+    trigger = commands.add_parser("trigger", help="send a gateway's webhooks about an account's charge")
+    trigger.add_argument("event", metavar="EVENT", choices=EVENTS, help=", ".join(EVENTS))
+    trigger.add_argument("--account", required=True, help="the account's id")
+    trigger.add_argument("--product", choices=("platform", "mentorship"), help="default: the account's first")
+    trigger.add_argument("--url", help="the running regua (default REGUA_PUBLIC_URL, http://127.0.0.1:8000)")
     replay = commands.add_parser("replay", help="process unmatched or failed webhook events again")
     replay.add_argument("event_ids", nargs="+", metavar="EVENT_ID")
     return root
@@ -508,7 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
+        settings = with_dev_defaults(Settings.from_env())
         configure_logging(settings)
         return COMMANDS[args.command](settings, args)
     except (CommandError, ConfigError) as error:

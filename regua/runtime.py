@@ -10,9 +10,10 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing.calendar import BillingCalendar
-from billing.clock import Clock
+from billing.clock import Clock, FrozenClock, SystemClock
 from billing.db import create_db_engine, session_factory, unit_of_work
 from billing.policy import Policy
+from billing.shared_clock import StoredClock
 from regua.settings import Settings
 
 T = TypeVar("T")
@@ -39,16 +40,29 @@ class Runtime:
             return work(session)
 
     def close(self) -> None:
+        if isinstance(self.clock, StoredClock):
+            self.clock.close()
         self.engine.dispose()
+
+
+def build_clock(settings: Settings, sessions: sessionmaker[Session]) -> Clock:
+    """Production has the system clock only; REGUA_NOW freezes one process; anything else reads the
+    shared clock in the database, so that serve, worker, scheduler, tick and dev agree on the time."""
+    if settings.now is not None:
+        return FrozenClock(settings.now)
+    if settings.production:
+        return SystemClock()
+    return StoredClock(sessions, SystemClock())
 
 
 def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
     engine = create_db_engine(settings.database_url)
+    sessions = session_factory(engine)
     return Runtime(
         settings=settings,
         engine=engine,
-        sessions=session_factory(engine),
-        clock=clock or settings.clock(),
+        sessions=sessions,
+        clock=clock or build_clock(settings, sessions),
         calendar=settings.calendar,
         policy=settings.policy,
     )

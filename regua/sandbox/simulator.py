@@ -1,7 +1,8 @@
 """A simulator of the Asaas API subset regua uses, with scripted cards and real webhooks: for dev, demos, tests.
 
 It speaks `/v3/payments` (create, list by externalReference, get, delete, refund, pixQrCode,
-identificationField) with the `access_token` header, keeps its state in memory, and posts Asaas-format
+identificationField) and `/v3/customers` (create, list by externalReference or cpfCnpj, get) with the
+`access_token` header, keeps its state in memory, and posts Asaas-format
 webhooks from a background thread, retrying while the receiver is down. Card tokens script outcomes:
 
     tok_ok             approved: the payment is CONFIRMED (so is any other token, as in Asaas's sandbox)
@@ -102,7 +103,11 @@ class AccessTokenMiddleware:
         self.api_key = api_key
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v3/"):
+        # Mounted under a prefix (as in `regua dev`), the path still starts with the mount's root_path.
+        path, root = scope.get("path", ""), scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if scope["type"] == "http" and path.startswith("/v3/"):
             headers = dict(scope["headers"])
             token = headers.get(b"access_token", b"").decode("latin-1")
             if not token or (self.api_key is not None and token != self.api_key):
@@ -187,6 +192,34 @@ class _Payment:
             "deleted": self.deleted,
             "creditCard": card,
             "refunds": [refund.to_json() for refund in self.refunds] or None,
+        }
+
+
+@dataclass
+class _Customer:
+    id: str
+    name: str
+    cpf_cnpj: str
+    created: date
+    email: str | None
+    external_reference: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "object": "customer",
+            "id": self.id,
+            "dateCreated": self.created.isoformat(),
+            "name": self.name,
+            "email": self.email,
+            "phone": None,
+            "mobilePhone": None,
+            "cpfCnpj": self.cpf_cnpj,
+            "personType": "FISICA" if len(self.cpf_cnpj) == 11 else "JURIDICA",
+            "deleted": False,
+            "additionalEmails": None,
+            "externalReference": self.external_reference,
+            "notificationDisabled": True,
+            "observations": None,
         }
 
 
@@ -323,6 +356,7 @@ class AsaasSimulator:
         self.send_created_events = send_created_events
         self._lock = threading.Lock()
         self._payments: dict[str, _Payment] = {}
+        self._customers: dict[str, _Customer] = {}
         self._refused: list[dict[str, object]] = []
         self._events = 0
         self._nosso_numero = 10_000_000
@@ -397,6 +431,52 @@ class AsaasSimulator:
                     payment.confirmed_date = payment.client_payment_date = self._today()
                     self._emit("PAYMENT_CONFIRMED", payment)
             return payments[0].to_json(), token == TIMEOUT_TOKEN
+
+    def create_customer(self, body: Mapping[str, Any]) -> dict[str, object]:
+        name = body.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise SimulatorError(400, "invalid_name", "O campo name deve ser informado.")
+        document = "".join(ch for ch in str(body.get("cpfCnpj") or "") if ch.isdigit())
+        if len(document) not in (11, 14):
+            raise SimulatorError(400, "invalid_cpfCnpj", "O CPF/CNPJ informado é inválido.")
+        email, reference = body.get("email"), body.get("externalReference")
+        with self._lock:
+            customer = _Customer(
+                id=f"cus_{len(self._customers) + 1:012d}",
+                name=name.strip(),
+                cpf_cnpj=document,
+                created=self._today(),
+                email=email if isinstance(email, str) and email else None,
+                external_reference=reference if isinstance(reference, str) and reference else None,
+            )
+            self._customers[customer.id] = customer
+            return customer.to_json()
+
+    def list_customers(self, params: Mapping[str, str]) -> dict[str, object]:
+        offset = _int_param(params, "offset", 0, 0, 1_000_000)
+        limit = _int_param(params, "limit", 10, 1, 100)
+        filters = {
+            key: params[param]
+            for key, param in (("external_reference", "externalReference"), ("cpf_cnpj", "cpfCnpj"))
+            if param in params
+        }
+        with self._lock:
+            found = [c for c in self._customers.values() if all(getattr(c, k) == v for k, v in filters.items())]
+            return {
+                "object": "list",
+                "hasMore": offset + limit < len(found),
+                "totalCount": len(found),
+                "limit": limit,
+                "offset": offset,
+                "data": [customer.to_json() for customer in found[offset : offset + limit]],
+            }
+
+    def get_customer(self, customer_id: str) -> dict[str, object]:
+        with self._lock:
+            customer = self._customers.get(customer_id)
+            if customer is None:
+                raise SimulatorError(404, "not_found", f"Cliente {customer_id} não encontrado.")
+            return customer.to_json()
 
     def list(self, params: Mapping[str, str]) -> dict[str, object]:
         offset = _int_param(params, "offset", 0, 0, 1_000_000)
@@ -556,6 +636,7 @@ class AsaasSimulator:
         with self._lock:
             return {
                 "payments": [payment.to_json() for payment in self._payments.values()],
+                "customers": [customer.to_json() for customer in self._customers.values()],
                 "refused": list(self._refused),
                 "webhooks": self.dispatcher.log(),
             }
@@ -563,6 +644,7 @@ class AsaasSimulator:
     def reset(self) -> None:
         with self._lock:
             self._payments.clear()
+            self._customers.clear()
             self._refused.clear()
             self.dispatcher.forget()
 
@@ -834,6 +916,15 @@ def _routes(sim: AsaasSimulator) -> list[Route]:
             raise SimulatorError(404, "not_found", f"No such control: {action}")
         return sim.change(payment_id(request), action, await _json_body(request)), 200
 
+    async def create_customer(request: Request) -> tuple[object, int]:
+        return sim.create_customer(await _json_body(request)), 200
+
+    async def list_customers(request: Request) -> tuple[object, int]:
+        return sim.list_customers(request.query_params), 200
+
+    async def get_customer(request: Request) -> tuple[object, int]:
+        return sim.get_customer(str(request.path_params["customer_id"])), 200
+
     async def state(_request: Request) -> tuple[object, int]:
         return sim.state(), 200
 
@@ -852,6 +943,9 @@ def _routes(sim: AsaasSimulator) -> list[Route]:
         Route("/v3/payments/{payment_id}/refund", endpoint(refund), methods=["POST"]),
         Route("/v3/payments/{payment_id}/pixQrCode", endpoint(pix), methods=["GET"]),
         Route("/v3/payments/{payment_id}/identificationField", endpoint(line), methods=["GET"]),
+        Route("/v3/customers", endpoint(create_customer), methods=["POST"]),
+        Route("/v3/customers", endpoint(list_customers), methods=["GET"]),
+        Route("/v3/customers/{customer_id}", endpoint(get_customer), methods=["GET"]),
         Route("/sim/payments/{payment_id}/pay", endpoint(pay), methods=["POST"]),
         Route("/sim/payments/{payment_id}/pay-again", endpoint(pay_again), methods=["POST"]),
         Route("/sim/payments/{payment_id}/{action}", endpoint(change), methods=["POST"]),
@@ -906,7 +1000,10 @@ def run_simulator(
     *,
     api_key: str | None = None,
     timeout_delay_s: float = DEFAULT_TIMEOUT_DELAY_S,
+    clock: Clock | None = None,
 ) -> None:
     """Serve the simulator under uvicorn until stopped (the `regua gateway-sim` command)."""
-    app = create_simulator_app(webhook_url, webhook_token, timeout_delay_s=timeout_delay_s, api_key=api_key)
+    app = create_simulator_app(
+        webhook_url, webhook_token, timeout_delay_s=timeout_delay_s, api_key=api_key, clock=clock
+    )
     uvicorn.run(app, host=host, port=port, log_level="info")

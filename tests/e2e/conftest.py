@@ -38,19 +38,30 @@ class Processes:
     logs: Path
     running: list[tuple[str, subprocess.Popen[bytes]]] = field(default_factory=list)
     files: list[IO[bytes]] = field(default_factory=list)
+    cwd: Path | None = None
+    """Where the commands run (a directory without a `.env`, for a first run as a new user's)."""
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("wb")
         self.files.append(log)
         process = subprocess.Popen(
-            [sys.executable, "-m", "regua.cli", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "regua.cli", *args],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.cwd,
         )
         self.running.append((name, process))
         return process
 
     def run(self, *args: str) -> str:
         done = subprocess.run(
-            [sys.executable, "-m", "regua.cli", *args], env=self.env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "regua.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=self.cwd,
         )
         assert done.returncode == 0, done.stderr
         return done.stdout

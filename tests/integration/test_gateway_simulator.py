@@ -329,3 +329,36 @@ def test_a_webhook_that_ran_out_of_retries_can_be_sent_again(
     assert sim.post("/sim/webhooks/resend").json() == {"requeued": 1}
 
     assert len(receiver.events("PAYMENT_CONFIRMED", count=5)) == 5
+
+
+def test_a_customer_is_created_and_found_again_by_its_external_reference(sim: httpx.Client) -> None:
+    body = {"name": "Padaria Central Ltda", "cpfCnpj": "11.222.333/0001-81", "externalReference": "padaria"}
+    headers = {"access_token": "any-key"}
+
+    created = sim.post("/v3/customers", json=body, headers=headers)
+    found = sim.get("/v3/customers", params={"externalReference": "padaria"}, headers=headers)
+    other = sim.get("/v3/customers", params={"externalReference": "another"}, headers=headers)
+
+    assert created.status_code == 200
+    customer = created.json()
+    assert customer["id"].startswith("cus_")
+    assert (customer["object"], customer["cpfCnpj"], customer["personType"]) == (
+        "customer",
+        "11222333000181",
+        "JURIDICA",
+    )
+    assert found.json()["totalCount"] == 1
+    assert found.json()["data"] == [customer]
+    assert sim.get(f"/v3/customers/{customer['id']}", headers=headers).json() == customer
+    assert other.json()["data"] == []
+
+
+def test_a_customer_needs_a_name_and_a_valid_document(sim: httpx.Client) -> None:
+    headers = {"access_token": "any-key"}
+
+    nameless = sim.post("/v3/customers", json={"cpfCnpj": "11222333000181"}, headers=headers)
+    bad_document = sim.post("/v3/customers", json={"name": "Ana", "cpfCnpj": "123"}, headers=headers)
+
+    assert (nameless.status_code, nameless.json()["errors"][0]["code"]) == (400, "invalid_name")
+    assert (bad_document.status_code, bad_document.json()["errors"][0]["code"]) == (400, "invalid_cpfCnpj")
+    assert sim.get("/v3/customers/cus_000000000404", headers=headers).status_code == 404

@@ -1,0 +1,106 @@
+"""`/ops/mail` and `/ops/mail.json`: the mails the dev SMTP sink caught, for `regua dev` only."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from html import escape
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from regua.http import error_response
+from regua.sandbox.smtp_sink import CaughtMail, MailSink
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem; color: #1d2733; }
+table.list { border-collapse: collapse; width: 100%; margin-bottom: 2rem; }
+table.list td, table.list th { border-bottom: 1px solid #d8dde3; padding: .35rem .5rem; text-align: left; }
+article { border: 1px solid #d8dde3; border-radius: 6px; padding: 1rem; margin-bottom: 1.5rem; }
+dl { display: grid; grid-template-columns: max-content 1fr; gap: .15rem 1rem; font-size: .9rem; }
+dt { color: #5b6773; } dd { margin: 0; word-break: break-all; }
+iframe { width: 100%; height: 28rem; border: 1px solid #d8dde3; }
+pre { white-space: pre-wrap; background: #f5f7f9; padding: .75rem; }
+.note { color: #8a5a00; }
+"""
+
+
+def _allowed(request: Request, token: str) -> bool:
+    """Open in dev when REGUA_OPS_TOKEN is empty; otherwise the ops password, bearer or Basic `ops`."""
+    if not token:
+        return True
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(given.strip().encode(), token.encode())
+    if scheme.lower() == "basic":
+        try:
+            user, _, password = base64.b64decode(given.strip()).decode().partition(":")
+        except ValueError:
+            return False
+        return user == "ops" and hmac.compare_digest(password.encode(), token.encode())
+    return False
+
+
+def _mail_html(number: int, mail: CaughtMail) -> str:
+    headers = "".join(f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>" for name, value in mail.headers())
+    html_part, text_part = mail.part("html"), mail.part("plain")
+    body = ""
+    if html_part is not None:
+        body += f'<iframe sandbox="" title="HTML part" srcdoc="{escape(html_part, quote=True)}"></iframe>'
+    if text_part is not None:
+        body += f"<details><summary>Plain text</summary><pre>{escape(text_part)}</pre></details>"
+    envelope = f"<dt>Envelope to</dt><dd>{escape(', '.join(mail.rcpt_tos))}</dd>"
+    return (
+        f'<article id="mail-{number}"><h2>{escape(mail.header("Subject") or "(no subject)")}</h2>'
+        f"<dl>{envelope}{headers}</dl>{body}</article>"
+    )
+
+
+def render_mail_page(sink: MailSink) -> str:
+    mails = sink.mails()
+    rows = "".join(
+        f'<tr><td><a href="#mail-{n}">{escape(m.header("Subject") or "")}</a></td>'
+        f"<td>{escape(m.header('X-Regua-Kind') or '')}</td><td>{escape(', '.join(m.rcpt_tos))}</td>"
+        f"<td>{escape(m.header('X-Regua-Account') or '')}</td><td>{escape(m.summary()['received_at'])}</td></tr>"
+        for n, m in enumerate(mails)
+    )
+    status = (
+        f"<p>The sink listens on {escape(sink.url)}; newest first; "
+        "as JSON at <a href='/ops/mail.json'>/ops/mail.json</a></p>"
+        if sink.running
+        else f"<p class='note'>The sink is not running: {escape(sink.url)} was taken by another program.</p>"
+    )
+    table = (
+        "<table class='list'><tr><th>Subject</th><th>Kind</th><th>To</th><th>Account</th><th>Received</th></tr>"
+        f"{rows}</table>"
+        if mails
+        else "<p>No mail yet.</p>"
+    )
+    articles = "".join(_mail_html(n, m) for n, m in enumerate(mails))
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>regua dev: mail</title>"
+        f"<meta http-equiv='refresh' content='5'><style>{_STYLE}</style></head>"
+        f"<body><h1>Mail caught by regua dev ({len(mails)})</h1>{status}{table}{articles}</body></html>"
+    )
+
+
+def mail_routes(sink: MailSink, ops_token: str) -> list[Route]:
+    def refused() -> Response:
+        challenge = {"WWW-Authenticate": 'Basic realm="regua ops"'}
+        return error_response(401, "unauthorized", "the ops password is required", challenge)
+
+    async def page(request: Request) -> Response:
+        if not _allowed(request, ops_token):
+            return refused()
+        return HTMLResponse(render_mail_page(sink))
+
+    async def listing(request: Request) -> Response:
+        if not _allowed(request, ops_token):
+            return refused()
+        return JSONResponse([mail.summary() for mail in sink.mails()])
+
+    return [
+        Route("/ops/mail", page, methods=["GET"]),
+        Route("/ops/mail.json", listing, methods=["GET"]),
+    ]
