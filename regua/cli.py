@@ -254,17 +254,6 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         settings = replace(settings, smtp_url=f"smtp://{smtp_host}:{smtp_port}")
     upgrade(settings.database_url)
     runtime = _runtime(settings)
-    base = f"http://{args.host}:{args.port}"
-    print(f"regua dev on {_redacted(settings.database_url)}, broker and worker in this process")
-    print(f"  API        {base}/api/accounts/{{id}}   (no token needed in dev)")
-    print(f"  webhooks   {base}/webhooks/standard  {base}/webhooks/asaas  {base}/webhooks/pix")
-    print(f"  health     {base}/healthz   {base}/readyz")
-    print(f"  ops        {base}/ops   {base}/metrics   (open in dev while REGUA_OPS_TOKEN is empty)")
-    print(f"  portal     {base}/portal/{{token}}   (regua portal-link ACCOUNT prints one)")
-    print(f"  scheduler  a tick every {settings.tick_seconds} s")
-    print(f"  secrets    standard {settings.standard_webhook_secrets[0]}")
-    print(f"             asaas-access-token {settings.asaas_webhook_token}   pix ?hmac={settings.pix_webhook_secret}")
-    _serve(settings, runtime, args.host, args.port, with_scheduler=True)
     sink = MailSink(smtp_host, smtp_port, runtime.clock)
     sink_note = f"caught here, shown at {base}/ops/mail"
     try:
@@ -296,6 +285,7 @@ def print_banner(settings: Settings, runtime: Runtime, base: str, smtp_url: str,
         f"  clock      {runtime.calendar.local(now):%Y-%m-%d %H:%M %z} ({clock_note})",
         f"  API        {base}/api/accounts/{{id}}   {open_api}",
         f"  ops        {base}/ops   {base}/metrics   {open_ops}",
+        f"  portal     {base}/portal/{{token}}   (`regua portal-link ACCOUNT` prints one)",
         f"  mail       {base}/ops/mail   {base}/ops/mail.json   {open_ops}",
         f"  smtp sink  {smtp_url}   {sink_note}",
         f"  webhooks   {base}/webhooks/standard   {base}/webhooks/asaas",

@@ -16,11 +16,11 @@ from datetime import UTC
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
-from billing.models import Charge, ChargeStatus, Subscription
+from billing.models import Charge, ChargeStatus, Invoice, Subscription
 from regua.gateway.asaas import encode_json, money
 from regua.runtime import Runtime
 
@@ -49,10 +49,16 @@ class ChargeRef:
 
 
 def _charge(session: Session, account_id: str, product: str | None, statuses: tuple[str, ...]) -> ChargeRef | None:
+    """The account's newest charge in one of `statuses`; first of all the one whose payment the gateway
+    reported started (a decline after a `pending` is about that very payment, rule 3.7)."""
     query = select(Charge).where(Charge.account_id == account_id, Charge.status.in_(statuses))
     if product is not None:
         query = query.where(Charge.product == product)
-    charge = session.scalars(query.order_by(Charge.created_at.desc(), Charge.id.desc())).first()
+    reported = select(Invoice.verifying_charge_id).where(
+        Invoice.account_id == account_id, Invoice.verifying_charge_id.is_not(None)
+    )
+    first = case((Charge.id.in_(reported), 0), else_=1)
+    charge = session.scalars(query.order_by(first, Charge.created_at.desc(), Charge.id.desc())).first()
     if charge is None:
         return None
     return ChargeRef(charge.id, charge.product, charge.method, charge.amount_cents, charge.status)

@@ -147,10 +147,15 @@ def test_every_trigger_event_reaches_the_books_through_the_webhooks_a_gateway_po
     def trigger(event: str) -> str:
         return processes.run("trigger", event, "--account", "norte")
 
+    def mailed(kind: str) -> bool:
+        return kind in [mail["kind"] for mail in httpx.get(f"{base}/ops/mail.json").json()]
+
     assert "-> Standard Webhook" in trigger("pending")
     wait_for(lambda: invoice_status() == "verifying")
+    wait_for(lambda: mailed("verification_pending"))  # told while true: a decline would make it obsolete
     assert '"failure_code":"insufficient_funds"' in trigger("decline")
     wait_for(lambda: invoice_status() == "open")
+    wait_for(lambda: mailed("payment_failed"))  # told while true: paid a moment later, it would be obsolete
 
     paid = trigger("payment")
     assert "no open charge: checkout" in paid, "the declined charge is over: a new one is opened"
