@@ -78,11 +78,46 @@ class Provider(Protocol):
         """A stored event in regua's own terms (an empty list: nothing to do)."""
 
 
+MAX_ID_LENGTH = 100
+"""Gateway ids (payments, refunds, charges) fit the books' columns; real ones are 20 to 40 characters."""
+MAX_KEY_LENGTH = 200
+MAX_AMOUNT_CENTS = 2**31 - 1
+"""The books keep centavos in 32-bit integers: R$ 21.474.836,47 at most, per payment."""
+
+
 def decode_json(body: bytes) -> Any:
+    """The body as JSON in UTF-8 (RFC 8259): `json.loads` would also take UTF-16 and UTF-32 bytes."""
     try:
-        return json.loads(body)
+        return json.loads(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
-        raise BadPayload("body", "is not valid JSON") from None
+        raise BadPayload("body", "is not valid JSON in UTF-8") from None
+
+
+def identifier(value: Any, field: str, max_length: int = MAX_ID_LENGTH) -> str:
+    """A gateway's id: a non-empty printable string the books can keep (no NUL, no lone surrogate)."""
+    if not isinstance(value, str) or not value.strip():
+        raise BadPayload(field, "is required and must be a string")
+    if len(value) > max_length or not value.isprintable():
+        raise BadPayload(field, f"must be at most {max_length} printable characters")
+    return value
+
+
+def check_storable(events: list[IncomingEvent]) -> None:
+    """Refuse, before the group commit, what the database would refuse: one bad row fails a whole batch.
+
+    Each provider checks its own fields; this is the net under all of them, for the dedupe key and
+    the type that become columns, and for a body re-serialised from a batch item.
+    """
+    for event in events:
+        if not 0 < len(event.dedupe_key) <= MAX_KEY_LENGTH or not event.dedupe_key.isprintable():
+            raise BadPayload("id", f"must be 1 to {MAX_KEY_LENGTH} printable characters")
+        if not event.event_type.isprintable():
+            raise BadPayload("type", "must be printable")
+        if not event.body.isascii():
+            try:
+                event.body.encode("utf-8")
+            except UnicodeEncodeError:
+                raise BadPayload("body", "holds a lone surrogate, which is not Unicode text") from None
 
 
 def require(payload: Any, path: str, kind: type | tuple[type, ...]) -> Any:

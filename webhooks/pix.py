@@ -10,10 +10,22 @@ from typing import Any
 from billing.clock import parse_instant
 from billing.gateway_events import GatewayEvent, PaymentConfirmed, PaymentRefunded
 from billing.money import parse_decimal
-from webhooks.base import BadPayload, Delivery, IncomingEvent, Unauthorized, decode_json, require
+from webhooks.base import (
+    MAX_AMOUNT_CENTS,
+    BadPayload,
+    Delivery,
+    IncomingEvent,
+    Unauthorized,
+    decode_json,
+    identifier,
+    require,
+)
 
 GATEWAY = "pix"
 MAX_ITEMS = 1000
+MAX_REFUND_ID = 64
+"""The Banco Central's devolução ids are 1 to 35 characters; regua keeps them as `pix:<id>`."""
+MAX_STATUS = 32
 
 
 class PixProvider:
@@ -37,23 +49,22 @@ class PixProvider:
             prefix = f"pix[{index}]"
             if not isinstance(item, dict):
                 raise BadPayload(prefix, "must be an object")
-            end_to_end = _text(item, "endToEndId", prefix)
+            end_to_end = identifier(item.get("endToEndId"), f"{prefix}.endToEndId")
             _amount(item, "valor", prefix)
             _instant(item.get("horario"), f"{prefix}.horario")
-            if item.get("txid") is not None and not isinstance(item["txid"], str):
-                raise BadPayload(f"{prefix}.txid", "must be a string")
-            refunds = item.get("devolucoes") or []
-            if not isinstance(refunds, list):
-                raise BadPayload(f"{prefix}.devolucoes", "must be a list")
+            if item.get("txid") is not None:
+                identifier(item["txid"], f"{prefix}.txid")
+            refunds = _devolucoes(item.get("devolucoes"), f"{prefix}.devolucoes")
             plain = {key: value for key, value in item.items() if key != "devolucoes"}
             events.append(IncomingEvent(end_to_end, "pix.received", json.dumps(plain, ensure_ascii=False)))
             for position, refund in enumerate(refunds):
                 where = f"{prefix}.devolucoes[{position}]"
                 if not isinstance(refund, dict):
                     raise BadPayload(where, "must be an object")
-                refund_id = _text(refund, "id", where)
-                status = _text(refund, "status", where)
+                refund_id = identifier(refund.get("id"), f"{where}.id", MAX_REFUND_ID)
+                status = identifier(refund.get("status"), f"{where}.status", MAX_STATUS)
                 _amount(refund, "valor", where)
+                _moments(refund.get("horario"), f"{where}.horario")
                 single = {**plain, "devolucoes": [refund]}
                 events.append(
                     IncomingEvent(
@@ -94,19 +105,41 @@ class PixProvider:
         ]
 
 
-def _text(item: dict[str, Any], field: str, prefix: str) -> str:
-    value = item.get(field)
-    if not isinstance(value, str) or not value.strip():
-        raise BadPayload(f"{prefix}.{field}", "is required and must be a string")
+def _devolucoes(value: Any, field: str) -> list[Any]:
+    """The refunds of an item as a list: absent or null is none, and one object alone is a list of one.
+
+    The Banco Central's own callback example (`pixWebhook1` in the PIX API's OpenAPI document)
+    writes `devolucoes` as a single object where its schema names an array; PSPs copy examples.
+    """
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [value]
+    if not isinstance(value, list):
+        raise BadPayload(field, "must be a list of devoluções (or one devolução)")
     return value
 
 
 def _amount(item: dict[str, Any], field: str, prefix: str) -> int:
     value = item.get(field)
     try:
-        return parse_decimal(value) if isinstance(value, str) else parse_decimal("")
+        amount = parse_decimal(value) if isinstance(value, str) else parse_decimal("")
     except ValueError:
         raise BadPayload(f"{prefix}.{field}", 'must be a decimal string such as "110.00"') from None
+    if amount > MAX_AMOUNT_CENTS:
+        raise BadPayload(f"{prefix}.{field}", "is over the largest amount regua keeps")
+    return amount
+
+
+def _moments(value: Any, field: str) -> None:
+    """A devolução's `horario`: an object whose `solicitacao` and `liquidacao`, when given, are instants."""
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise BadPayload(field, "must be an object with solicitacao and liquidacao")
+    for moment in ("solicitacao", "liquidacao"):
+        if value.get(moment) is not None:
+            _instant(value[moment], f"{field}.{moment}")
 
 
 def _instant(value: Any, field: str) -> datetime:

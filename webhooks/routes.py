@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from billing.clock import Clock
-from webhooks.base import Delivery, Provider, WebhookError
+from webhooks.base import Delivery, Provider, WebhookError, check_storable
 from webhooks.intake import Intake, StoreUnavailable
 
 log = logging.getLogger("regua.webhooks")
@@ -73,6 +73,7 @@ class WebhookEndpoint:
         try:
             provider.authenticate(delivery, self.clock.now())
             events = provider.parse(delivery)
+            check_storable(events)
         except WebhookError as error:
             return error_response(error.status, error.code, error.message)
         try:

@@ -7,6 +7,7 @@ import binascii
 import hmac
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from standardwebhooks.webhooks import Webhook
 
@@ -19,7 +20,16 @@ from billing.gateway_events import (
     PaymentPending,
     PaymentRefunded,
 )
-from webhooks.base import BadPayload, Delivery, IncomingEvent, Unauthorized, decode_json, require
+from webhooks.base import (
+    MAX_AMOUNT_CENTS,
+    BadPayload,
+    Delivery,
+    IncomingEvent,
+    Unauthorized,
+    decode_json,
+    identifier,
+    require,
+)
 
 TOLERANCE = timedelta(minutes=5)
 GATEWAY = "standard"
@@ -81,11 +91,11 @@ class StandardProvider:
 
 
 def _event_from(event_type: str, payload: object) -> GatewayEvent:
-    charge_id = require(payload, "data.charge_id", str)
-    payment_id = require(payload, "data.payment_id", str)
+    charge_id = identifier(require(payload, "data.charge_id", str), "data.charge_id")
+    payment_id = identifier(require(payload, "data.payment_id", str), "data.payment_id")
     amount = require(payload, "data.amount_cents", int)
-    if amount < 0:
-        raise BadPayload("data.amount_cents", "must not be negative")
+    if not 0 <= amount <= MAX_AMOUNT_CENTS:
+        raise BadPayload("data.amount_cents", f"must be 0 to {MAX_AMOUNT_CENTS} centavos")
     method = require(payload, "data.method", str)
     if method not in METHODS:
         raise BadPayload("data.method", f"must be one of {', '.join(METHODS)}")
@@ -94,17 +104,17 @@ def _event_from(event_type: str, payload: object) -> GatewayEvent:
         occurred_at = parse_instant(occurred_text)
     except ValueError:
         raise BadPayload("data.occurred_at", "must be an ISO 8601 instant with its offset") from None
-    common = {"gateway": GATEWAY, "charge_ref": charge_id, "payment_id": payment_id}
+    common: dict[str, Any] = {"gateway": GATEWAY, "charge_ref": charge_id, "payment_id": payment_id}
     if event_type == "payment.confirmed":
         return PaymentConfirmed(**common, amount_cents=amount, method=method, paid_at=occurred_at)
     if event_type == "payment.pending":
         return PaymentPending(**common)
     if event_type == "payment.failed":
         code = payload["data"].get("failure_code")  # type: ignore[index]
-        if code is not None and not isinstance(code, str):
-            raise BadPayload("data.failure_code", "must be a string")
+        if code is not None:
+            identifier(code, "data.failure_code")
         return PaymentFailed(**common, failure_code=code)
     if event_type == "payment.refunded":
-        refund_id = require(payload, "data.refund_id", str)
+        refund_id = identifier(require(payload, "data.refund_id", str), "data.refund_id")
         return PaymentRefunded(**common, refund_id=refund_id, amount_cents=amount, refunded_at=occurred_at)
     return PaymentChargeback(**common)

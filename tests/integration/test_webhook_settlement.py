@@ -329,8 +329,9 @@ def test_an_asaas_api_outage_leaves_the_event_to_be_retried(
     assert process_event(runtime, providers, event.id) == "settled"
 
 
+@pytest.mark.parametrize("shape", ["list", "object"])
 def test_a_pix_payment_settles_by_txid_and_its_devolucao_refunds_it(
-    client: TestClient, api: Api, runtime: Runtime, jobs: Jobs, blocked_invoice: str
+    client: TestClient, api: Api, runtime: Runtime, jobs: Jobs, blocked_invoice: str, shape: str
 ) -> None:
     charge_id = charge_for(runtime, [blocked_invoice])
     item = fixture("pix/devolucao_devolvido.json")["pix"][0]
@@ -343,7 +344,8 @@ def test_a_pix_payment_settles_by_txid_and_its_devolucao_refunds_it(
     settle_jobs(jobs, runtime)
     assert api.access("padaria-central", "platform")["state"] == "active"
     refunded = {**item, "txid": pix_txid(charge_id), "valor": "199.90"}
-    refunded["devolucoes"] = [{**item["devolucoes"][0], "valor": "199.90"}]
+    devolucao = {**item["devolucoes"][0], "valor": "199.90"}
+    refunded["devolucoes"] = [devolucao] if shape == "list" else devolucao  # "object": as BACEN's example writes it
     response = client.post(
         pix_url("/webhooks/pix/pix"),
         content=json.dumps({"pix": [refunded]}).encode(),
