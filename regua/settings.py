@@ -126,8 +126,10 @@ class Settings:
             "worker": ["ASAAS_API_KEY", "BROKER_URL"],
         }.get(command, [])
         for name in needed:
-            if not getattr(self, name.lower()):
+            if not str(getattr(self, name.lower())).strip():
                 raise ConfigError(f"REGUA_{name} is required when REGUA_ENV=production")
+        if command == "serve" and self.secret_key == DEV_SECRET_KEY:
+            raise ConfigError("REGUA_SECRET_KEY is the development key, which anyone can read; set your own")
         if command == "serve" and not (self.standard_webhook_secrets or self.pix_webhook_secret):
             raise ConfigError(
                 "REGUA_STANDARD_WEBHOOK_SECRETS or REGUA_PIX_WEBHOOK_SECRET is required when REGUA_ENV=production"
