@@ -1,0 +1,138 @@
+"""SPEC section 6 with real processes: each fault injected into `regua serve`, two worker processes, the
+gateway simulator and an SMTP sink, then the books read back."""
+
+from __future__ import annotations
+
+import copy
+import json
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from billing.models import Payment, pix_txid
+from tests.conftest import ASAAS_TOKEN, PIX_SECRET
+from tests.faults.conftest import SAO_PAULO, Stack, shuffled, wait_for
+from tests.integration.webhook_helpers import fixture, standard_headers
+
+pytestmark = [pytest.mark.faults, pytest.mark.e2e]
+
+JSON = {"content-type": "application/json"}
+SETTLED = {"processed", "unmatched", "ignored"}
+
+
+def day_one(first: Any) -> datetime:
+    return datetime.combine(first, time(0, 5), SAO_PAULO)
+
+
+def standard_delivery(charge: dict[str, Any], message_id: str) -> tuple[str, bytes, dict[str, str]]:
+    body = json.dumps(
+        {
+            "type": "payment.confirmed",
+            "data": {
+                "charge_id": charge["id"],
+                "payment_id": f"gw_{charge['id']}",
+                "amount_cents": charge["amount_cents"],
+                "method": "boleto",
+                "occurred_at": datetime.now(UTC).isoformat(),
+            },
+        }
+    ).encode()
+    return "/webhooks/standard", body, standard_headers(body, message_id, datetime.now(UTC))
+
+
+def pix_delivery(charge: dict[str, Any], path: str) -> tuple[str, bytes, dict[str, str]]:
+    cents = charge["amount_cents"]
+    item = {
+        "endToEndId": f"E00000000{charge['id'].removeprefix('chg_')}"[:32],
+        "txid": pix_txid(charge["id"]),
+        "valor": f"{cents // 100}.{cents % 100:02d}",
+        "horario": datetime.now(UTC).isoformat(),
+        "infoPagador": "pagamento da mensalidade",
+    }
+    return f"{path}?hmac={PIX_SECRET}", json.dumps({"pix": [item]}).encode(), JSON
+
+
+def asaas_delivery(charge: dict[str, Any], event_id: str) -> tuple[str, bytes, dict[str, str]]:
+    body = copy.deepcopy(fixture("asaas/PAYMENT_RECEIVED_PIX.json"))
+    body["id"] = event_id
+    body["payment"].update(
+        id=charge["gateway_payment_id"], externalReference=charge["id"], value=charge["amount_cents"] / 100
+    )
+    return "/webhooks/asaas", json.dumps(body).encode(), {**JSON, "asaas-access-token": ASAAS_TOKEN}
+
+
+def post(stack: Stack, delivery: tuple[str, bytes, dict[str, str]]) -> httpx.Response:
+    path, body, headers = delivery
+    return stack.http.post(f"{stack.base}{path}", content=body, headers=headers)
+
+
+def events_settled(stack: Stack) -> bool:
+    return all(event["status"] in SETTLED for event in stack.books.events())
+
+
+def test_redis_stopped_while_webhooks_arrive_every_delivery_is_stored_and_each_processed_once_when_it_is_back(
+    stack: Stack,
+) -> None:
+    first = stack.open_invoices(6)
+    assert stack.tick(day_one(first))["invoices_issued"] == 6
+    charges = stack.charges()
+    assert len(charges) == 6
+
+    stack.redis.stop()
+    answers = []
+    for index, charge in enumerate(charges):
+        delivery = standard_delivery(charge, f"msg_outage_{index}")
+        answers += [post(stack, delivery).json()["status"], post(stack, delivery).json()["status"]]
+    assert answers == ["accepted", "duplicate"] * 6
+    assert sorted(event["status"] for event in stack.books.events()) == ["received"] * 6
+
+    # serve's enqueuer retries its connection for a while, then leaves the events to tick: wait for that
+    wait_for(lambda: "tick will re-queue them" in stack.processes.log("serve"), 60, "serve gave up queueing")
+    stack.redis.start()
+    # tick re-queues what waited more than 5 minutes: the pass is run as if 6 minutes had gone by
+    later = datetime.now(UTC) + timedelta(minutes=6)
+    assert stack.tick(later)["webhooks_requeued"] == 6
+    wait_for(lambda: stack.books.paid_invoices() == 6, 90, "the 6 invoices paid")
+    wait_for(lambda: events_settled(stack), 30, "every event processed")
+    assert [event["attempts"] for event in stack.books.events()] == [1] * 6
+    stack.books.assert_clean()
+    assert stack.tick(later + timedelta(minutes=1))["webhooks_requeued"] == 0
+
+
+def test_a_storm_of_a_thousand_shuffled_duplicated_deliveries_of_a_hundred_payments_settles_each_once(
+    stack: Stack,
+) -> None:
+    first = stack.open_invoices(100)
+    assert stack.tick(day_one(first))["invoices_issued"] == 100
+    # the workers open each boleto at the simulator
+    wait_for(lambda: all(charge["gateway_payment_id"] for charge in stack.charges()), 120, "boletos issued")
+    charges = stack.charges()
+    assert len(charges) == 100
+
+    deliveries = []
+    for index, charge in enumerate(charges):
+        if index % 3 == 0:  # paid at the simulator, which posts its own webhook; then ours, again and again
+            paid = stack.http.post(f"{stack.sim}/sim/payments/{charge['gateway_payment_id']}/pay", json={})
+            assert paid.status_code == 200, paid.text
+            deliveries += [asaas_delivery(charge, f"evt_storm_{index}_{copy_ % 3}") for copy_ in range(9)]
+        elif index % 3 == 1:
+            deliveries += [pix_delivery(charge, ("/webhooks/pix", "/webhooks/pix/pix")[n % 2]) for n in range(10)]
+        else:
+            deliveries += [standard_delivery(charge, f"msg_storm_{index}_{n % 4}") for n in range(10)]
+    assert len(deliveries) >= 960
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda delivery: post(stack, delivery).status_code, shuffled(deliveries, 12)))
+    assert set(statuses) == {200}
+
+    wait_for(lambda: stack.books.paid_invoices() == 100, 180, "the 100 invoices paid")
+    wait_for(lambda: events_settled(stack), 60, "every event processed")
+    payments = stack.books.all(Payment)
+    assert len(payments) == 100
+    stack.books.assert_clean()
+    stack.assert_the_simulator_captured_at_most_once_per_charge()
+    confirmations = [message["X-Regua-Invoice"] for message in stack.smtp.of_kind("payment_confirmed")]
+    assert len(confirmations) == len(set(confirmations))
