@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import redis
 
 from billing.models import Payment, pix_txid
 from tests.conftest import ASAAS_TOKEN, PIX_SECRET
@@ -136,3 +140,40 @@ def test_a_storm_of_a_thousand_shuffled_duplicated_deliveries_of_a_hundred_payme
     stack.assert_the_simulator_captured_at_most_once_per_charge()
     confirmations = [message["X-Regua-Invoice"] for message in stack.smtp.of_kind("payment_confirmed")]
     assert len(confirmations) == len(set(confirmations))
+
+
+def worker_children(master: int) -> list[int]:
+    """The worker processes `regua worker --processes 2` forked, read from /proc."""
+    children = []
+    for task in Path(f"/proc/{master}/task").iterdir():
+        children += [int(pid) for pid in (task / "children").read_text().split()]
+    return children
+
+
+def test_workers_sigkilled_in_the_middle_of_a_card_charge_charge_the_card_once_and_settle_it_once(
+    stack: Stack,
+) -> None:
+    first = stack.open_invoices(3, method="card_auto_debit", token="tok_timeout")
+    stack.tick(day_one(first))
+    # the simulator charges the card and holds its answer for 25 s: the jobs are in the middle of the charge
+    wait_for(lambda: len(stack.sim_state()["payments"]) == 3, 60, "the three cards charged at the simulator")
+    [(_, worker)] = [(name, process) for name, process in stack.processes.running if name == "worker"]
+    children = worker_children(worker.pid)
+    assert len(children) == 2
+    for pid in children:
+        os.kill(pid, signal.SIGKILL)
+    assert worker.wait(timeout=30) != 0  # Dramatiq stops the whole worker when one process dies
+    broker = redis.Redis.from_url(stack.redis.url)
+    in_flight = [key for key in broker.keys("dramatiq:__acks__.*") if broker.scard(key)]
+    assert in_flight, "the killed workers held no message: the kill came too late to test anything"
+
+    stack.start_worker("worker-restarted")  # what a supervisor does
+    # The dead workers' messages come back once their heartbeat is 15 s old (workers/broker.py)
+    wait_for(lambda: not any(broker.scard(key) for key in in_flight), 90, "the killed workers' messages re-queued")
+    wait_for(lambda: stack.books.paid_invoices() == 3, 90, "the three invoices paid")
+    wait_for(lambda: events_settled(stack), 60, "every event processed")
+    broker.close()
+    assert len(stack.sim_state()["payments"]) == 3
+    stack.assert_the_simulator_captured_at_most_once_per_charge()
+    stack.books.assert_clean()
+    assert len(stack.books.all(Payment)) == 3
