@@ -256,3 +256,22 @@ def test_generated_asaas_deliveries(door: Door, charge: str, asaas_api: respx.Mo
     with TestClient(door.app, raise_server_exceptions=False) as client:
         deliver()
     door.assert_it_went_deep()
+
+
+@pytest.mark.xfail(
+    reason="webhooks/asaas.py does not bound payment.id: a 101-character id is stored, then cannot be kept as a "
+    "payment's gateway id (String(100)); the fix belongs to the parse of webhooks/asaas.py, being changed elsewhere",
+    strict=True,
+)
+def test_an_asaas_payment_id_longer_than_the_books_keep_is_refused_at_the_door(
+    door: Door, charge: str, asaas_api: respx.MockRouter
+) -> None:
+    delivery = fixture("asaas/PAYMENT_RECEIVED_PIX.json")
+    delivery["payment"].update(id="pay_" + "9" * 97, externalReference=charge, value=199.9)
+    asaas_api.get(path__regex=r"^/v3/payments/[^/]+$").mock(
+        return_value=httpx.Response(200, json={**delivery["payment"], "status": "RECEIVED"})
+    )
+    headers = {"content-type": "application/json", "asaas-access-token": ASAAS_TOKEN}
+    with TestClient(door.app, raise_server_exceptions=False) as client:
+        door.check(client, "/webhooks/asaas", json.dumps(delivery).encode(), headers)
+    assert door.answers == {400: 1}
