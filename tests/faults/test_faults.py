@@ -11,6 +11,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 import httpx
@@ -209,3 +210,18 @@ def test_smtp_down_for_an_hour_while_the_regua_runs_every_mail_is_delivered_exac
     assert len(stack.smtp.messages) == len(stack.books.all(Notification))
     assert [key for key, count in sent.items() if count > 1] == []
     stack.books.assert_clean()
+
+
+def test_the_gateway_timing_out_during_card_charges_never_charges_twice(stack: Stack) -> None:
+    first = stack.open_invoices(3, method="card_auto_debit", token="tok_timeout")
+    started = monotonic()
+    stack.tick(day_one(first))
+    # The simulator charges each card and answers 25 s later, after the client's 20 s read timeout: the
+    # job does not know whether the card was charged, looks the charge up by our reference, and finds it.
+    wait_for(lambda: stack.books.paid_invoices() == 3, 120, "the three invoices paid")
+    assert monotonic() - started > 20, "paid before the client's read timeout: no timeout was injected"
+    wait_for(lambda: events_settled(stack), 60, "every event processed")
+    assert len(stack.sim_state()["payments"]) == 3
+    stack.assert_the_simulator_captured_at_most_once_per_charge()
+    stack.books.assert_clean()
+    assert len(stack.books.all(Payment)) == 3
