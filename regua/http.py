@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from billing.errors import BillingError, Conflict, InvalidInput, NotFound
 from webhooks.routes import BodyTooLarge, read_limited
@@ -113,44 +113,6 @@ class BearerAuthMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-class BodyLimitMiddleware:
-    """Refuses bodies over `limit` bytes with 413, whether Content-Length announced them or they streamed.
-
-    The webhook routes read their bodies with their own limit, on their performance-tuned path,
-    so this layer steps aside for them.
-    """
-
-    def __init__(self, app: ASGIApp, limit: int, skip_prefix: str = "/webhooks/") -> None:
-        self.app = app
-        self.limit = limit
-        self.skip_prefix = skip_prefix
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(self.skip_prefix):
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            await self._too_large(scope, receive, send)
-            return
-        received = 0
-
-        async def limited() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise HTTPStatusError(413, "too_large", f"the body is over {self.limit} bytes")
-            return message
-
-        await self.app(scope, limited, send)
-
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, "too_large", f"the body is over {self.limit} bytes")
-        await response(scope, receive, send)
 
 
 class OpsAuthMiddleware:
