@@ -35,13 +35,13 @@ API = {"Authorization": "Bearer e2e-token"}
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+def wait_for(check: Callable[[], bool], timeout: float, what: str | Callable[[], str]) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
             return
         time.sleep(0.2)
-    raise AssertionError(f"after {timeout:.0f} s, still not: {what}")
+    raise AssertionError(f"after {timeout:.0f} s, still not: {what if isinstance(what, str) else what()}")
 
 
 NO_PERSISTENCE = ("--save", "", "--appendonly", "no", "--daemonize", "no")
@@ -92,7 +92,7 @@ def _pings(client: redis.Redis) -> bool:
 
 @dataclass
 class Books:
-    """The database, read directly: what `regua check` will verify once it exists, asserted here."""
+    """The database, read directly, for what the tests assert beside `regua check`."""
 
     engine: Engine
 
@@ -188,6 +188,18 @@ class Stack:
             [charge["invoice_id"]] = [link["invoice_id"] for link in links if link["charge_id"] == charge["id"]]
             charge["invoice"] = invoices[charge["invoice_id"]]
         return charges
+
+    def assert_books(self, *, refunds: int = 0) -> None:
+        """`regua check` clean, and what it does not count: one mail per (invoice, kind, step) sent."""
+        self.books.assert_clean(refunds=refunds)
+        check = subprocess.run(
+            [sys.executable, "-m", "regua.cli", "check"],
+            env=self.processes.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
 
     def sim_state(self) -> dict[str, Any]:
         return dict(self.http.get(f"{self.sim}/sim/state").json())
