@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hmac
 import json
 import logging
@@ -113,30 +111,3 @@ class BearerAuthMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-class OpsAuthMiddleware:
-    """Requires the ops token, as HTTP Basic (user `ops`) or as a bearer token; an empty token (dev) lets all in."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self.token = token.encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.token or self._allowed(dict(scope["headers"]).get(b"authorization")):
-            await self.app(scope, receive, send)
-            return
-        response = error_response(
-            401, "unauthorized", "the ops token is required", {"WWW-Authenticate": 'Basic realm="regua ops"'}
-        )
-        await response(scope, receive, send)
-
-    def _allowed(self, header: bytes | None) -> bool:
-        scheme, _, given = (header or b"").partition(b" ")
-        if scheme.lower() == b"basic":
-            try:
-                user, _, password = base64.b64decode(given.strip(), validate=True).partition(b":")
-            except (binascii.Error, ValueError):
-                return False
-            return hmac.compare_digest(user, b"ops") & hmac.compare_digest(password, self.token)
-        return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), self.token)
