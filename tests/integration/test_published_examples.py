@@ -39,7 +39,7 @@ def test_every_banco_central_example_is_accepted_and_processed(
 ) -> None:
     batch = fixture(f"pix/{name}")
     response = client.post(pix_url("/webhooks/pix/pix"), content=json.dumps(batch).encode(), headers=JSON)
-    assert (response.status_code, response.json()) == (200, {"status": "accepted"})
+    assert (response.status_code, response.json()["status"]) == (200, "accepted")
     settle_jobs(jobs, runtime)
     rows = event_rows(runtime)
     assert sorted(row.dedupe_key for row in rows) == expected_keys(batch)
@@ -105,7 +105,7 @@ def test_every_asaas_example_is_accepted_as_published_and_processed(
         return_value=httpx.Response(200, json=delivery["payment"])
     )
     response = client.post("/webhooks/asaas", content=raw, headers=asaas_headers())
-    assert (response.status_code, response.json()) == (200, {"status": "accepted"})
+    assert (response.status_code, response.json()["status"]) == (200, "accepted")
     settle_jobs(jobs, runtime)
     [row] = event_rows(runtime)
     assert (row.dedupe_key, row.event_type) == (delivery["id"], delivery["event"])
