@@ -26,6 +26,7 @@ from webhooks.base import (
     NothingToApply,
     Unauthorized,
     decode_json,
+    identifier,
     require,
 )
 
@@ -95,11 +96,13 @@ class AsaasProvider:
         body = delivery.body.decode()
         if event not in ACTED_ON:
             return [IncomingEvent(event_id, event[:64], body, ignored=True)]
-        require(payload, "payment.id", str)
+        identifier(require(payload, "payment.id", str), "payment.id")
         cents(require(payload, "payment.value", (int, float)), "payment.value")
         reference = payload["payment"].get("externalReference")
         if reference is not None and not isinstance(reference, str):
             raise BadPayload("payment.externalReference", "must be a string")
+        if reference:
+            identifier(reference, "payment.externalReference")
         return [IncomingEvent(event_id, event, body)]
 
     def normalize(self, event_type: str, body: str, received_at: datetime) -> list[GatewayEvent]:

@@ -258,11 +258,6 @@ def test_generated_asaas_deliveries(door: Door, charge: str, asaas_api: respx.Mo
     door.assert_it_went_deep()
 
 
-@pytest.mark.xfail(
-    reason="webhooks/asaas.py does not bound payment.id: a 101-character id is stored, then cannot be kept as a "
-    "payment's gateway id (String(100)); the fix belongs to the parse of webhooks/asaas.py, being changed elsewhere",
-    strict=True,
-)
 def test_an_asaas_payment_id_longer_than_the_books_keep_is_refused_at_the_door(
     door: Door, charge: str, asaas_api: respx.MockRouter
 ) -> None:
