@@ -1,0 +1,136 @@
+"""The model-based test: random sequences against the real service, checked against the rules after every step."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import run_state_machine_as_test
+from sqlalchemy import select
+
+from billing.clock import parse_instant
+from billing.models import Refund
+from tests.conftest import _truncate_all
+from tests.model.machine import BooksMachine
+from tests.model.oracle import RECEIPT
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    max_examples=int(os.environ.get("REGUA_MACHINE_EXAMPLES", "12")),
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+settings.register_profile(
+    "fuzz",
+    derandomize=False,
+    max_examples=int(os.environ.get("REGUA_MACHINE_EXAMPLES", "300")),
+    stateful_step_count=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+PROFILE = settings.get_profile(os.environ.get("REGUA_MACHINE_PROFILE", "ci"))
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_random_months_keep_the_books_and_access_right(
+    database_url: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if database_url.startswith("sqlite"):
+        template = request.getfixturevalue("sqlite_template")
+
+        def fresh() -> str:
+            path = tmp_path / f"{uuid.uuid4().hex}.db"
+            shutil.copy(template, path)
+            return f"sqlite:///{path}"
+    else:
+
+        def fresh() -> str:
+            _truncate_all(database_url)
+            return database_url
+
+    BooksMachine.new_database = staticmethod(fresh)
+    run_state_machine_as_test(BooksMachine, settings=PROFILE)
+
+
+# -- sequences the machine found, replayed step by step -----------------------------------------------------
+
+
+@pytest.fixture
+def machine(database_url: str) -> Iterator[BooksMachine]:
+    BooksMachine.new_database = staticmethod(lambda: database_url)
+    played = BooksMachine()
+    yield played
+    played.teardown()
+
+
+def checked(machine: BooksMachine) -> None:
+    machine.the_books_add_up()
+    machine.invoices_are_what_the_model_says()
+    machine.access_is_what_the_rules_say()
+
+
+def only_payment(machine: BooksMachine, account: str) -> str:
+    [key] = [p.key for p in machine.model.payments.values() if machine.model.invoices[p.paid[0]].account == account]
+    return key
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.xfail(strict=True, reason="issue 8, case 1: partial refunds are recorded as running totals")
+def test_partial_refunds_of_an_auto_debit_leave_the_month_paid(machine: BooksMachine) -> None:
+    """R$ 50, then R$ 60, then R$ 10 back on a card payment: each recorded at its own amount, the month paid."""
+    machine.open_accounts(methods=("card_auto_debit", "boleto", "boleto", "boleto"), token="tok_ok")
+    checked(machine)
+    key = only_payment(machine, "ana")
+    for amount in (5000, 6000, 1000):
+        machine.refund(key, amount)
+        machine.settle()
+        checked(machine)
+    refunded = machine.world.runtime.read(
+        lambda session: sorted(session.scalars(select(Refund.amount_cents).where(Refund.payment_id.is_not(None))))
+    )
+    assert refunded == [1000, 5000, 6000]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.xfail(strict=True, reason="issue 8, case 6: a second receipt restarts the verification window")
+def test_a_second_receipt_does_not_extend_the_verification(machine: BooksMachine) -> None:
+    """Receipts on 5/12 and 7/12: the window runs 72 h from the first, so on 9/12 the account is blocked."""
+    machine.open_accounts(methods=("boleto", "boleto", "boleto", "boleto"), token="tok_ok")
+    [december] = machine.model.of("ana", "platform")
+    machine.tick_at(parse_instant("2026-12-05T00:05:00-03:00"))
+    machine.world.call("POST", f"/api/invoices/{december.id}/receipts", {})
+    machine.model.start_verification([december.id], RECEIPT, machine.now)
+    checked(machine)
+    machine.tick_at(parse_instant("2026-12-07T12:00:00-03:00"))
+    machine.world.call("POST", f"/api/invoices/{december.id}/receipts", {})
+    machine.model.start_verification([december.id], RECEIPT, machine.now)
+    checked(machine)
+    machine.tick_at(parse_instant("2026-12-09T00:05:00-03:00"))
+    assert machine.model.access("ana", "platform", machine.now).state == "blocked"
+    checked(machine)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.xfail(strict=True, reason="issue 8, case 2: a chargeback of a duplicate reopens the month")
+def test_a_chargeback_of_a_duplicate_leaves_the_month_paid(machine: BooksMachine) -> None:
+    """December paid by the gateway, paid again through a relay, the second payment disputed: still paid."""
+    machine.open_accounts(methods=("boleto", "boleto", "boleto", "boleto"), token="tok_ok")
+    charge = next(
+        c for c in machine.charges() if machine.invoices_of(c.id) == [machine.model.of("ana", "platform")[0].id]
+    )
+    machine.customer_pays_at_the_gateway(index=machine.pending_at_gateway().index(charge.gateway_payment_id))
+    checked(machine)
+    payment_id = machine.confirm("standard", charge.id, charge.amount_cents)
+    machine.settle()
+    checked(machine)
+    assert machine.model.payments[f"standard:{payment_id}"].paid == []
+    machine.chargeback(f"standard:{payment_id}")
+    machine.settle()
+    checked(machine)
