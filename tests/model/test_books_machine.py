@@ -22,7 +22,7 @@ from tests.model.oracle import RECEIPT
 settings.register_profile(
     "ci",
     derandomize=True,
-    max_examples=int(os.environ.get("REGUA_MACHINE_EXAMPLES", "12")),
+    max_examples=int(os.environ.get("REGUA_MACHINE_EXAMPLES", "25")),
     stateful_step_count=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
@@ -134,3 +134,18 @@ def test_a_chargeback_of_a_duplicate_leaves_the_month_paid(machine: BooksMachine
     machine.chargeback(f"standard:{payment_id}")
     machine.settle()
     checked(machine)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.xfail(strict=True, reason="issue 8, case 3: January is charged while December is open")
+def test_a_new_card_pays_the_oldest_open_month_first(machine: BooksMachine) -> None:
+    """December declined on days 1, 3 and 5; a new card on 10/12: the card pays December, never January first."""
+    machine.not_yet = frozenset()
+    machine.open_accounts(methods=("card_auto_debit", "boleto", "boleto", "boleto"), token="tok_soft_decline")
+    for day in ("2026-12-03", "2026-12-05", "2026-12-07"):
+        machine.tick_at(parse_instant(f"{day}T00:05:00-03:00"))
+        checked(machine)
+    machine.the_customer_gives_a_new_card(index=0, token="tok_ok")
+    for instant in ("2026-12-10T00:10:00-03:00", "2027-01-01T00:05:00-03:00", "2027-01-02T00:05:00-03:00"):
+        machine.tick_at(parse_instant(instant))
+        checked(machine)
