@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from sqlalchemy import select
 
+from billing.check import check_books
 from billing.clock import parse_instant
 from billing.models import Charge, ChargeInvoice, Invoice, Subscription
 from tests.model.books import broken_invariants
@@ -32,7 +33,11 @@ PICK = st.integers(min_value=0, max_value=10_000)
 # Cases of issue 8 the core does not get right yet, each with an expected-failure regression test in
 # test_books_machine.py. While a case is listed here the machine does not play it; once the core's
 # fix lands, take it out and the machine plays it again.
-NOT_YET = frozenset({"partial_refund", "second_verification", "duplicate_chargeback", "oldest_month_first"})
+NOT_YET = frozenset({"refund_of_a_duplicate"})
+# What `regua check` reports that the rules allow: a month whose card payment was charged back is
+# charged again on the new card (rule 3.3), so it has two card charges with payments, one disputed.
+# The test's own invariant counts only the captures that stand.
+FALSE_ALARMS = frozenset({"card_captured_twice_for_an_invoice"})
 
 
 def pick(items: list[Any], index: int) -> Any | None:
@@ -220,7 +225,10 @@ class BooksMachine(RuleBasedStateMachine):
     @rule(index=PICK, share=st.sampled_from([1, 3, 4]))
     def a_payment_is_refunded(self, index: int, share: int) -> None:
         """Refunded at its gateway: in full (share 1), or a third or a quarter of what is left."""
-        payment = pick([p for p in self.model.payments.values() if self.refundable(p.key)], index)
+        payments = [p for p in self.model.payments.values() if self.refundable(p.key)]
+        if "refund_of_a_duplicate" in self.not_yet:
+            payments = [p for p in payments if p.paid]
+        payment = pick(payments, index)
         if payment is not None:
             left = payment.amount_cents - payment.refunded_cents
             self.refund(payment.key, left if share == 1 or "partial_refund" in self.not_yet else max(1, left // share))
@@ -314,6 +322,9 @@ class BooksMachine(RuleBasedStateMachine):
     def the_books_add_up(self) -> None:
         broken = self.world.runtime.read(broken_invariants)
         assert broken == [], broken
+        report = self.world.runtime.read(lambda session: check_books(session, self.now))
+        violations = [v.line() for v in report.violations if v.name not in FALSE_ALARMS]
+        assert violations == [], violations
 
     @invariant()
     def invoices_are_what_the_model_says(self) -> None:
@@ -352,8 +363,10 @@ class BooksMachine(RuleBasedStateMachine):
 
     def settle(self) -> None:
         """Deliver what the simulator posted, run the jobs, and record what moved at the gateway."""
-        while self.world.webhooks.held:
-            event = self.world.webhooks.held.pop(0)
+        held, self.world.webhooks.held = self.world.webhooks.held, []
+        # in the order of what they are about, not of the random ids behind the order they came in
+        held.sort(key=lambda event: (str(event["payment"]["customer"]), str(event["event"])))
+        for event in held:
             self.deliver(lambda event=event: self.world.post_asaas(event))
         self.world.process_stored()
         self.record_gateway()
@@ -440,13 +453,10 @@ class BooksMachine(RuleBasedStateMachine):
 
     def verifiable(self, charge_id: str) -> bool:
         invoices = [self.model.invoices[i] for i in self.invoices_of(charge_id)]
-        return any(i.unpaid for i in invoices) and all(self.verifiable_invoice(i) for i in invoices)
+        return any(i.unpaid for i in invoices)
 
     def verifiable_invoice(self, invoice: ModelInvoice) -> bool:
-        """A verification after one ended by a failure is a question the rules leave open: not played."""
-        if "second_verification" in self.not_yet and invoice.verify_from is not None:
-            return False
-        return invoice.unpaid and not invoice.verify_ended
+        return invoice.unpaid
 
     def refundable(self, key: str) -> bool:
         payment = self.model.payments[key]

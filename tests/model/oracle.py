@@ -122,10 +122,12 @@ class Model:
                 invoice.paid_by = None
 
     def start_verification(self, invoice_ids: list[str], source: str, now: datetime) -> None:
+        """A receipt or a pending payment: a window from now, unless one is running (later ones do not
+        extend it). After a window ended, a new receipt is new evidence and opens a new window."""
         for invoice_id in invoice_ids:
             invoice = self.invoices[invoice_id]
-            if invoice.unpaid and invoice.verify_from is None:
-                invoice.verify_from, invoice.verify_source = now, source
+            if invoice.unpaid and not invoice.verifying(now):
+                invoice.verify_from, invoice.verify_source, invoice.verify_ended = now, source, False
 
     def gateway_failed(self, charge_id: str, now: datetime) -> None:
         for invoice in self.invoices.values():

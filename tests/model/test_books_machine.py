@@ -82,7 +82,6 @@ def only_payment(machine: BooksMachine, account: str) -> str:
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-@pytest.mark.xfail(strict=True, reason="issue 8, case 1: partial refunds are recorded as running totals")
 def test_partial_refunds_of_an_auto_debit_leave_the_month_paid(machine: BooksMachine) -> None:
     """R$ 50, then R$ 60, then R$ 10 back on a card payment: each recorded at its own amount, the month paid."""
     machine.open_accounts(methods=("card_auto_debit", "boleto", "boleto", "boleto"), token="tok_ok")
@@ -99,7 +98,6 @@ def test_partial_refunds_of_an_auto_debit_leave_the_month_paid(machine: BooksMac
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-@pytest.mark.xfail(strict=True, reason="issue 8, case 6: a second receipt restarts the verification window")
 def test_a_second_receipt_does_not_extend_the_verification(machine: BooksMachine) -> None:
     """Receipts on 5/12 and 7/12: the window runs 72 h from the first, so on 9/12 the account is blocked."""
     machine.open_accounts(methods=("boleto", "boleto", "boleto", "boleto"), token="tok_ok")
@@ -118,7 +116,6 @@ def test_a_second_receipt_does_not_extend_the_verification(machine: BooksMachine
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-@pytest.mark.xfail(strict=True, reason="issue 8, case 2: a chargeback of a duplicate reopens the month")
 def test_a_chargeback_of_a_duplicate_leaves_the_month_paid(machine: BooksMachine) -> None:
     """December paid by the gateway, paid again through a relay, the second payment disputed: still paid."""
     machine.open_accounts(methods=("boleto", "boleto", "boleto", "boleto"), token="tok_ok")
@@ -137,7 +134,6 @@ def test_a_chargeback_of_a_duplicate_leaves_the_month_paid(machine: BooksMachine
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-@pytest.mark.xfail(strict=True, reason="issue 8, case 3: January is charged while December is open")
 def test_a_new_card_pays_the_oldest_open_month_first(machine: BooksMachine) -> None:
     """December declined on days 1, 3 and 5; a new card on 10/12: the card pays December, never January first."""
     machine.not_yet = frozenset()
@@ -149,3 +145,26 @@ def test_a_new_card_pays_the_oldest_open_month_first(machine: BooksMachine) -> N
     for instant in ("2026-12-10T00:10:00-03:00", "2027-01-01T00:05:00-03:00", "2027-01-02T00:05:00-03:00"):
         machine.tick_at(parse_instant(instant))
         checked(machine)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.xfail(
+    strict=True,
+    reason="a gateway refund of a duplicate leaves the duplicate's own refund owed: refunded 23737 of 18990",
+)
+def test_a_refund_of_a_second_payment_is_recorded_against_that_payment(machine: BooksMachine) -> None:
+    """December's card payment refunded in full; the same charge paid again through a relay, and a part of
+    that second payment refunded: the refund is the second payment's, not the first's."""
+    machine.not_yet = frozenset()
+    machine.open_accounts(methods=("card_auto_debit", "boleto", "boleto", "boleto"), token="tok_ok")
+    first = only_payment(machine, "ana")
+    machine.refund(first, machine.model.payments[first].amount_cents)
+    machine.settle()
+    checked(machine)
+    charge_id = machine.model.payments[first].charge_id
+    second = machine.confirm("standard", charge_id, machine.model.payments[first].amount_cents)
+    machine.settle()
+    checked(machine)
+    machine.refund(f"standard:{second}", 4747)
+    machine.settle()
+    checked(machine)
