@@ -6,6 +6,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 from sqlalchemy import select
 
+from billing.check import check_books
 from billing.clock import parse_instant
 from billing.models import Refund
 from tests.conftest import _truncate_all
@@ -172,3 +174,24 @@ def test_a_refund_of_a_second_payment_is_recorded_against_that_payment(machine: 
     machine.refund(f"standard:{second}", 4747)
     machine.settle()
     checked(machine)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.xfail(
+    strict=True,
+    reason="regua check counts a charged-back card payment as a capture: card_captured_twice_for_an_invoice",
+)
+def test_a_month_charged_back_and_paid_on_a_new_card_is_not_a_double_capture(machine: BooksMachine) -> None:
+    """December's card payment disputed, a new card given, December charged on it: the books are right."""
+    machine.open_accounts(methods=("card_auto_debit", "boleto", "boleto", "boleto"), token="tok_ok")
+    disputed = only_payment(machine, "ana")
+    machine.chargeback(disputed)
+    machine.settle()
+    checked(machine)
+    machine.the_customer_gives_a_new_card(index=0, token="tok_ok")
+    machine.tick_at(machine.now + timedelta(hours=1))
+    [december] = machine.model.of("ana", "platform")
+    assert december.paid_by not in (None, disputed)
+    machine.the_books_add_up()
+    report = machine.world.runtime.read(lambda session: check_books(session, machine.now))
+    assert [violation.line() for violation in report.violations] == []
