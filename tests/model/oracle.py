@@ -99,7 +99,8 @@ class Model:
             return
         paid = [invoice_id for invoice_id in invoice_ids if self.invoices[invoice_id].unpaid]
         for invoice_id in paid:
-            self.invoices[invoice_id].paid_by = key
+            # a payment ends a verification: a chargeback later reopens the month as open, not verifying
+            self.invoices[invoice_id].paid_by, self.invoices[invoice_id].verify_ended = key, True
         self.payments[key] = ModelPayment(key, charge_id, amount_cents, paid)
 
     def refund(self, key: str, refunded_cents: int) -> None:
