@@ -40,6 +40,8 @@ class ModelInvoice:
     verify_source: str | None = None
     """RECEIPT, or the charge whose gateway reported the payment pending."""
     verify_ended: bool = False
+    receipt_backed: bool = False
+    """Ops recorded a receipt during this window: a failure of the gateway's payment does not end it."""
 
     @property
     def block_at(self) -> datetime:
@@ -129,10 +131,13 @@ class Model:
             invoice = self.invoices[invoice_id]
             if invoice.unpaid and not invoice.verifying(now):
                 invoice.verify_from, invoice.verify_source, invoice.verify_ended = now, source, False
+                invoice.receipt_backed = source == RECEIPT
+            elif invoice.verifying(now) and source == RECEIPT:
+                invoice.receipt_backed = True
 
     def gateway_failed(self, charge_id: str, now: datetime) -> None:
         for invoice in self.invoices.values():
-            if invoice.verify_source == charge_id and invoice.verifying(now):
+            if invoice.verify_source == charge_id and invoice.verifying(now) and not invoice.receipt_backed:
                 invoice.verify_ended = True
 
     # -- access
