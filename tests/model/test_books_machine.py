@@ -177,10 +177,6 @@ def test_a_refund_of_a_second_payment_is_recorded_against_that_payment(machine: 
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="regua check counts a charged-back card payment as a capture: card_captured_twice_for_an_invoice",
-)
 def test_a_month_charged_back_and_paid_on_a_new_card_is_not_a_double_capture(machine: BooksMachine) -> None:
     """December's card payment disputed, a new card given, December charged on it: the books are right."""
     machine.open_accounts(methods=("card_auto_debit", "boleto", "boleto", "boleto"), token="tok_ok")
