@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint bench screenshots
+.PHONY: install dev test lint bench screenshots fuzz
 
 $(BIN)/regua: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,3 +29,7 @@ test: lint
 # Each ops page at 1280 px into docs/screenshots/, from the browser test that checks their accessibility.
 screenshots: install
 	REGUA_WRITE_SCREENSHOTS=1 $(BIN)/pytest tests/browser/test_ops_browser.py -q -k "accessibility and sqlite"
+
+# The model-based test at length: many more random months, a new seed each run (SQLite).
+fuzz: install
+	REGUA_MACHINE_PROFILE=fuzz $(BIN)/pytest tests/model -k "random_months and sqlite" -p no:logging --timeout 0
