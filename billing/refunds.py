@@ -54,18 +54,30 @@ def settle_refunds(session: Session, payment: Payment) -> None:
 def refund_made(
     session: Session, payment: Payment, gateway_refund_id: str, amount_cents: int, at: datetime, now: datetime
 ) -> Refund:
-    """A refund the gateway made: the owed one of the same amount if there is one, else one made at the gateway."""
-    owed = session.scalar(
-        select(Refund)
-        .where(
-            Refund.payment_id == payment.id,
-            Refund.status == RefundStatus.OWED,
-            Refund.amount_cents == amount_cents,
+    """A refund the gateway made: the owed one of the same amount if there is one; else a refund of its own
+    that takes its amount off what is still owed of this payment (the money goes back once)."""
+    owed = list(
+        session.scalars(
+            select(Refund)
+            .where(Refund.payment_id == payment.id, Refund.status == RefundStatus.OWED)
+            .order_by(Refund.created_at, Refund.id)
         )
-        .order_by(Refund.created_at, Refund.id)
-        .limit(1)
     )
-    refund = owed or refund_of(payment, amount_cents, RefundReason.GATEWAY, now)
+    same = next((refund for refund in owed if refund.amount_cents == amount_cents), None)
+    if same is not None:
+        refund = same
+    else:
+        refund = refund_of(payment, amount_cents, owed[0].reason if owed else RefundReason.GATEWAY, now)
+        left = amount_cents
+        for other in owed:
+            taken = min(other.amount_cents, left)
+            left -= taken
+            if taken == other.amount_cents:
+                other.status, other.note = RefundStatus.CANCELED.value, f"made at the gateway ({gateway_refund_id})"
+            else:
+                other.amount_cents -= taken
+            if left == 0:
+                break
     refund.status, refund.gateway_refund_id, refund.refunded_at = RefundStatus.DONE.value, gateway_refund_id, at
     refund.claimed_until = None
     session.add(refund)

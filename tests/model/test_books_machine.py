@@ -154,10 +154,6 @@ def test_a_new_card_pays_the_oldest_open_month_first(machine: BooksMachine) -> N
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
-@pytest.mark.xfail(
-    strict=True,
-    reason="a gateway refund of a duplicate leaves the duplicate's own refund owed: refunded 23737 of 18990",
-)
 def test_a_refund_of_a_second_payment_is_recorded_against_that_payment(machine: BooksMachine) -> None:
     """December's card payment refunded in full; the same charge paid again through a relay, and a part of
     that second payment refunded: the refund is the second payment's, not the first's."""
