@@ -383,53 +383,7 @@ class Notification(Base):
     message_id: Mapped[str | None] = mapped_column(String(200))
 
 
-class OpsAction(Base):
-    """One thing a person did from the ops dashboard: who, when, what, on which records, and how it went."""
-
-    __tablename__ = "ops_actions"
-    __table_args__ = (Index("ix_ops_actions_at", "at"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[datetime]
-    by: Mapped[str] = mapped_column(String(100))
-    action: Mapped[str] = mapped_column(String(64))
-    targets: Mapped[list[str]]
-    """The ids acted on (events, messages, refunds)."""
-    result: Mapped[str] = mapped_column(String(500))
-
-
 # The ops dashboard's searches: events by day and by charge, an account's charges.
 Index("ix_webhook_events_received_at", WebhookEvent.received_at)
 Index("ix_webhook_events_charge_id", WebhookEvent.charge_id)
 Index("ix_charges_account_id", Charge.account_id)
-
-
-class Receipt(Base):
-    """A receipt the customer sent from the payment page: the file itself, kept for ops to check (rule 3.7)."""
-
-    __tablename__ = "receipts"
-    __table_args__ = (Index("ix_receipts_received_at", "received_at"),)
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
-    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"))
-    filename: Mapped[str] = mapped_column(String(200))
-    content_type: Mapped[str] = mapped_column(String(64))
-    """Found from the file's first bytes (PDF, PNG or JPEG), never taken from the browser's word."""
-    size_bytes: Mapped[int]
-    sha256: Mapped[str] = mapped_column(String(64))
-    content: Mapped[bytes]
-    received_at: Mapped[datetime]
-
-
-class SharedClock(Base):
-    """The shared test clock outside production: one row, read by every process on this database.
-
-    No row, or no instant, means the system time; once set, the instant stands until set or advanced.
-    """
-
-    __tablename__ = "shared_clock"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    instant: Mapped[datetime | None]
-    updated_at: Mapped[datetime]

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from billing.clock import Clock, as_utc
 from billing.db import unit_of_work
-from billing.models import SharedClock
+from billing.records import SharedClock
 
 CLOCK_ROW = 1
 DEFAULT_CACHE = timedelta(seconds=1)

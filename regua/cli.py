@@ -523,7 +523,8 @@ def cmd_receipts(settings: Settings, args: argparse.Namespace) -> int:
 
     from sqlalchemy import select
 
-    from billing.models import Invoice, Receipt
+    from billing.models import Invoice
+    from billing.records import Receipt
 
     runtime = _runtime(settings)
     try:

@@ -22,16 +22,15 @@ from billing.models import (
     InvoiceStatus,
     Notification,
     NotificationStatus,
-    OpsAction,
     Payment,
     PaymentStatus,
-    Receipt,
     Refund,
     Subscription,
     TickRun,
     WebhookEvent,
 )
 from billing.policy import Policy
+from billing.records import OpsAction, Receipt
 from billing.refunds import refunds_by_hand
 from billing.timeline import Timeline, account_timeline
 

@@ -9,9 +9,10 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from billing.calendar import BillingCalendar
-from billing.models import Receipt, new_id
+from billing.models import new_id
 from billing.notifications import record_due_notifications
 from billing.policy import Policy
+from billing.records import Receipt
 from billing.verification import record_receipt
 
 MAX_RECEIPT_BYTES = 5 * 1024 * 1024

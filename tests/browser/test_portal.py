@@ -22,7 +22,8 @@ from axe_playwright_python.sync_playwright import Axe
 from sqlalchemy import select
 
 from billing.clock import FrozenClock
-from billing.models import Charge, Notification, Receipt
+from billing.models import Charge, Notification
+from billing.records import Receipt
 from regua.app import create_app
 from regua.assembly import InProcessWorker, build_gateway, build_providers
 from regua.mailer import SmtpPostman

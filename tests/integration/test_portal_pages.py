@@ -12,7 +12,8 @@ from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock, parse_instant
 from billing.invoicing import issue_due_invoices
-from billing.models import Charge, ChargeInvoice, Invoice, Payment, Receipt, Refund, new_charge_id
+from billing.models import Charge, ChargeInvoice, Invoice, Payment, Refund, new_charge_id
+from billing.records import Receipt
 from regua.portal.receipts import MAX_RECEIPT_BYTES
 from regua.portal.tokens import PortalTokens
 from regua.runtime import Runtime

@@ -17,8 +17,39 @@ from tests.integration.test_webhook_settlement import settle_jobs
 from tests.integration.webhook_helpers import FIXTURES, asaas_headers, event_rows, fixture, pix_url
 from workers.actors import Jobs
 
-PIX_EXAMPLES = sorted(path.name for path in (FIXTURES / "pix").glob("*.json"))
-ASAAS_EXAMPLES = sorted(path.name for path in (FIXTURES / "asaas").glob("PAYMENT_*.json"))
+PIX_EXAMPLES = [
+    "batch.json",
+    "callback_spec_example.json",
+    "devolucao_devolvido.json",
+    "devolucao_nao_realizado.json",
+    "pix_response_long_end_to_end.json",
+    "pix_response_saque.json",
+    "single.json",
+    "single_with_chave.json",
+]
+ASAAS_EXAMPLES = [
+    "asaas/PAYMENT_CHARGEBACK_REQUESTED.json",
+    "asaas/PAYMENT_CONFIRMED.json",
+    "asaas/PAYMENT_CREATED.json",
+    "asaas/PAYMENT_CREDIT_CARD_CAPTURE_REFUSED.json",
+    "asaas/PAYMENT_DELETED.json",
+    "asaas/PAYMENT_OVERDUE.json",
+    "asaas/PAYMENT_PARTIALLY_REFUNDED.json",
+    "asaas/PAYMENT_RECEIVED.json",
+    "asaas/PAYMENT_RECEIVED_PIX.json",
+    "asaas/PAYMENT_REFUNDED.json",
+    "asaas/PAYMENT_REPROVED_BY_RISK_ANALYSIS.json",
+    "asaas_api/webhook_payment_received.json",
+]
+
+
+def test_every_recorded_delivery_is_in_the_lists_above() -> None:
+    """A recorded example added to the fixtures is a case to play: these lists name every one."""
+    assert sorted(path.name for path in (FIXTURES / "pix").glob("*.json")) == PIX_EXAMPLES
+    recorded = [f"asaas/{path.name}" for path in (FIXTURES / "asaas").glob("PAYMENT_*.json")]
+    assert sorted(recorded) == [name for name in ASAAS_EXAMPLES if name.startswith("asaas/")]
+
+
 JSON = {"content-type": "application/json"}
 
 
@@ -98,7 +129,7 @@ def asaas_api() -> Iterator[respx.MockRouter]:
 def test_every_asaas_example_is_accepted_as_published_and_processed(
     client: TestClient, runtime: Runtime, jobs: Jobs, asaas_api: respx.MockRouter, name: str
 ) -> None:
-    raw = (Path(FIXTURES) / "asaas" / name).read_bytes()
+    raw = (Path(FIXTURES) / name).read_bytes()
     delivery = json.loads(raw)
     # the API tells the same story as the webhook, as Asaas's own example payment
     asaas_api.get(f"/v3/payments/{delivery['payment']['id']}").mock(

@@ -1,0 +1,57 @@
+"""Records kept beside the books: what ops did on the dashboard, the receipts customers sent, the shared
+test clock. They hold no money; `billing.db` loads them with the models so the schema is whole."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from billing.models import Base
+
+
+class OpsAction(Base):
+    """One thing a person did from the ops dashboard: who, when, what, on which records, and how it went."""
+
+    __tablename__ = "ops_actions"
+    __table_args__ = (Index("ix_ops_actions_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    by: Mapped[str] = mapped_column(String(100))
+    action: Mapped[str] = mapped_column(String(64))
+    targets: Mapped[list[str]]
+    """The ids acted on (events, messages, refunds)."""
+    result: Mapped[str] = mapped_column(String(500))
+
+
+class Receipt(Base):
+    """A receipt the customer sent from the payment page: the file itself, kept for ops to check (rule 3.7)."""
+
+    __tablename__ = "receipts"
+    __table_args__ = (Index("ix_receipts_received_at", "received_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"))
+    filename: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(64))
+    """Found from the file's first bytes (PDF, PNG or JPEG), never taken from the browser's word."""
+    size_bytes: Mapped[int]
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes]
+    received_at: Mapped[datetime]
+
+
+class SharedClock(Base):
+    """The shared test clock outside production: one row, read by every process on this database.
+
+    No row, or no instant, means the system time; once set, the instant stands until set or advanced.
+    """
+
+    __tablename__ = "shared_clock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instant: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
