@@ -74,6 +74,14 @@ class StoredClock:
             instant = self._instant
         return system_now if instant is None else instant
 
+    def read_now(self) -> datetime:
+        """The clock read from the database at this call (and kept for the next `now`): for rare readers
+        that must see a move at once, like the gateway simulator dating a payment."""
+        instant, system_now = self._read(), self._system.now()
+        with self._lock:
+            self._instant, self._read_at = instant, system_now
+        return system_now if instant is None else instant
+
     def forget(self) -> None:
         """Read the database again, at once, at the next `now` (after this process moved the clock)."""
         with self._lock:
@@ -137,3 +145,13 @@ def day_boundaries(start: datetime, end: datetime, zone: ZoneInfo) -> list[datet
         if midnight > start:
             boundaries.append(midnight)
         day += timedelta(days=1)
+
+
+class ReadThroughClock:
+    """A `Clock` over a StoredClock that reads the database at every call (see `StoredClock.read_now`)."""
+
+    def __init__(self, stored: StoredClock) -> None:
+        self._stored = stored
+
+    def now(self) -> datetime:
+        return self._stored.read_now()

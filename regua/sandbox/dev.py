@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from starlette.routing import BaseRoute, Mount
 
 from billing.clock import Clock
+from billing.shared_clock import ReadThroughClock, StoredClock
 from regua.sandbox.mail_view import mail_routes
 from regua.sandbox.simulator import WebhookDispatcher, create_simulator_app
 from regua.sandbox.smtp_sink import MailSink
@@ -69,7 +70,8 @@ def build_sandbox(settings: Settings, clock: Clock, base_url: str, sink: MailSin
             f"{base_url}/webhooks/asaas",
             settings.asaas_webhook_token,
             api_key=settings.asaas_api_key,
-            clock=clock,
+            # A payment is dated by the clock as it is now, even a moment after another process moved it.
+            clock=ReadThroughClock(clock) if isinstance(clock, StoredClock) else clock,
         )
         # A mounted app's lifespan does not run: its webhook sender is started beside the app instead.
         sandbox.dispatcher = simulator.state.simulator.dispatcher
