@@ -215,16 +215,26 @@ def _wrong_discounts(session: Session, _now: datetime) -> Iterator[dict[str, Any
 
 
 def _cards_captured_twice(session: Session, _now: datetime) -> Iterator[dict[str, Any]]:
-    """At most one captured card charge per invoice (a card is never charged twice for one month).
+    """At most one card capture kept per invoice (a card is never charged twice for one month).
 
-    A capture the customer took back (a chargeback) or was given back whole no longer counts: the month
+    A capture that pays its invoices counts; so does a duplicate that is not owed back whole. A
+    capture taken back (a chargeback) or given back whole, or owed back whole, does not: the month
     may then be paid again, on a new card.
     """
+    back = (
+        select(func.coalesce(func.sum(Refund.amount_cents), 0))
+        .where(Refund.payment_id == Payment.id, Refund.status.in_((RefundStatus.OWED, RefundStatus.DONE)))
+        .scalar_subquery()
+    )
+    kept = or_(
+        Payment.status == PaymentStatus.CONFIRMED,
+        and_(Payment.status == PaymentStatus.DUPLICATE, back + Payment.chargeback_cents < Payment.amount_cents),
+    )
     query = (
         select(ChargeInvoice.invoice_id, func.count(func.distinct(Charge.id)).label("captured"))
         .join(Charge, Charge.id == ChargeInvoice.charge_id)
         .join(Payment, Payment.charge_id == Charge.id)
-        .where(Charge.method == "card", Payment.status.not_in((PaymentStatus.CHARGEBACK, PaymentStatus.REFUNDED)))
+        .where(Charge.method == "card", kept)
         .group_by(ChargeInvoice.invoice_id)
         .having(func.count(func.distinct(Charge.id)) > 1)
     )

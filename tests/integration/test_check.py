@@ -82,6 +82,7 @@ def _discount_changed(session: Session) -> None:
 
 
 def _card_captured_twice(session: Session) -> None:
+    session.query(Refund).delete()  # the second capture is kept, not owed back
     invoice = session.query(Invoice).filter(Invoice.status == "paid").one()
     for payment in session.query(Payment).all():
         charge = Charge(
