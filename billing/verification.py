@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from billing.blocking import BlockChanges, lock_accounts, reconcile_blocks
@@ -36,13 +36,21 @@ def record_receipt(session: Session, invoice_id: str, now: datetime, policy: Pol
 
 
 def mark_charge_verifying(session: Session, charge_id: str, now: datetime, policy: Policy) -> BlockChanges:
-    """A gateway reports the charge's payment started but not cleared: its invoices are verifying."""
+    """A gateway reports the charge's payment started but not cleared: its invoices are verifying.
+
+    Once: a report about the same charge after its window ended (a gateway telling it again) does not
+    open another window; the invoice stays overdue (rule 3.7, later reports do not extend it).
+    """
     charge = lock_charge(session, charge_id)
     if charge.status != ChargeStatus.PENDING:
         return BlockChanges()
     session.execute(
         update(Invoice)
-        .where(Invoice.id.in_(charge.invoice_ids), Invoice.status == InvoiceStatus.OPEN)
+        .where(
+            Invoice.id.in_(charge.invoice_ids),
+            Invoice.status == InvoiceStatus.OPEN,
+            or_(Invoice.verifying_charge_id.is_(None), Invoice.verifying_charge_id != charge.id),
+        )
         .values(
             status=InvoiceStatus.VERIFYING.value,
             verifying_until=now + policy.verification_window,
@@ -53,7 +61,10 @@ def mark_charge_verifying(session: Session, charge_id: str, now: datetime, polic
 
 
 def expire_verifications(session: Session, now: datetime) -> list[str]:
-    """Verifications past their window: the invoices are open (and overdue) again."""
+    """Verifications past their window: the invoices are open (and overdue) again.
+
+    The charge it came from is kept: a later report of the same payment opens no new window.
+    """
     expired = list(
         session.scalars(
             select(Invoice.id).where(Invoice.status == InvoiceStatus.VERIFYING, Invoice.verifying_until <= now)
@@ -63,6 +74,6 @@ def expire_verifications(session: Session, now: datetime) -> list[str]:
         session.execute(
             update(Invoice)
             .where(Invoice.id.in_(expired), Invoice.status == InvoiceStatus.VERIFYING)
-            .values(status=InvoiceStatus.OPEN.value, verifying_until=None, verifying_charge_id=None)
+            .values(status=InvoiceStatus.OPEN.value, verifying_until=None)
         )
     return expired

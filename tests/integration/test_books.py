@@ -376,3 +376,25 @@ def test_invoices_are_listed_with_the_payment_that_paid_them(
     [payment] = rows(runtime, Payment)
     assert (invoice.status, invoice.payment_id) == ("paid", payment.id)
     assert_books_clean(runtime)
+
+
+def test_a_pending_report_told_again_after_its_window_ended_opens_no_new_window(
+    client: TestClient,
+    api: Api,
+    runtime: Runtime,
+    clock: FrozenClock,
+    jobs: Jobs,
+    blocked_invoice: str,  # noqa: F811
+) -> None:
+    pix = charge_for(runtime, [blocked_invoice], "pix")
+    deliver_standard(client, clock, "payment.pending", pix, "msg_pending", payment_id="gw_slow")
+    settle_jobs(jobs, runtime)
+    assert api.access(ACCOUNT, "platform")["state"] == "verifying"
+    clock.set(clock.now() + timedelta(hours=73))
+    tick_once(runtime)
+    assert api.access(ACCOUNT, "platform")["state"] == "blocked"
+    # The gateway tells the same payment's pending again, under a new delivery id: no new window.
+    deliver_standard(client, clock, "payment.pending", pix, "msg_pending_again", payment_id="gw_slow")
+    settle_jobs(jobs, runtime)
+    assert api.access(ACCOUNT, "platform")["state"] == "blocked"
+    assert_books_clean(runtime)
