@@ -64,7 +64,7 @@ _PAYMENT_METHODS = {
 }
 _MANUAL_METHODS = frozenset({"boleto", "pix"})
 _PREPAID_PLANS = {3: "plano trimestral", 6: "plano semestral", 12: "plano anual"}
-_MONTHS = (
+MONTH_NAMES = (
     "janeiro",
     "fevereiro",
     "março",
@@ -307,7 +307,7 @@ def _data(day: date, style: str = "dia") -> str:
     if style == "dia":
         return f"{day.day:02d}/{day.month:02d}/{day.year:04d}"
     if style == "mes":
-        return f"{_MONTHS[day.month - 1]}/{day.year:04d}"
+        return f"{MONTH_NAMES[day.month - 1]}/{day.year:04d}"
     raise ValueError(f"unknown date style {style!r}: use 'dia' or 'mes'")
 
 

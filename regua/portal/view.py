@@ -18,6 +18,7 @@ from billing.checkout import owed_now
 from billing.history import payment_history
 from billing.models import UNPAID, Charge, ChargeInvoice, ChargeStatus, Invoice
 from billing.policy import Policy
+from regua.mail import MONTH_NAMES
 
 PRODUCTS = {"platform": "Mensalidade da plataforma", "mentorship": "Mentoria"}
 STATES = {
@@ -41,20 +42,6 @@ REFUND_REASONS = {
     "gateway": "Reembolso",
 }
 REFUND_STATUSES = {"owed": "Em andamento", "done": "Concluído"}
-_MONTHS = (
-    "janeiro",
-    "fevereiro",
-    "março",
-    "abril",
-    "maio",
-    "junho",
-    "julho",
-    "agosto",
-    "setembro",
-    "outubro",
-    "novembro",
-    "dezembro",
-)
 
 
 def day_text(day: date) -> str:
@@ -63,10 +50,10 @@ def day_text(day: date) -> str:
 
 def period_text(start: date, end: date) -> str:
     """dezembro/2026, or "janeiro/2027 a março/2027" for a prepaid period."""
-    first = f"{_MONTHS[start.month - 1]}/{start.year}"
+    first = f"{MONTH_NAMES[start.month - 1]}/{start.year}"
     if (start.year, start.month) == (end.year, end.month):
         return first
-    return f"{first} a {_MONTHS[end.month - 1]}/{end.year}"
+    return f"{first} a {MONTH_NAMES[end.month - 1]}/{end.year}"
 
 
 @dataclass(frozen=True)
