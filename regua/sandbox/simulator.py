@@ -16,7 +16,14 @@ Test controls live under /sim/ (no token): `POST /sim/payments/{id}/pay` (boleto
 card received), `pay-again` (the customer pays a second time: a new received payment with the same
 externalReference), `overdue`, `refuse` (PAYMENT_CREDIT_CARD_CAPTURE_REFUSED), `chargeback`, `event`
 (any event for the payment as it is), `GET /sim/state` (payments, refused cards, webhook deliveries),
-`POST /sim/webhooks/resend` (queue failed deliveries again), `POST /sim/reset`.
+`POST /sim/webhooks/resend` (queue failed deliveries again), `POST /sim/reset`, and
+`POST /sim/outages` with `{"create": [...]}`: how the next payment creations go wrong, in order:
+
+    "500"          HTTP 500 before anything is stored (the request never reached the ledger)
+    "502-charged"  the payment is created (a card charged), then the answer is an HTTP 502
+    "timeout"      the payment is created, the answer held `timeout_delay_s` like tok_timeout
+
+`GET /sim/state` lists under "outages" each one served, with the externalReference it hit.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import struct
 import threading
 import uuid
 import zlib
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -69,6 +77,7 @@ SCRIPTED_DECLINES = {
 BILLING_TYPES = ("BOLETO", "PIX", "CREDIT_CARD", "UNDEFINED")
 _UNPAID = ("PENDING", "OVERDUE")
 _PAID = ("CONFIRMED", "RECEIVED")
+OUTAGES = frozenset({"500", "502-charged", "timeout"})
 
 
 class SimulatorError(Exception):
@@ -358,6 +367,8 @@ class AsaasSimulator:
         self._payments: dict[str, _Payment] = {}
         self._customers: dict[str, _Customer] = {}
         self._refused: list[dict[str, object]] = []
+        self._outages: deque[str] = deque()
+        self._outages_served: list[dict[str, object]] = []
         self._events = 0
         self._nosso_numero = 10_000_000
 
@@ -402,10 +413,25 @@ class AsaasSimulator:
 
     # -- the API
 
-    def create(self, body: Mapping[str, Any], base_url: str) -> tuple[dict[str, object], bool]:
-        """The created payment (the first installment, for an installment plan), and whether to linger."""
+    def script_outages(self, body: Mapping[str, Any]) -> dict[str, object]:
+        outages = body.get("create")
+        if not isinstance(outages, list) or not all(outage in OUTAGES for outage in outages):
+            allowed = ", ".join(sorted(OUTAGES))
+            raise SimulatorError(400, "invalid_outages", f'Send {{"create": [...]}} with items among {allowed}.')
+        with self._lock:
+            self._outages.extend(outages)
+            return {"scripted": list(self._outages)}
+
+    def create(self, body: Mapping[str, Any], base_url: str) -> tuple[dict[str, object], str | None]:
+        """The created payment (the first installment, for an installment plan), and how the answer goes
+        wrong: None (it does not), "timeout" (held back) or "502-charged" (an error after the ledger)."""
         request = _CreateRequest.parse(body)
         with self._lock:
+            outage = self._outages.popleft() if self._outages else None
+            if outage is not None:
+                self._outages_served.append({"outage": outage, "externalReference": request.external_reference})
+            if outage == "500":
+                raise SimulatorError(500, "internal_error", "Erro interno. Tente novamente.")
             token = request.card_token
             if token in SCRIPTED_DECLINES:
                 self._refused.append({"externalReference": request.external_reference, "creditCardToken": token})
@@ -430,7 +456,7 @@ class AsaasSimulator:
                     payment.status = "CONFIRMED"
                     payment.confirmed_date = payment.client_payment_date = self._today()
                     self._emit("PAYMENT_CONFIRMED", payment)
-            return payments[0].to_json(), token == TIMEOUT_TOKEN
+            return payments[0].to_json(), outage or ("timeout" if token == TIMEOUT_TOKEN else None)
 
     def create_customer(self, body: Mapping[str, Any]) -> dict[str, object]:
         name = body.get("name")
@@ -638,6 +664,7 @@ class AsaasSimulator:
                 "payments": [payment.to_json() for payment in self._payments.values()],
                 "customers": [customer.to_json() for customer in self._customers.values()],
                 "refused": list(self._refused),
+                "outages": list(self._outages_served),
                 "webhooks": self.dispatcher.log(),
             }
 
@@ -646,6 +673,8 @@ class AsaasSimulator:
             self._payments.clear()
             self._customers.clear()
             self._refused.clear()
+            self._outages.clear()
+            self._outages_served.clear()
             self.dispatcher.forget()
 
 
@@ -881,9 +910,11 @@ def _routes(sim: AsaasSimulator) -> list[Route]:
         return str(request.path_params["payment_id"])
 
     async def create(request: Request) -> tuple[object, int]:
-        payment, linger = sim.create(await _json_body(request), _base_url(request))
-        if linger:
+        payment, outage = sim.create(await _json_body(request), _base_url(request))
+        if outage == "timeout":
             await _linger(request, sim.timeout_delay_s)
+        if outage == "502-charged":
+            raise SimulatorError(502, "bad_gateway", "Bad Gateway")
         return payment, 200
 
     async def list_payments(request: Request) -> tuple[object, int]:
@@ -932,6 +963,9 @@ def _routes(sim: AsaasSimulator) -> list[Route]:
         sim.reset()
         return {"reset": True}, 200
 
+    async def outages(request: Request) -> tuple[object, int]:
+        return sim.script_outages(await _json_body(request)), 200
+
     async def resend(_request: Request) -> tuple[object, int]:
         return {"requeued": sim.dispatcher.resend_failed()}, 200
 
@@ -951,6 +985,7 @@ def _routes(sim: AsaasSimulator) -> list[Route]:
         Route("/sim/payments/{payment_id}/{action}", endpoint(change), methods=["POST"]),
         Route("/sim/state", endpoint(state), methods=["GET"]),
         Route("/sim/reset", endpoint(reset), methods=["POST"]),
+        Route("/sim/outages", endpoint(outages), methods=["POST"]),
         Route("/sim/webhooks/resend", endpoint(resend), methods=["POST"]),
     ]
 

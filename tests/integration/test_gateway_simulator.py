@@ -211,6 +211,29 @@ def test_a_charge_that_times_out_is_found_by_its_reference_and_made_only_once(
     assert len(receiver.events("PAYMENT_CONFIRMED")) == 1
 
 
+def test_scripted_outages_on_creation_are_retried_and_the_card_is_charged_once(
+    gateway: AsaasGateway, sim: httpx.Client
+) -> None:
+    assert sim.post("/sim/outages", json={"create": ["500", "502-charged"]}).status_code == 200
+
+    payment = gateway.charge_card(card("tok_ok", charge_id="chg_outages"))
+
+    # a 500 stored nothing; the retry was charged and answered 502; the client looked again and found it
+    assert sim.get("/sim/state").json()["outages"] == [
+        {"outage": "500", "externalReference": "chg_outages"},
+        {"outage": "502-charged", "externalReference": "chg_outages"},
+    ]
+    [stored] = payments_for(sim, "chg_outages")
+    assert (stored["id"], stored["status"]) == (payment.id, "CONFIRMED")
+
+
+def test_an_outage_script_names_what_it_accepts(sim: httpx.Client) -> None:
+    answer = sim.post("/sim/outages", json={"create": ["503"]})
+
+    assert answer.status_code == 400
+    assert "500, 502-charged, timeout" in answer.json()["errors"][0]["description"]
+
+
 def test_a_second_call_for_the_same_charge_returns_the_first_payment(gateway: AsaasGateway, sim: httpx.Client) -> None:
     first = gateway.charge_card(card("tok_ok", charge_id="chg_twice"))
     second = gateway.charge_card(card("tok_ok", charge_id="chg_twice"))
