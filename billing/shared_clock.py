@@ -7,6 +7,7 @@ of `regua clock`, which reconciles at every day boundary crossed (`day_boundarie
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from datetime import datetime, timedelta
@@ -46,10 +47,13 @@ class StoredClock:
     """The shared clock as a `Clock`: the stored instant, or the system time while none is stored.
 
     The first read is made at once; after that a read older than `cache` (about a second) is renewed
-    by a short-lived thread while `now` answers from the last one, so a clock moved by another process
-    is seen within about a second and `now` never waits on the database: on the embedded default every
-    transaction takes SQLite's write lock, and an event loop waiting for it could wait for a worker
-    that is itself waiting for that loop. A database without the clock's table reads as the system time.
+    by a short-lived thread while `now` answers from the last one, and a daemon thread renews it every
+    `cache` besides, so that a process idle for an hour does not answer its first request of the hour
+    with the instant it read an hour ago. A clock moved by another process is seen within about a
+    second, and `now` never waits on the database: on the embedded default every transaction takes
+    SQLite's write lock, and an event loop waiting for it could wait for a worker that is itself
+    waiting for that loop. A database without the clock's table reads as the system time. Threads do
+    not survive a fork: a forked child reads afresh and starts its own.
     """
 
     def __init__(self, sessions: sessionmaker[Session], system: Clock, *, cache: timedelta = DEFAULT_CACHE) -> None:
@@ -61,12 +65,18 @@ class StoredClock:
         self._instant: datetime | None = None
         self._renewing = False
         self._renewal: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+        self._pid = os.getpid()
 
     def now(self) -> datetime:
         system_now = self._system.now()
+        if self._pid != os.getpid():
+            self._forked()
         with self._lock:
             if self._read_at is None:
                 self._instant, self._read_at = self._read(), system_now
+                self._start_ticker()
             elif not self._renewing and not timedelta(0) <= system_now - self._read_at < self._cache:
                 self._renewing = True
                 self._renewal = threading.Thread(target=self._renew, name="shared-clock", daemon=True)
@@ -88,10 +98,26 @@ class StoredClock:
             self._read_at = None
 
     def close(self, timeout: float = 5.0) -> None:
-        """Wait for a renewal under way, so that none outlives its database engine."""
-        renewal = self._renewal
-        if renewal is not None:
-            renewal.join(timeout)
+        """Stop renewing and wait for a renewal under way, so that none outlives its database engine."""
+        self._stop.set()
+        for thread in (self._ticker, self._renewal):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout)
+
+    def _start_ticker(self) -> None:
+        if self._ticker is None and not self._stop.is_set():
+            self._ticker = threading.Thread(target=self._tick, name="shared-clock-ticker", daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self._cache.total_seconds()):
+            self._renew()
+
+    def _forked(self) -> None:
+        """In a forked child: the parent's threads (and any lock they held) stayed behind."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._read_at, self._renewing, self._renewal, self._ticker = None, False, None, None
 
     def _renew(self) -> None:
         try:

@@ -63,6 +63,17 @@ def test_another_process_sees_the_clock_moved_within_a_second(shared: Runtime, s
     reader.close()
 
 
+def test_an_idle_process_sees_the_clock_moved_without_being_asked_first(shared: Runtime, system: FrozenClock) -> None:
+    reader = StoredClock(shared.sessions, system)
+    assert reader.now() == system.now()
+
+    shared.transaction(lambda session: store_instant(session, SET_AT, system.now()))
+    time.sleep(1.5)  # nobody asks it the time meanwhile (and the system time stands still)
+
+    assert reader.now() == SET_AT, "the first answer after an idle spell was the instant read before it"
+    reader.close()
+
+
 def test_reading_the_clock_never_waits_for_a_writer_holding_sqlite(tmp_path: Path, system: FrozenClock) -> None:
     url = f"sqlite:///{tmp_path / 'regua.db'}"
     upgrade(url)
