@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -24,8 +24,10 @@ import pytest
 import redis
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 from billing.models import Charge, ChargeInvoice, Invoice, Notification, Payment, Refund, WebhookEvent
+from billing.shared_clock import store_instant
 from tests.conftest import service_missing
 from tests.e2e import conftest as e2e
 from tests.integration.smtp_sink import SmtpSink
@@ -137,6 +139,21 @@ class Stack:
     def start_worker(self, name: str = "worker") -> subprocess.Popen[bytes]:
         return self.processes.start(name, "worker", "--processes", "2", "--threads", "2")
 
+    def clock(self, *args: str) -> str:
+        """`regua clock ...`: the shared clock every process reads, moved with the passes it crosses (the
+        other processes see it within about a second)."""
+        said = self.processes.run("clock", *args)
+        time.sleep(1.5)
+        return said
+
+    def time_passes(self, to: datetime) -> None:
+        """The shared clock moved as the wall clock moves: no pass runs unless a scheduler is up. The
+        processes read it again within about a second."""
+        with Session(self.books.engine) as session:
+            store_instant(session, to, datetime.now(UTC))
+            session.commit()
+        time.sleep(1.5)
+
     def tick(self, at: datetime) -> dict[str, int]:
         """`regua tick` with its whole clock at `at` (REGUA_NOW): `--now` moves the billing pass only, not
         the 5 minutes after which stored events are re-queued."""
@@ -239,6 +256,7 @@ def stack(e2e_database: str, redis_server: RedisServer, tmp_path: Path) -> Itera
         "REGUA_ASAAS_API_URL": sim,
         "REGUA_ASAAS_API_KEY": "faults-asaas-key",
         "REGUA_SMTP_URL": smtp.url,
+        "REGUA_TICK_SECONDS": "2",  # for the tests that run `regua scheduler`
     }
     processes = e2e.Processes(env=env, logs=tmp_path)
     engine = create_engine(make_url(e2e_database).set(drivername="postgresql+psycopg"))

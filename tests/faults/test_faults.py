@@ -32,7 +32,13 @@ def day_one(first: Any) -> datetime:
     return datetime.combine(first, time(0, 5), SAO_PAULO)
 
 
-def standard_delivery(charge: dict[str, Any], message_id: str) -> tuple[str, bytes, dict[str, str]]:
+def standard_delivery(
+    charge: dict[str, Any], message_id: str, *, at: datetime | None = None
+) -> tuple[str, bytes, dict[str, str]]:
+    """A signed Standard Webhooks payment.confirmed for `charge`, paid and signed `at` (now by default): a
+    receiver whose clock was set checks the signature's timestamp against it. In UTC: the library's
+    `sign` reads any datetime's wall time as UTC."""
+    at = (at or datetime.now(UTC)).astimezone(UTC)
     body = json.dumps(
         {
             "type": "payment.confirmed",
@@ -41,11 +47,11 @@ def standard_delivery(charge: dict[str, Any], message_id: str) -> tuple[str, byt
                 "payment_id": f"gw_{charge['id']}",
                 "amount_cents": charge["amount_cents"],
                 "method": "boleto",
-                "occurred_at": datetime.now(UTC).isoformat(),
+                "occurred_at": at.isoformat(),
             },
         }
     ).encode()
-    return "/webhooks/standard", body, standard_headers(body, message_id, datetime.now(UTC))
+    return "/webhooks/standard", body, standard_headers(body, message_id, at)
 
 
 def pix_delivery(charge: dict[str, Any], path: str) -> tuple[str, bytes, dict[str, str]]:
