@@ -248,20 +248,25 @@ class PaymentNotYetKnown(Exception):
 
 
 def _cancel_other_charges(session: Session, paid_by: str, invoice_ids: Sequence[str]) -> list[str]:
-    """Every other pending charge for these invoices: canceled here, and owed a cancel at its gateway."""
+    """Every other pending charge for these invoices: canceled here, and owed a cancel at its gateway.
+
+    The charges are found through their invoices' links first, then locked by id: in one join, a
+    planner whose statistics predate the tick's new charges (right after day 1 opened 100,000 of them)
+    walks every pending charge for each settlement instead of the invoices' few links.
+    """
     if not invoice_ids:
+        return []
+    links = select(ChargeInvoice.charge_id).where(ChargeInvoice.invoice_id.in_(invoice_ids))
+    linked = set(session.scalars(links)) - {paid_by}
+    if not linked:
         return []
     others = list(
         session.scalars(
             select(Charge)
-            .join(ChargeInvoice, ChargeInvoice.charge_id == Charge.id)
-            .where(
-                ChargeInvoice.invoice_id.in_(invoice_ids),
-                Charge.id != paid_by,
-                Charge.status == ChargeStatus.PENDING,
-            )
+            .where(Charge.id.in_(sorted(linked)), Charge.status == ChargeStatus.PENDING)
+            .order_by(Charge.id)
             .with_for_update()
-        ).unique()
+        )
     )
     for other in others:
         other.status = ChargeStatus.CANCELED.value
