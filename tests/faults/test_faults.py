@@ -157,13 +157,9 @@ def worker_children(master: int) -> list[int]:
     return children
 
 
-def test_workers_sigkilled_in_the_middle_of_a_card_charge_charge_the_card_once_and_settle_it_once(
-    stack: Stack,
-) -> None:
-    first = stack.open_invoices(3, method="card_auto_debit", token="tok_timeout")
-    stack.tick(day_one(first))
-    # the simulator charges the card and holds its answer for 25 s: the jobs are in the middle of the charge
-    wait_for(lambda: len(stack.sim_state()["payments"]) == 3, 60, "the three cards charged at the simulator")
+def kill_the_workers(stack: Stack) -> tuple[redis.Redis, list[bytes]]:
+    """SIGKILL both worker processes of `regua worker --processes 2`, as the OOM killer would; the broker,
+    and the acknowledgement sets that still hold the messages they had taken."""
     [(_, worker)] = [(name, process) for name, process in stack.processes.running if name == "worker"]
     children = worker_children(worker.pid)
     assert len(children) == 2
@@ -173,10 +169,24 @@ def test_workers_sigkilled_in_the_middle_of_a_card_charge_charge_the_card_once_a
     broker = redis.Redis.from_url(stack.redis.url)
     in_flight = [key for key in broker.keys("dramatiq:__acks__.*") if broker.scard(key)]
     assert in_flight, "the killed workers held no message: the kill came too late to test anything"
+    return broker, in_flight
 
+
+def restart_after_kill(stack: Stack, broker: redis.Redis, in_flight: list[bytes]) -> None:
     stack.start_worker("worker-restarted")  # what a supervisor does
     # The dead workers' messages come back once their heartbeat is 15 s old (workers/broker.py)
     wait_for(lambda: not any(broker.scard(key) for key in in_flight), 90, "the killed workers' messages re-queued")
+
+
+def test_workers_sigkilled_in_the_middle_of_a_card_charge_charge_the_card_once_and_settle_it_once(
+    stack: Stack,
+) -> None:
+    first = stack.open_invoices(3, method="card_auto_debit", token="tok_timeout")
+    stack.tick(day_one(first))
+    # the simulator charges the card and holds its answer for 25 s: the jobs are in the middle of the charge
+    wait_for(lambda: len(stack.sim_state()["payments"]) == 3, 60, "the three cards charged at the simulator")
+    broker, in_flight = kill_the_workers(stack)
+    restart_after_kill(stack, broker, in_flight)
     wait_for(lambda: stack.books.paid_invoices() == 3, 90, "the three invoices paid")
     wait_for(lambda: events_settled(stack), 60, "every event processed")
     broker.close()
@@ -184,6 +194,31 @@ def test_workers_sigkilled_in_the_middle_of_a_card_charge_charge_the_card_once_a
     stack.assert_the_simulator_captured_at_most_once_per_charge()
     stack.assert_books()
     assert len(stack.books.all(Payment)) == 3
+
+
+def test_workers_sigkilled_in_the_middle_of_settling_a_burst_settle_each_payment_once(stack: Stack) -> None:
+    first = stack.open_invoices(60)
+    assert stack.tick(day_one(first))["invoices_issued"] == 60
+    charges = stack.charges()
+    deliveries = []  # each payment told twice, by one provider or the other
+    for index, charge in enumerate(charges):
+        delivery = pix_delivery(charge, "/webhooks/pix") if index % 2 else standard_delivery(charge, f"kill_{index}")
+        deliveries += [delivery, delivery]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(pool.map(lambda delivery: post(stack, delivery).status_code, shuffled(deliveries, 7)))
+    assert set(statuses) == {200}
+    wait_for(lambda: stack.books.paid_invoices() >= 3, 60, "the settling under way")
+    broker, in_flight = kill_the_workers(stack)
+    assert stack.books.paid_invoices() < 60, "every payment settled before the kill: nothing was tested"
+
+    restart_after_kill(stack, broker, in_flight)
+    wait_for(lambda: stack.books.paid_invoices() == 60, 90, "the 60 invoices paid")
+    wait_for(lambda: events_settled(stack), 60, "every event processed")
+    broker.close()
+    assert len(stack.books.all(Payment)) == 60
+    stack.assert_books()
+    confirmations = [message["X-Regua-Invoice"] for message in stack.smtp.of_kind("payment_confirmed")]
+    assert len(confirmations) == len(set(confirmations))
 
 
 def test_the_gateway_timing_out_during_card_charges_never_charges_twice(stack: Stack) -> None:
