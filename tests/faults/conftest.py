@@ -207,8 +207,10 @@ class Stack:
         return charges
 
     def assert_books(self, *, refunds: int = 0) -> None:
-        """`regua check` clean, and what it does not count: one mail per (invoice, kind, step) sent."""
+        """`regua check` clean, and what it does not count: one mail per (invoice, kind, step) sent, and at
+        most one payment captured per charge in the gateway simulator's own records."""
         self.books.assert_clean(refunds=refunds)
+        self.assert_the_simulator_captured_at_most_once_per_charge()
         check = subprocess.run(
             [sys.executable, "-m", "regua.cli", "check"],
             env=self.processes.env,
