@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint bench screenshots fuzz
+.PHONY: install dev test lint bench screenshots fuzz soak
 
 $(BIN)/regua: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,8 @@ screenshots: install
 # The model-based test at length: many more random months, a new seed each run (SQLite).
 fuzz: install
 	REGUA_MACHINE_PROFILE=fuzz $(BIN)/pytest tests/model -k "random_months and sqlite" -p no:logging --timeout 0
+
+# Ten minutes of payments at half the measured capacity against serve and two worker processes: the
+# resident memory of each, sampled every 30 s (bench/e2e.py; PostgreSQL and Redis as for the tests).
+soak: install
+	$(BIN)/python -m bench.e2e --accounts 40000 --seconds 600 --sample 30

@@ -1,12 +1,15 @@
 """From a payment's webhook to its account's block lifted, through `regua serve` and two worker processes.
 
 Blocked boleto customers (this month's invoice unpaid past its tolerance) pay by Asaas (marked paid
-at the gateway simulator, the delivery posted by this script) and by PIX, at a fixed rate. The time
-from each delivery to its block's `lifted_at`, read back from the database, is reported beside the
-baseline of the same run: the time the same deliveries took to be answered 200. Then the resident
-memory of each process.
+at the gateway simulator, the delivery posted by this script) and by PIX. First the capacity: a
+batch of payments posted as fast as 16 clients can, timed until the last block is lifted. Then the
+rest are posted at a steady rate, half that capacity unless `--rate` says otherwise, for `--seconds`.
+The time from each delivery to its block's `lifted_at`, read back from the database, is reported
+beside the baseline of the same run: the time the same deliveries took to be answered 200. The
+resident memory of each process is sampled every `--sample` seconds; the series shows growth.
 
-    python -m bench.e2e [--accounts 600] [--rate 10]
+    python -m bench.e2e [--accounts 4000] [--seconds 60] [--rate R]
+    make soak    # ten minutes at a steady rate, the memory series the point
 
 Needs PostgreSQL and Redis as in the README; uses Redis database 13 (flushed).
 """
@@ -20,25 +23,26 @@ import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, insert, text
 from sqlalchemy.engine import make_url
 
 from bench.webhooks import POSTGRES, REDIS, free_port, wait_up
-from billing.models import pix_txid
+from billing.models import Account, Subscription, pix_txid
 from regua.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token"
 PIX_SECRET = "bench-pix"
-API = {"Authorization": "Bearer bench-api"}
 ASAAS_BODY = json.loads((ROOT / "tests" / "fixtures" / "asaas" / "PAYMENT_RECEIVED_PIX.json").read_text())
 
 
@@ -66,19 +70,71 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def open_blocked_accounts(client: httpx.Client, base: str, count: int) -> None:
-    first = time.strftime("%Y-%m-01")
-    for index in range(count):
-        account = {
-            "name": f"Cliente {index}",
-            "document": "11.222.333/0001-81",
-            "contacts": [{"email": f"c{index}@cliente.example", "name": "Ana", "manage_payments": True}],
-            "gateway_customer_id": f"cus_{index:012d}",
-        }
-        client.put(f"{base}/api/accounts/acc{index}", json=account, headers=API).raise_for_status()
-        subscription = {"plan": "pro", "monthly_price_cents": 10_000 + index, "frequency": "monthly"}
-        subscription |= {"payment_method": "boleto", "starts_on": first}
-        client.put(f"{base}/api/accounts/acc{index}/subscriptions/platform", json=subscription, headers=API)
+def boleto_accounts(engine: Engine, count: int) -> None:
+    """`count` accounts paying by boleto since the 1st of this month: the tick issues, and blocks them
+    once the month is past its tolerance (bulk-inserted: thousands through the API take minutes)."""
+    created, first = datetime.now(UTC), date.today().replace(day=1)
+    with engine.begin() as connection:
+        for offset in range(0, count, 5_000):
+            numbers = range(offset, min(offset + 5_000, count))
+            accounts: list[dict[str, Any]] = [
+                {"id": f"acc{n}", "name": f"Cliente {n}", "document": "11222333000181"} for n in numbers
+            ]
+            for account in accounts:
+                account |= {"gateway_customer_id": f"cus_{account['id']}", "created_at": created, "updated_at": created}
+            connection.execute(insert(Account), accounts)
+            subscription: dict[str, Any] = {"product": "platform", "plan": "pro", "modules": [], "frequency": "monthly"}
+            subscription |= {"payment_method": "boleto", "installments": 1, "starts_on": first}
+            subscription |= {"created_at": created, "updated_at": created}
+            rows = [
+                subscription | {"id": f"sub_{n:020d}", "account_id": f"acc{n}", "monthly_price_cents": 10_000 + n}
+                for n in numbers
+            ]
+            connection.execute(insert(Subscription), rows)
+        connection.execute(text("ANALYZE"))
+
+
+def lifted_blocks(engine: Engine) -> dict[str, float]:
+    with engine.connect() as connection:
+        rows = connection.execute(text("SELECT account_id, lifted_at FROM blocks WHERE lifted_at IS NOT NULL"))
+        return {account: at.timestamp() for account, at in rows}
+
+
+class Memory:
+    """The resident memory of the processes, sampled every `every` seconds on a thread of its own."""
+
+    def __init__(self, running: dict[str, subprocess.Popen[bytes]], every: float) -> None:
+        self.series: dict[str, list[float]] = {}
+        self._running = running
+        self._every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> Memory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.take()
+
+    def take(self) -> None:
+        for name in ("serve", "worker"):
+            pid = self._running[name].pid
+            for label, process in ((name, pid), *((f"{name} child {i}", c) for i, c in enumerate(children(pid), 1))):
+                self.series.setdefault(label, []).append(rss_mb(process))
+
+    def _sample(self) -> None:
+        self.take()
+        while not self._stop.wait(self._every):
+            self.take()
+
+    def report(self) -> None:
+        print("\n| process | RSS MB at start | middle | end | growth |\n|---|---:|---:|---:|---:|")
+        for label, values in self.series.items():
+            start, middle, end = values[0], values[len(values) // 2], values[-1]
+            print(f"| {label} | {start:.0f} | {middle:.0f} | {end:.0f} | {end - start:+.0f} |")
 
 
 def charges(engine: Engine) -> list[dict[str, Any]]:
@@ -107,10 +163,70 @@ def delivery(charge: dict[str, Any], index: int) -> tuple[str, bytes, dict[str, 
     return f"/webhooks/pix?hmac={PIX_SECRET}", json.dumps({"pix": [item]}).encode(), {}
 
 
+class Payer:
+    """Posts each charge's delivery once, from 16 threads, keeping when it was sent and how long the 200 took."""
+
+    def __init__(self, client: httpx.Client, base: str) -> None:
+        self.client, self.base = client, base
+        self.sent: dict[str, tuple[float, float]] = {}
+
+    def post(self, index: int, charge: dict[str, Any]) -> None:
+        path, body, headers = delivery(charge, index)
+        started = time.time()
+        response = self.client.post(
+            f"{self.base}{path}", content=body, headers={**headers, "content-type": "application/json"}
+        )
+        response.raise_for_status()
+        self.sent[charge["account_id"]] = (started, time.time() - started)
+
+    def pay(self, charges: list[tuple[int, dict[str, Any]]], rate: float | None, until: float) -> int:
+        """At `rate` per second (None: as fast as the threads go) until the monotonic `until`; how many."""
+        begun, done = time.monotonic(), 0
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            for number, (index, charge) in enumerate(charges):
+                if rate is not None:
+                    time.sleep(max(0.0, begun + number / rate - time.monotonic()))
+                if time.monotonic() > until:
+                    break
+                pool.submit(self.post, index, charge)
+                done += 1
+        return done
+
+
+def wait_lifted(engine: Engine, accounts: set[str], timeout: float) -> dict[str, float]:
+    deadline = time.monotonic() + timeout
+    while not accounts <= (lifted := lifted_blocks(engine)).keys() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return lifted
+
+
+def report(payer: Payer, found: list[dict[str, Any]], lifted: dict[str, float], rate: float) -> None:
+    sent = payer.sent
+    latency = {account: (lifted[account] - sent[account][0]) * 1000 for account in sent if account in lifted}
+    by_account = {charge["account_id"]: index for index, charge in enumerate(found)}
+    asaas = [value for account, value in latency.items() if by_account[account] % 2 == 0]
+    pix = [value for account, value in latency.items() if by_account[account] % 2 == 1]
+    answered = [elapsed * 1000 for _, elapsed in sent.values()]
+    print(f"\n| {len(sent)} deliveries at {rate:.0f}/s | p50 ms | p99 ms | max ms |")
+    print("|---|---:|---:|---:|")
+    for name, values in (
+        ("answered 200 (baseline)", answered),
+        ("delivery to block lifted, all", list(latency.values())),
+        ("  Asaas (re-fetched from the simulator)", asaas),
+        ("  PIX", pix),
+    ):
+        if values:
+            print(f"| {name} | {statistics.median(values):.1f} | {percentile(values, 0.99):.1f} | {max(values):.1f} |")
+    print(f"\nblocks lifted: {len(latency)} of {len(sent)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--accounts", type=int, default=600)
-    parser.add_argument("--rate", type=float, default=10.0, help="deliveries per second")
+    parser.add_argument("--accounts", type=int, default=4000)
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the steady rate runs")
+    parser.add_argument("--rate", type=float, help="deliveries per second (default: half the measured capacity)")
+    parser.add_argument("--capacity-batch", type=int, default=400, help="payments posted at once to find capacity")
+    parser.add_argument("--sample", type=float, default=10.0, help="seconds between memory samples")
     args = parser.parse_args()
 
     database = f"regua_bench_{uuid.uuid4().hex[:8]}"
@@ -147,66 +263,38 @@ def main() -> None:
     try:
         wait_up(f"{sim}/sim/state")
         wait_up(f"{base}/healthz")
-        open_blocked_accounts(client, base, args.accounts)
+        boleto_accounts(engine, args.accounts)
         subprocess.run([sys.executable, "-m", "regua.cli", "tick"], env=env, check=True, capture_output=True)
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 1200
         while not (found := charges(engine)) or not all(charge["gateway_payment_id"] for charge in found):
             if time.monotonic() > deadline:
                 raise SystemExit("the boletos were never issued")
             time.sleep(1)
         with engine.connect() as connection:
             blocked = connection.scalar(text("SELECT count(*) FROM blocks WHERE lifted_at IS NULL"))
-        print(f"{len(found)} accounts blocked ({blocked} blocks), paying at {args.rate}/s", flush=True)
+        print(f"{len(found)} accounts blocked ({blocked} blocks)", flush=True)
         for index, charge in enumerate(found):
             if index % 2 == 0:
                 client.post(f"{sim}/sim/payments/{charge['gateway_payment_id']}/pay", json={}).raise_for_status()
+        numbered = list(enumerate(found))
+        batch, steady = numbered[: args.capacity_batch], numbered[args.capacity_batch :]
 
-        sent: dict[str, tuple[float, float]] = {}
+        burst = Payer(client, base)
+        started = time.time()
+        burst.pay(batch, None, time.monotonic() + 600)
+        lifted = wait_lifted(engine, set(burst.sent), 300)
+        capacity = len(burst.sent) / (max(lifted[account] for account in burst.sent) - started)
+        rate = args.rate or capacity / 2
+        print(f"capacity: {len(burst.sent)} payments to blocks lifted at {capacity:.0f}/s; steady rate {rate:.0f}/s")
+        if len(steady) < rate * args.seconds:
+            print(f"(only {len(steady)} accounts left: {len(steady) / rate:.0f} s at that rate; raise --accounts)")
 
-        def post(index: int, charge: dict[str, Any]) -> None:
-            path, body, headers = delivery(charge, index)
-            started = time.time()
-            response = client.post(
-                f"{base}{path}", content=body, headers={**headers, "content-type": "application/json"}
-            )
-            response.raise_for_status()
-            sent[charge["account_id"]] = (started, time.time() - started)
-
-        begun = time.monotonic()
-        with ThreadPoolExecutor(max_workers=16) as pool:
-            for index, charge in enumerate(found):
-                time.sleep(max(0.0, begun + index / args.rate - time.monotonic()))
-                pool.submit(post, index, charge)
-        deadline = time.monotonic() + 120
-        lifted: dict[str, float] = {}
-        while time.monotonic() < deadline and len(lifted) < len(sent):
-            with engine.connect() as connection:
-                rows = connection.execute(text("SELECT account_id, lifted_at FROM blocks WHERE lifted_at IS NOT NULL"))
-                lifted = {account: at.timestamp() for account, at in rows}
-            time.sleep(0.5)
-        latency = {account: (lifted[account] - sent[account][0]) * 1000 for account in sent if account in lifted}
-        asaas = [latency[c["account_id"]] for i, c in enumerate(found) if i % 2 == 0 and c["account_id"] in latency]
-        pix = [latency[c["account_id"]] for i, c in enumerate(found) if i % 2 == 1 and c["account_id"] in latency]
-        answered = [elapsed * 1000 for _, elapsed in sent.values()]
-        print(f"\n| {len(sent)} deliveries at {args.rate}/s | p50 ms | p99 ms | max ms |")
-        print("|---|---:|---:|---:|")
-        for name, values in (
-            ("answered 200 (baseline)", answered),
-            ("delivery to block lifted, all", list(latency.values())),
-            ("  Asaas (re-fetched from the simulator)", asaas),
-            ("  PIX", pix),
-        ):
-            if values:
-                print(
-                    f"| {name} | {statistics.median(values):.1f} | {percentile(values, 0.99):.1f} | {max(values):.1f} |"
-                )
-        print(f"\nblocks lifted: {len(latency)} of {len(sent)}")
-        print("\n| process | RSS MB |\n|---|---:|")
-        for name in ("serve", "worker"):
-            process = running[name]
-            print(f"| {name} | {rss_mb(process.pid):.0f} |")
-            for child in children(process.pid):
-                print(f"| {name} child {child} | {rss_mb(child):.0f} |")
+        payer = Payer(client, base)
+        with Memory(running, args.sample) as memory:
+            payer.pay(steady, rate, time.monotonic() + args.seconds)
+            lifted = wait_lifted(engine, set(payer.sent), 120)
+        report(payer, found, lifted, rate)
+        memory.report()
     finally:
         client.close()
         for process in running.values():
