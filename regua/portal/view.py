@@ -16,7 +16,7 @@ from billing.blocking import is_open_at
 from billing.calendar import BillingCalendar
 from billing.checkout import owed_now
 from billing.history import payment_history
-from billing.models import UNPAID, Charge, ChargeInvoice, ChargeStatus, Invoice
+from billing.models import UNPAID, Charge, ChargeInvoice, ChargeStatus, Invoice, RefundStatus
 from billing.policy import Policy
 from regua.mail import MONTH_NAMES
 
@@ -214,6 +214,7 @@ def portal_view(
             REFUND_STATUSES.get(refund.status, refund.status),
         )
         for refund in history.refunds
+        if refund.status != RefundStatus.CANCELED  # superseded by the gateway's own, or charged back
     ]
     return PortalView(account.name, products, payments, refunds)
 

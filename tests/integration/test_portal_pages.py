@@ -170,7 +170,14 @@ def test_the_history_lists_payments_and_the_refunds_from_14_06_2023_on(
                 )
             )
         session.flush()
-        for n, when in enumerate(["2023-06-13T12:00:00-03:00", "2026-12-04T09:00:00-03:00"]):
+        # the last one was owed, then superseded by the refund the gateway made (the 04/12 one): canceled
+        for n, (when, status) in enumerate(
+            [
+                ("2023-06-13T12:00:00-03:00", "done"),
+                ("2026-12-04T09:00:00-03:00", "done"),
+                ("2026-12-05T09:00:00-03:00", "canceled"),
+            ]
+        ):
             session.add(
                 Refund(
                     id=f"ref_{n}",
@@ -180,16 +187,17 @@ def test_the_history_lists_payments_and_the_refunds_from_14_06_2023_on(
                     account_id=ACCOUNT,
                     amount_cents=100000,
                     reason="duplicate",
-                    status="done",
+                    status=status,
                     created_at=at(when),
-                    refunded_at=at(when),
+                    refunded_at=at(when) if status == "done" else None,
                 )
             )
 
     runtime.transaction(paid)
     page = client.get(link(runtime)).text
     history = page.split('id="historico"', 1)[1]
-    assert history.count("<tr><td>") == 3  # two payments and the one refund since 14/06/2023
+    assert history.count("<tr><td>") == 3  # two payments and the one refund made since 14/06/2023
+    assert "05/12/2026" not in history, "a refund canceled is no money back: not listed to the customer"
     assert "Mentoria, novembro/2026; Mentoria, dezembro/2026" in history
     assert "Pagamento em duplicidade" in history
     assert "04/12/2026" in history
