@@ -90,3 +90,36 @@ def test_ids_and_amounts_are_not_mistaken_for_documents(captured: tuple[io.Strin
     configure_logging(settings, stream)
     logging.getLogger("regua").info("charge chg_a12345678909b0011223344ff of 19990 cents at 1795992180")
     assert "charge chg_a12345678909b0011223344ff of 19990 cents at 1795992180" in stream.getvalue()
+
+
+def test_each_request_gets_an_id_in_its_answer_or_keeps_a_sane_one_it_brought() -> None:
+    import re
+
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from regua.logs import RequestIdMiddleware
+
+    async def echo(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse(request_id.get() or "")
+
+    app = Starlette(routes=[Route("/", echo)])
+    app.add_middleware(RequestIdMiddleware)
+    client = TestClient(app)
+
+    given = [client.get("/") for _ in range(600)]  # past one read of randomness (512 ids)
+    ids = [answer.headers["x-request-id"] for answer in given]
+    assert all(re.fullmatch(r"req_[0-9a-f]{16}", value) for value in ids)
+    assert len(set(ids)) == len(ids)
+    assert [answer.text for answer in given] == ids, "the logs and the answer name the same id"
+
+    kept = client.get("/", headers={"X-Request-Id": "gw.retry-42_A"})
+    assert (kept.headers["x-request-id"], kept.text) == ("gw.retry-42_A", "gw.retry-42_A")
+    for insane in ("short", "x" * 65, "has space here", "ação-123456"):
+        replaced = client.get("/", headers={"X-Request-Id": insane.encode()})
+        assert re.fullmatch(r"req_[0-9a-f]{16}", replaced.headers["x-request-id"])
+    twice = client.get("/", headers=[("X-Request-Id", "first-one-1"), ("X-Request-Id", "second-one-2")])
+    assert twice.headers["x-request-id"] == "second-one-2", "the last one counts"
