@@ -423,18 +423,15 @@ def run_day1(
     pids: dict[str, int],
     sim: str,
     deadline_s: float,
+    logs: Path,
 ) -> Run:
     run = Run()
     before = {name: sum(cpu_seconds(p) for p in tree(pid)) for name, pid in pids.items()}
     before |= {f"{server} (shared server)": server_cpu(server) for server in SERVERS}
     started = time.perf_counter()
-    tick = subprocess.Popen(
-        [sys.executable, "-m", "regua.cli", "tick", "--json"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # Files, not pipes: the tick logs as it goes, and a pipe nobody reads until it ends would stop it.
+    with (logs / "tick.json").open("wb") as out, (logs / "tick.log").open("wb") as err:
+        tick = subprocess.Popen([sys.executable, "-m", "regua.cli", "tick", "--json"], env=env, stdout=out, stderr=err)
     tick_cpu = 0.0
     next_report = 10.0
     wanted = {"paid": count, "confirmed": count, "mailed": count, "settled": count}
@@ -443,10 +440,9 @@ def run_day1(
         elapsed = time.perf_counter() - started
         if tick.poll() is not None and not run.tick_seconds:
             run.tick_seconds = elapsed
-            out, err = tick.communicate()
             if tick.returncode != 0:
-                raise SystemExit(f"regua tick failed: {err[-2000:]}")
-            print(f"  {elapsed:6.1f} s  tick done: {out.strip()}", flush=True)
+                raise SystemExit(f"regua tick failed: see {logs / 'tick.log'}")
+            print(f"  {elapsed:6.1f} s  tick done: {(logs / 'tick.json').read_text().strip()}", flush=True)
         elif tick.poll() is None:
             tick_cpu = cpu_seconds(tick.pid)
         run.last = progress(engine)
@@ -627,7 +623,7 @@ def main() -> None:
                 f"day 1 at {NOW}: `regua tick`, then {PROCESSES} worker processes x {threads} threads ...", flush=True
             )
             load_before = os.getloadavg()
-            result = run_day1(n, env, engine, sink, pids, sim, args.deadline)
+            result = run_day1(n, env, engine, sink, pids, sim, args.deadline, logs)
             problems = verify(n, engine, sink, sim, env) if result.finished else [f"not done in {args.deadline:.0f} s"]
 
         print(f"\n$ python -m bench.day1_e2e --subscriptions {n} --threads {threads}")
