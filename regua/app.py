@@ -93,9 +93,9 @@ def create_app(
             runtime.close()
 
     routes: list[BaseRoute] = [
+        *webhook_routes(endpoint),  # first: the router tries each route in turn, and these take the load
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        *webhook_routes(endpoint),
         *docs_routes(),
         *extra_routes,
         *ops_routes(runtime, broker, enqueue),

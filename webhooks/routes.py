@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from billing.clock import Clock
 from webhooks.base import Delivery, Provider, WebhookError, check_storable
@@ -35,18 +37,31 @@ class BodyTooLarge(Exception):
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, refused as soon as it passes `limit`, whether or not Content-Length announced it."""
+    """The body, refused as soon as it passes `limit`, whether or not Content-Length announced it.
+
+    Read from the ASGI messages themselves (what `request.stream()` does, without an async generator
+    around each request); the request's body is read once, here.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.request":
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect
+
+
+_NO_QUERY = QueryParams()
 
 
 class WebhookEndpoint:
@@ -55,6 +70,12 @@ class WebhookEndpoint:
         self.intake = intake
         self.clock = clock
         self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The routes' ASGI app: Starlette's per-request wrapper left out, its exception handling being
+        the app's own, which anything raised here reaches all the same."""
+        response = await self.handle(Request(scope, receive))
+        await response(scope, receive, send)
 
     async def handle(self, request: Request) -> Response:
         provider = self.providers.get(request.path_params.get("provider", "pix"))
@@ -69,7 +90,8 @@ class WebhookEndpoint:
             return error_response(413, "too_large", f"the body is over {self.max_body_bytes} bytes")
         except ClientDisconnect:
             return error_response(400, "disconnected", "the body was cut short")
-        delivery = Delivery(headers=request.headers, query=request.query_params, body=body)
+        query = request.query_params if request.scope["query_string"] else _NO_QUERY
+        delivery = Delivery(headers=request.headers, query=query, body=body)
         try:
             provider.authenticate(delivery, self.clock.now())
             events = provider.parse(delivery)
@@ -88,6 +110,6 @@ class WebhookEndpoint:
 
 def webhook_routes(endpoint: WebhookEndpoint) -> list[Route]:
     return [
-        Route("/webhooks/pix/pix", endpoint.handle, methods=["POST"]),
-        Route("/webhooks/{provider}", endpoint.handle, methods=["POST"]),
+        Route("/webhooks/pix/pix", endpoint, methods=["POST"]),
+        Route("/webhooks/{provider}", endpoint, methods=["POST"]),
     ]
