@@ -110,6 +110,6 @@ class WebhookEndpoint:
 
 def webhook_routes(endpoint: WebhookEndpoint) -> list[Route]:
     return [
+        Route("/webhooks/{provider}", endpoint, methods=["POST"]),  # does not match the next one's path
         Route("/webhooks/pix/pix", endpoint, methods=["POST"]),
-        Route("/webhooks/{provider}", endpoint, methods=["POST"]),
     ]
