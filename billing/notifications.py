@@ -87,14 +87,14 @@ def record_due_notifications(
     if not due:
         return Recorded()
     account_ids = sorted({item.account_id for item in due})
-    names = dict(session.execute(select(Account.id, Account.name).where(Account.id.in_(account_ids))).all())
+    names: dict[str, str] = {}
     contacts: dict[str, list[Contact]] = defaultdict(list)
-    for contact in session.scalars(
-        select(Contact)
-        .where(Contact.account_id.in_(account_ids), Contact.manage_payments.is_(True))
-        .order_by(Contact.id)
-    ):
-        contacts[contact.account_id].append(contact)
+    for ids in chunks(account_ids):  # day 1 owes a mail to every account: more ids than a statement takes
+        names.update(dict(session.execute(select(Account.id, Account.name).where(Account.id.in_(ids))).all()))
+        for contact in session.scalars(
+            select(Contact).where(Contact.account_id.in_(ids), Contact.manage_payments.is_(True)).order_by(Contact.id)
+        ):
+            contacts[contact.account_id].append(contact)
     codes = codes_by_invoices(
         session, [[invoice.id for invoice in item.invoices] for item in due if item.kind in PAYMENT_DUE_KINDS]
     )

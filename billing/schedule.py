@@ -129,29 +129,36 @@ def scheduled_notifications(
 
 
 def trial_invoices(session: Session, invoices: Sequence[Invoice], calendar: BillingCalendar) -> dict[str, date]:
-    """The first invoice after a trial, by id, with the day the trial ended: it begins that day."""
+    """The first invoice after a trial, by id, with the day the trial ended: it begins that day.
+
+    The accounts and subscriptions are read CHUNK ids at a time: day 1 has an open invoice for every
+    account, more than a statement's 65,535 parameters at 100,000 accounts.
+    """
     account_ids = sorted({invoice.account_id for invoice in invoices})
     if not account_ids:
         return {}
     trial_ends = {
         account_id: calendar.local_date(ends_at)
+        for chunk in chunks(account_ids)
         for account_id, ends_at in session.execute(
-            select(Account.id, Account.trial_ends_at).where(
-                Account.id.in_(account_ids), Account.trial_ends_at.is_not(None)
-            )
+            select(Account.id, Account.trial_ends_at).where(Account.id.in_(chunk), Account.trial_ends_at.is_not(None))
         )
         if ends_at is not None
     }
     candidates = [invoice for invoice in invoices if trial_ends.get(invoice.account_id) == invoice.period_start]
     if not candidates:
         return {}
-    firsts = dict(
-        session.execute(
-            select(Invoice.subscription_id, func.min(Invoice.period_start))
-            .where(Invoice.subscription_id.in_({invoice.subscription_id for invoice in candidates}))
-            .group_by(Invoice.subscription_id)
-        ).all()
-    )
+    firsts: dict[str, date] = {}
+    for chunk in chunks(sorted({invoice.subscription_id for invoice in candidates})):
+        firsts.update(
+            dict(
+                session.execute(
+                    select(Invoice.subscription_id, func.min(Invoice.period_start))
+                    .where(Invoice.subscription_id.in_(chunk))
+                    .group_by(Invoice.subscription_id)
+                ).all()
+            )
+        )
     return {
         invoice.id: invoice.period_start
         for invoice in candidates

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import date
 
 import pytest
 from sqlalchemy import select
@@ -12,8 +13,9 @@ from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock
 from billing.invoicing import issue_due_invoices
-from billing.models import Charge, ChargeInvoice, NotificationStatus
+from billing.models import Charge, ChargeInvoice, Invoice, NotificationStatus
 from billing.notifications import record_due_notifications
+from billing.schedule import trial_invoices
 from billing.settlement import ConfirmedPayment, record_failure, settle_charge
 from regua.cli import tick_once
 from regua.mailer import SmtpPostman
@@ -319,6 +321,34 @@ def test_the_first_invoice_after_a_trial_asks_for_payment_with_trial_ended_only(
     move(clock, "2026-12-12T08:00")
     tick_once(runtime)
     assert smtp_sink.kinds() == ["trial_ended", "payment_reminder"]
+
+
+def test_the_trial_lookup_reads_a_day_one_of_70000_open_invoices_in_chunks(
+    api: Api, runtime: Runtime, clock: FrozenClock
+) -> None:
+    """Day 1 has an open invoice per account: at 100,000 accounts one statement of all their ids went
+    over PostgreSQL's 65,535 parameters (SQLite's 32,766) and failed the tick's email step."""
+    api.put_account(ACCOUNT, trial_ends_at="2026-12-10T12:00:00-03:00")
+    api.subscribe(ACCOUNT, "platform", payment_method="pix")
+    tick_once(runtime)
+    move(clock, "2026-12-10T12:05")
+    tick_once(runtime)
+
+    def lookup(session: Session) -> tuple[str, dict[str, date]]:
+        [first] = session.scalars(select(Invoice).where(Invoice.account_id == ACCOUNT))
+        others = [
+            Invoice(
+                id=f"inv_{n:06d}",
+                account_id=f"acct-{n:06d}",
+                subscription_id=f"sub_{n:06d}",
+                period_start=first.period_start,
+            )
+            for n in range(69_999)
+        ]
+        return first.id, trial_invoices(session, [*others, first], runtime.calendar)
+
+    first_id, found = runtime.read(lookup)
+    assert found == {first_id: date(2026, 12, 10)}
 
 
 def test_a_contact_without_manage_payments_gets_nothing_and_an_account_without_one_is_recorded_as_no_contact(
