@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
@@ -34,7 +34,10 @@ MIN_BACKOFF_MS = 60_000
 """Not below LEASE: a retry must find its own previous attempt's lease over."""
 MAX_BACKOFF_MS = 600_000
 KICK_LOOKBACK = timedelta(hours=1)
-"""A pass after a webhook looks only at the last hour; the tick looks three days back."""
+"""A pass after a webhook looks at most an hour back (the tick looks three days back)..."""
+KICK_OVERLAP = timedelta(seconds=30)
+"""...and, after an earlier pass in the same process, only from a little before that one: a happening
+can be committed a moment after the instant it carries. One committed later still is the tick's."""
 BATCH = 32
 """Notifications delivered together (one claim and one record transaction, the sends side by side)."""
 KICK_DELAY_MS = 1_000
@@ -104,6 +107,14 @@ class Coalesced:
             with self._lock:
                 self._running = False
             raise
+
+
+def kick_window_start(now: datetime, previous: datetime | None) -> datetime:
+    """Where a pass after a webhook starts looking: the cost of a pass is what it reads, and on day 1 an
+    hour back is every payment settled so far, read again after every settlement."""
+    if previous is None or previous > now:
+        return now - KICK_LOOKBACK
+    return max(now - KICK_LOOKBACK, previous - KICK_OVERLAP)
 
 
 class DeliveryFailed(Exception):
@@ -247,14 +258,18 @@ def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Ma
         if delivery.outcome in (Outcome.DEFERRED, Outcome.BUSY):
             raise NotSentYet(f"notification {notification_id} not sent yet: {delivery.detail}")
 
+    previous: list[datetime] = []  # the instant of this process's last pass that recorded (one at a time)
+
     def one_pass() -> None:
         runtime = context().runtime
         now = runtime.clock.now()
+        lookback = now - kick_window_start(now, previous[0] if previous else None)
         recorded = runtime.transaction(
             lambda session: record_due_notifications(
-                session, now, runtime.calendar, runtime.policy, schedule=False, lookback=KICK_LOOKBACK
+                session, now, runtime.calendar, runtime.policy, schedule=False, lookback=lookback
             )
         )
+        previous[:] = [now]
         lost = runtime.read(lambda session: notifications_to_send(session, now))
         declared[0].queue(list(dict.fromkeys(recorded.pending + lost)))
 
