@@ -38,7 +38,7 @@ import threading
 import uuid
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -365,6 +365,9 @@ class AsaasSimulator:
         self.send_created_events = send_created_events
         self._lock = threading.Lock()
         self._payments: dict[str, _Payment] = {}
+        self._by_reference: dict[str | None, list[_Payment]] = {}
+        """The payments of each externalReference, in creation order: regua looks one up before every
+        creation, and a scan of 100,000 payments takes 90 ms."""
         self._customers: dict[str, _Customer] = {}
         self._refused: list[dict[str, object]] = []
         self._outages: deque[str] = deque()
@@ -407,6 +410,7 @@ class AsaasSimulator:
             **fields,
         )
         self._payments[payment_id] = payment
+        self._by_reference.setdefault(payment.external_reference, []).append(payment)
         if self.send_created_events:
             self._emit("PAYMENT_CREATED", payment)
         return payment
@@ -518,9 +522,13 @@ class AsaasSimulator:
             if param in params
         }
         with self._lock:
+            if "external_reference" in filters:
+                candidates: Iterable[_Payment] = self._by_reference.get(filters["external_reference"], [])
+            else:
+                candidates = self._payments.values()
             found = [
                 payment
-                for payment in self._payments.values()
+                for payment in candidates
                 if not payment.deleted and all(getattr(payment, key) == value for key, value in filters.items())
             ]
             page = found[offset : offset + limit]
@@ -671,6 +679,7 @@ class AsaasSimulator:
     def reset(self) -> None:
         with self._lock:
             self._payments.clear()
+            self._by_reference.clear()
             self._customers.clear()
             self._refused.clear()
             self._outages.clear()
