@@ -668,8 +668,7 @@ def main() -> None:
         else:
             print(
                 f"\ntarget, {TARGET_N:,} in under {TARGET_S / 60:.0f} minutes ({TARGET_N / TARGET_S:.0f} charges/s): "
-                f"at this run's rate {TARGET_N:,} would take {TARGET_N / max(rate, 0.001) / 60:.0f} minutes "
-                "(the simulator's lookups and regua's email passes grow with the number paid: more at 100,000)"
+                f"at this run's rate {TARGET_N:,} would take {TARGET_N / max(rate, 0.001) / 60:.0f} minutes"
             )
     finally:
         stop(running)
