@@ -13,6 +13,7 @@ Needs wrk (Debian's package), PostgreSQL and Redis as in the README.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -77,8 +78,8 @@ def wrk(name: str, url: str, seconds: int, connections: int) -> Result:
     try:
         rate = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
         total = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
-        p50 = millis(re.search(r"^\s+50%\s+(\S+)$", output, re.M).group(1))  # type: ignore[union-attr]
-        p99 = millis(re.search(r"^\s+99%\s+(\S+)$", output, re.M).group(1))  # type: ignore[union-attr]
+        p50 = millis(re.search(r"^\s+50%\s+(\S+)\s*$", output, re.M).group(1))  # type: ignore[union-attr]
+        p99 = millis(re.search(r"^\s+99%\s+(\S+)\s*$", output, re.M).group(1))  # type: ignore[union-attr]
     except AttributeError:
         raise SystemExit(f"could not read wrk's output:\n{output}") from None
     errors_match = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
@@ -152,7 +153,8 @@ def main() -> None:
             with engine.connect() as connection:
                 stored = connection.execute(text("SELECT count(*) FROM webhook_events")).scalar_one() - before
             engine.dispose()
-            queued = int(redis.Redis.from_url(REDIS).hlen("dramatiq:webhooks.msgs"))
+            messages = redis.Redis.from_url(REDIS).hvals("dramatiq:webhooks.msgs")
+            queued_ids = [event_id for raw in messages for event_id in json.loads(raw)["args"][0]]
         finally:
             regua.terminate()
             regua.wait()
@@ -167,7 +169,11 @@ def main() -> None:
         print(f"{r.name:16} {r.rate:11.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f} {r.requests:9d} {r.errors:8d}")
     print(f"ratio regua / bare: {regua_result.rate / bare_result.rate:.2f}")
     answered = regua_result.requests - regua_result.errors
-    print(f"durability: {answered} answered 200, {stored} rows stored, {queued} job messages queued on Redis")
+    print(f"durability: {answered} answered 200, {stored} rows stored")
+    print(
+        f"queued: {len(set(queued_ids))} distinct event ids ({len(queued_ids)} in all) in {len(messages)} job"
+        f" messages on Redis, for the {before + stored} rows of the warm-up and the run"
+    )
     if stored < answered:
         raise SystemExit("FAILED: fewer rows stored than requests answered 200")
 
