@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -50,6 +51,7 @@ class Processes:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.cwd,
+            start_new_session=True,  # a group of its own: stopping it stops the worker processes it forked
         )
         self.running.append((name, process))
         return process
@@ -84,16 +86,24 @@ class Processes:
         return (self.logs / f"{name}.log").read_text(errors="replace")[-4000:]
 
     def stop(self) -> None:
+        """SIGTERM to each process group, SIGKILL to the groups still there 15 s later: a worker's forked
+        processes go with it even when it was killed (they would outlive the test otherwise)."""
         for _name, process in reversed(self.running):
-            process.terminate()
+            _signal_group(process, signal.SIGTERM)
         for _name, process in reversed(self.running):
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            _signal_group(process, signal.SIGKILL)
         for log in self.files:
             log.close()
+
+
+def _signal_group(process: subprocess.Popen[bytes], signal_number: int) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal_number)
 
 
 @pytest.fixture
