@@ -34,7 +34,7 @@ screenshots: install
 fuzz: install
 	REGUA_MACHINE_PROFILE=fuzz $(BIN)/pytest tests/model -k "random_months and sqlite" -p no:logging --timeout 0
 
-# Ten minutes of payments at half the measured capacity against serve and two worker processes: the
-# resident memory of each, sampled every 30 s (bench/e2e.py; PostgreSQL and Redis as for the tests).
+# Ten minutes of payments at 20 a second against serve and two worker processes: the resident memory
+# of each, sampled every 30 s (bench/e2e.py; PostgreSQL and Redis as for the tests).
 soak: install
-	$(BIN)/python -m bench.e2e --accounts 40000 --seconds 600 --sample 30
+	$(BIN)/python -m bench.e2e --accounts 12500 --seconds 600 --rate 20 --sample 30
