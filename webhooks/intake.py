@@ -70,16 +70,30 @@ class _PostgresWriter:
         self._connection: psycopg.AsyncConnection[Any] | None = None
 
     async def store(self, rows: list[dict[str, Any]]) -> list[str]:
+        """The ids stored. A connection that died while idle (a restart, `pg_terminate_backend`) is
+        found dead only by its next statement: that batch is tried once more on a new connection
+        rather than refused (the insert skips what is already there, so a retry stores nothing twice)."""
+        reused = self._connection is not None and not self._connection.closed
         try:
-            if self._connection is None or self._connection.closed:
-                self._connection = await psycopg.AsyncConnection.connect(
-                    self._conninfo, connect_timeout=5, autocommit=True
-                )
-            cursor = await self._connection.execute(_STORE.sql, _STORE.columns(rows))
-            return [row[0] for row in await cursor.fetchall()]
+            return await self._insert(rows)
+        except psycopg.OperationalError as error:
+            await self.close()
+            if not reused:
+                raise StoreUnavailable(str(error)) from error
         except psycopg.Error as error:
             await self.close()
             raise StoreUnavailable(str(error)) from error
+        try:
+            return await self._insert(rows)
+        except psycopg.Error as error:
+            await self.close()
+            raise StoreUnavailable(str(error)) from error
+
+    async def _insert(self, rows: list[dict[str, Any]]) -> list[str]:
+        if self._connection is None or self._connection.closed:
+            self._connection = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=5, autocommit=True)
+        cursor = await self._connection.execute(_STORE.sql, _STORE.columns(rows))
+        return [row[0] for row in await cursor.fetchall()]
 
     async def close(self) -> None:
         if self._connection is not None:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import text
 from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock
@@ -312,3 +313,31 @@ def test_when_the_broker_is_down_the_event_is_stored_answered_and_later_requeued
     assert tick_once(runtime).counts["webhooks_requeued"] == 1
     [row] = event_rows(runtime)
     assert row.status == "unmatched"
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_connection_the_database_dropped_while_idle_costs_the_gateway_no_retry(
+    runtime: Runtime, settings: Settings, clock: FrozenClock
+) -> None:
+    queued: list[str] = []
+    app = create_app(runtime, build_providers(settings), queued.extend)
+    with TestClient(app) as client:
+
+        def deliver(name: str) -> tuple[int, str]:
+            body = standard_body("payment.confirmed", f"chg_{name}")
+            status, answer = post_standard(client, body, standard_headers(body, f"msg_{name}", clock.now()))
+            return status, str(answer["status"])
+
+        # the intake's writers take turns: after two deliveries each holds its own open connection
+        assert [deliver("before_1"), deliver("before_2")] == [(200, "accepted")] * 2
+        with runtime.engine.connect() as connection:  # a restart, a failover, an ops person's query
+            killed = connection.execute(
+                text(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        assert killed >= 2
+        runtime.engine.dispose()
+        assert [deliver("after_1"), deliver("after_2")] == [(200, "accepted")] * 2
+    assert len(event_rows(runtime)) == 4
