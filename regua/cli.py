@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -23,6 +24,7 @@ from billing.errors import BillingError, NotFound
 from billing.models import Refund
 from billing.refunds import mark_refund_done, refunds_by_hand
 from billing.shared_clock import (
+    DEFAULT_CACHE,
     StoredClock,
     day_boundaries,
     parse_duration,
@@ -310,6 +312,10 @@ def print_banner(settings: Settings, runtime: Runtime, base: str, smtp_url: str,
     print("\n".join(lines), flush=True)
 
 
+CLOCK_SEEN_AFTER_S = DEFAULT_CACHE.total_seconds() + 0.2
+"""How long every other process takes to read a moved shared clock (it renews its read every second)."""
+
+
 def cmd_clock(settings: Settings, args: argparse.Namespace) -> int:
     """Show or move the shared clock; moving it reconciles at every day boundary crossed, in order."""
     if settings.production:
@@ -342,6 +348,9 @@ def cmd_clock(settings: Settings, args: argparse.Namespace) -> int:
             if isinstance(runtime.clock, StoredClock):
                 runtime.clock.forget()
             if settings.broker_url:
+                # the workers read the clock again within a second: a job this pass queues must not
+                # meet the instant before it (a mail claimed "in flight" at the old instant waits minutes)
+                time.sleep(CLOCK_SEEN_AFTER_S)
                 report = tick(worker_context(runtime), build_jobs(settings, lazy_context(settings)), instant)
             else:
                 report = tick_once(runtime, instant)

@@ -160,8 +160,11 @@ def test_postgres_connections_killed_during_intake_and_jobs_lose_nothing_and_sto
 
     stack.books.engine.dispose()  # its pooled connections were killed too
     # The gateways deliver again what was refused; what was stored before a kill reads as a duplicate.
+    # The intake tries a batch once more on a new connection when its connection died idle, so one
+    # redelivery is enough now that nothing kills them.
     for delivery in refused:
-        assert post(stack, delivery).status_code == 200
+        again = post(stack, delivery)
+        assert again.status_code == 200, again.text
     wait_for(lambda: stack.books.paid_invoices() == 40, 120, "the 40 invoices paid")
     wait_for(lambda: events_settled(stack), 60, "every event processed")
     # Mails whose send job lost its connection are queued again by the pass a quarter of an hour on.
@@ -184,7 +187,7 @@ def test_the_scheduler_down_five_days_catches_up_with_only_the_mails_still_true(
     start = day_one(first)
     stack.time_passes(start)
     scheduler = stack.processes.start("scheduler", "scheduler")
-    wait_for(lambda: len(stack.smtp.of_kind("invoice_issued")) == 4, 60, "the four invoices issued and mailed")
+    wait_for(lambda: len(stack.smtp.of_kind("invoice_issued")) == 4, 180, "the four invoices issued and mailed")
     charges = stack.charges()
     scheduler.terminate()
     scheduler.wait(timeout=30)
