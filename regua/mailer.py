@@ -125,6 +125,9 @@ _CLAIM = (
 _STATUSES = select(Notification.id, Notification.status).where(Notification.id.in_(bindparam("ids", expanding=True)))
 _END = update(Notification).where(_THIS, _PENDING).values(status=bindparam("status"), last_error=bindparam("error"))
 _DEFERRED = update(Notification).where(_THIS, _PENDING).values(last_error=bindparam("error"))
+_HELD = update(Notification).where(_THIS, _PENDING).values(last_error=bindparam("error"), sent_at=None)
+"""Held back, not tried: the claim is given up at once, so that the retry finds no attempt under way
+(on a shared clock standing still, a claim's minute would never pass)."""
 _SENT = (
     update(Notification)
     .where(_THIS, _PENDING)
@@ -189,7 +192,7 @@ def _claim(
     for item in claimed:
         if item.kind == "account_blocked" and now - item.created_at < BLOCK_HOLD:
             deliveries[item.id] = Delivery(Outcome.DEFERRED, "held a few minutes: a payment made in time may be coming")
-            connection.execute(_DEFERRED, {"notification_id": item.id, "error": deliveries[item.id].detail})
+            connection.execute(_HELD, {"notification_id": item.id, "error": deliveries[item.id].detail})
     claimed = [item for item in claimed if item.id not in deliveries]
     wanting = [
         c for c in claimed if c.kind in PAYMENT_DUE_KINDS and not any(c.context.get(k) for k in PAYMENT_CODE_KEYS)
@@ -200,7 +203,7 @@ def _claim(
         for item, group in zip(wanting, groups, strict=True):
             if codes.get(group) == {} and now - item.created_at < CODES_HOLD:
                 deliveries[item.id] = Delivery(Outcome.DEFERRED, "waiting for the PIX code and boleto line")
-                connection.execute(_DEFERRED, {"notification_id": item.id, "error": deliveries[item.id].detail})
+                connection.execute(_HELD, {"notification_id": item.id, "error": deliveries[item.id].detail})
             item.context.update(codes.get(group, {}))
         claimed = [item for item in claimed if item.id not in deliveries]
     return claimed, deliveries
