@@ -54,6 +54,10 @@ ACTED_ON = (
 )
 
 
+MAX_AMOUNT = Decimal(10) ** 13
+"""No payment is this large; below it, quantizing to centavos stays within the decimal context."""
+
+
 def cents(value: Any, field: str) -> int:
     """Asaas's decimal `value` (a JSON number such as 189.9) as exact centavos."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
@@ -62,8 +66,8 @@ def cents(value: Any, field: str) -> int:
         amount = Decimal(str(value))
     except InvalidOperation:
         raise BadPayload(field, "must be a number") from None
-    if amount < 0 or amount != amount.quantize(Decimal("0.01")):
-        raise BadPayload(field, "must be a non-negative amount with at most 2 decimals")
+    if not amount.is_finite() or amount < 0 or amount >= MAX_AMOUNT or amount != amount.quantize(Decimal("0.01")):
+        raise BadPayload(field, "must be a non-negative amount under R$ 10 trillion with at most 2 decimals")
     return int(amount * 100)
 
 

@@ -169,6 +169,9 @@ def test_a_body_that_is_not_json_by_content_type_is_415(
         (lambda body: {**body, "payment": {**body["payment"], "id": None}}, "payment.id"),
         (lambda body: {**body, "payment": {**body["payment"], "value": "cem reais"}}, "payment.value"),
         (lambda body: {**body, "payment": {**body["payment"], "value": 10.001}}, "payment.value"),
+        (lambda body: {**body, "payment": {**body["payment"], "value": 1e30}}, "payment.value"),
+        (lambda body: {**body, "payment": {**body["payment"], "value": 10**30}}, "payment.value"),
+        (lambda body: {**body, "payment": {**body["payment"], "value": "Infinity"}}, "payment.value"),
         (lambda body: {**body, "payment": {**body["payment"], "externalReference": 42}}, "payment.externalReference"),
     ],
 )
