@@ -30,7 +30,7 @@ from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import Engine, make_url
 
 from billing.clock import parse_instant
-from billing.models import Account, Subscription
+from billing.models import Account, Contact, Subscription
 from billing.tick import record_tick, run_tick
 from regua.assembly import build_jobs, lazy_context, worker_context
 from regua.migrate import upgrade
@@ -44,7 +44,8 @@ NOW = "2026-12-01T00:05:00-03:00"
 CHUNK = 10_000
 
 
-def populate(engine: Engine, count: int) -> float:
+def populate(engine: Engine, count: int, *, contacts: bool = False) -> float:
+    """`count` accounts with a card auto-debit subscription each (and a billing contact, if asked)."""
     started = time.perf_counter()
     created = datetime(2026, 11, 20, tzinfo=UTC)
     with engine.begin() as connection:
@@ -64,6 +65,19 @@ def populate(engine: Engine, count: int) -> float:
                     for n in numbers
                 ],
             )
+            if contacts:
+                connection.execute(
+                    insert(Contact),
+                    [
+                        {
+                            "account_id": f"acct-{n:07d}",
+                            "email": f"financeiro{n}@cliente.example",
+                            "name": "Ana",
+                            "manage_payments": True,
+                        }
+                        for n in numbers
+                    ],
+                )
             connection.execute(
                 insert(Subscription),
                 [

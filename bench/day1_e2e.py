@@ -54,16 +54,15 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import redis
-from sqlalchemy import Engine, create_engine, insert, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from billing.models import Account, Contact, Subscription
+from bench.day1 import populate
 from regua.migrate import upgrade
 
 POSTGRES = os.environ.get("REGUA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -230,61 +229,6 @@ def smtp_sink() -> Iterator[tuple[Sink, int]]:
 
 
 # -- the database ------------------------------------------------------------------------------------
-
-
-def populate(engine: Engine, count: int) -> None:
-    created = datetime(2026, 11, 20, tzinfo=UTC)
-    with engine.begin() as connection:
-        for offset in range(0, count, CHUNK):
-            numbers = range(offset, min(offset + CHUNK, count))
-            connection.execute(
-                insert(Account),
-                [
-                    {
-                        "id": f"acct-{n:07d}",
-                        "name": f"Cliente {n}",
-                        "document": "11222333000181",
-                        "gateway_customer_id": f"cus_{n:012d}",
-                        "created_at": created,
-                        "updated_at": created,
-                    }
-                    for n in numbers
-                ],
-            )
-            connection.execute(
-                insert(Contact),
-                [
-                    {
-                        "account_id": f"acct-{n:07d}",
-                        "email": f"financeiro{n}@cliente.example",
-                        "name": "Ana",
-                        "manage_payments": True,
-                    }
-                    for n in numbers
-                ],
-            )
-            connection.execute(
-                insert(Subscription),
-                [
-                    {
-                        "id": f"sub_{n:020d}",
-                        "account_id": f"acct-{n:07d}",
-                        "product": "platform",
-                        "plan": "pro",
-                        "modules": [],
-                        "monthly_price_cents": 19990,
-                        "frequency": "monthly",
-                        "payment_method": "card_auto_debit",
-                        "card_token": "tok_ok",
-                        "installments": 1,
-                        "starts_on": date(2026, 12, 1),
-                        "created_at": created,
-                        "updated_at": created,
-                    }
-                    for n in numbers
-                ],
-            )
-        connection.execute(text("ANALYZE"))
 
 
 PROGRESS = text(
@@ -588,7 +532,7 @@ def main() -> None:
     try:
         upgrade(database_url)
         loading = time.perf_counter()
-        populate(engine, n)
+        populate(engine, n, contacts=True)
         print(f"{n:,} card_auto_debit subscriptions bulk-loaded in {time.perf_counter() - loading:.1f} s (not timed)")
         queue.flushdb()
         env = {key: value for key, value in os.environ.items() if not key.startswith("REGUA_")}
