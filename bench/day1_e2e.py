@@ -44,7 +44,6 @@ import json
 import multiprocessing
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -52,7 +51,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +62,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.day1 import populate
+from bench.webhooks import free_port, wait_up
 from regua.migrate import upgrade
 
 POSTGRES = os.environ.get("REGUA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -80,24 +80,6 @@ REPORT_S = 10.0
 
 
 # -- small helpers -------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with closing(socket.socket()) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_up(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1).status_code < 500:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} never came up")
 
 
 def regua(name: str, args: list[str], env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
@@ -307,7 +289,7 @@ def baseline(count: int, threads: int, env: dict[str, str], logs: Path) -> Basel
     base = f"http://127.0.0.1:{port}"
     sim = regua("baseline-sim", ["gateway-sim", "--port", str(port), "--webhook-url", ""], env, logs)
     try:
-        wait_up(f"{base}/sim/state")
+        wait_up(f"{base}/sim/state", timeout=60)
         spawn = multiprocessing.get_context("spawn")
         start, failures = spawn.Event(), spawn.Value("q", 0)
         share = -(-count // PROCESSES)
@@ -571,8 +553,8 @@ def main() -> None:
             worker_args = ["worker", "--processes", str(PROCESSES), "--threads", str(threads)]
             worker = regua("worker", worker_args, env, logs)
             running.append(worker)
-            wait_up(f"{sim}/sim/state")
-            wait_up(f"{base}/readyz")
+            wait_up(f"{sim}/sim/state", timeout=60)
+            wait_up(f"{base}/readyz", timeout=60)
             workers_ready(logs / "worker.log", PROCESSES)
             pids = {"gateway-sim": simulator.pid, "regua serve": serve.pid, "regua worker": worker.pid}
             pids["smtp sink"] = sink_pid

@@ -55,8 +55,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_up(url: str) -> None:
-    for _ in range(300):
+def wait_up(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         try:
             if httpx.get(url, timeout=1).status_code < 500:
                 return
