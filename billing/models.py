@@ -364,7 +364,10 @@ class Notification(Base):
     """An email regua decided to send: once per (invoice or account, kind, step), whatever retries."""
 
     __tablename__ = "notifications"
-    __table_args__ = (Index("ix_notifications_status_created_at", "status", "created_at"),)
+    __table_args__ = (
+        Index("ix_notifications_status_created_at", "status", "created_at"),
+        Index("ix_notifications_kind_step", "kind", "step"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)

@@ -351,6 +351,7 @@ def test_a_pix_paid_before_the_block_but_told_after_it_leaves_no_block_mail_behi
     assert api.access(ACCOUNT, "platform")["state"] == "active"
     [payment] = api.get(f"/api/accounts/{ACCOUNT}/payments")["payments"]
     assert payment["paid_at"] == "2026-12-07T02:59:30Z"  # the payment's own instant, before the block
+    tick_once(runtime)  # records the confirmation: later passes must still see the payment came first
 
     clock.set(parse_instant("2026-12-07T00:10:00-03:00"))
     tick_once(runtime)

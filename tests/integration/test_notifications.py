@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock
+from billing.happenings import happenings
 from billing.invoicing import issue_due_invoices
-from billing.models import Charge, ChargeInvoice, Invoice, NotificationStatus
+from billing.models import Charge, ChargeInvoice, Invoice, NotificationStatus, Payment
 from billing.notifications import record_due_notifications
 from billing.schedule import trial_invoices
 from billing.settlement import ConfirmedPayment, record_failure, settle_charge
@@ -461,3 +462,45 @@ def test_a_charge_the_gateway_rejected_is_not_told_as_a_payment_that_failed(
     runtime.transaction(lambda session: record_failure(session, charge_id, "gateway_rejected", now))
     tick_once(runtime)
     assert smtp_sink.kinds() == ["invoice_issued"]  # regua's request was wrong: ops see it, not the customer
+
+
+def test_a_pass_does_not_load_again_the_payments_it_already_told(
+    api: Api, runtime: Runtime, clock: FrozenClock
+) -> None:
+    """On day 1 every pass's window holds thousands of payments already told: they are not read whole."""
+    charges = {}
+    for account_id in ("acme", "borda", "cume"):
+        api.put_account(account_id)
+        api.subscribe(account_id, "platform", payment_method="card_auto_debit", card_token="tok_ok")
+        [invoice_id] = issue_invoices(runtime, account_id)
+        charges[account_id] = open_pending_charge(runtime, [invoice_id], "card")
+    policy = runtime.policy
+
+    def pay(account_id: str) -> None:
+        now = runtime.clock.now()
+        paid = ConfirmedPayment("asaas", f"pay_{account_id}", 18990, "card", now)
+        runtime.transaction(lambda session: settle_charge(session, charges[account_id], paid, now))
+
+    pay("acme")
+    pay("borda")
+    runtime.transaction(
+        lambda session: record_due_notifications(session, clock.now(), runtime.calendar, policy, schedule=False)
+    )
+    move(clock, "2026-12-01T00:06")
+    pay("cume")
+
+    def look(session: Session) -> tuple[list[str], set[str]]:
+        loaded: set[str] = set()
+
+        @event.listens_for(session, "loaded_as_persistent")
+        def seen(session: Session, instance: object) -> None:
+            if isinstance(instance, Payment):
+                loaded.add(instance.account_id)
+
+        due = happenings(session, clock.now(), runtime.calendar, policy, since=clock.now() - timedelta(hours=1))
+        return [item.account_id for item in due], loaded
+
+    due, loaded = runtime.read(look)
+    assert due == ["cume"]
+    assert loaded == {"cume"}  # acme's and borda's confirmations are recorded: their payments stay unread
+    assert sorted(n.account_id for n in notifications(runtime, kind="payment_confirmed")) == ["acme", "borda"]
