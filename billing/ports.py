@@ -85,6 +85,9 @@ class CardCharge:
     card_token: str
     installments: int = 1
     description: str = ""
+    first_contact: bool = False
+    """Never sent before (no attempt of this charge can have reached the gateway): the client may create
+    it without first looking it up by our id. False, the safe side, whenever in doubt."""
 
     def __post_init__(self) -> None:
         _check_charge(self.charge_id, self.customer_id, self.amount_cents)
@@ -104,6 +107,9 @@ class ManualCharge:
     due_date: date
     method: ManualMethod
     description: str = ""
+    first_contact: bool = False
+    """Never sent before (no attempt of this charge can have reached the gateway): the client may create
+    it without first looking it up by our id. False, the safe side, whenever in doubt."""
 
     def __post_init__(self) -> None:
         _check_charge(self.charge_id, self.customer_id, self.amount_cents)

@@ -119,7 +119,14 @@ def settle_charge(session: Session, charge_id: str, payment: ConfirmedPayment, n
     payment already settled, a short payment, an excess) is recorded and owed back. Recording the
     same gateway payment again changes nothing, so a job that runs twice settles once.
     """
-    charge = _locked_charge(session, charge_id)
+    known = find_payment(session, payment.gateway, payment.gateway_payment_id)
+    if known is not None:  # a payment once recorded stays: no lock needed to say so (the usual redelivery)
+        return Settlement(charge_id=charge_id, payment_id=known.id, already_recorded=True)
+    return settle_locked_charge(session, _locked_charge(session, charge_id), payment, now)
+
+
+def settle_locked_charge(session: Session, charge: Charge, payment: ConfirmedPayment, now: datetime) -> Settlement:
+    """`settle_charge` for a charge this transaction already holds by `lock_charge`."""
     settlement = Settlement(charge_id=charge.id)
     known = find_payment(session, payment.gateway, payment.gateway_payment_id)
     if known is not None:

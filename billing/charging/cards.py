@@ -24,7 +24,13 @@ from billing.models import (
     Subscription,
 )
 from billing.ports import Books, CardCharge, CardDeclined, Gateway, GatewayPayment, GatewayRejected
-from billing.settlement import ConfirmedPayment, lock_charge, record_failure, record_gateway_cancel, settle_charge
+from billing.settlement import (
+    ConfirmedPayment,
+    lock_charge,
+    record_failure,
+    record_gateway_cancel,
+    settle_locked_charge,
+)
 
 PRODUCT_NAMES = {"platform": "Mensalidade", "mentorship": "Mentoria"}
 
@@ -92,6 +98,7 @@ def claim_card_charge(
         reason = "no_gateway_customer" if not account.gateway_customer_id else "no_card_token"
         take_lease(session, charge, now, card_ref=card_ref(token))
         return fail(session, charge, Decline(False, reason, f"the account has no {reason[3:]}"), now)
+    first_contact = not was_sent(charge)
     take_lease(session, charge, now, card_ref=card_ref(token))
     return CardCharge(
         charge_id=charge.id,
@@ -101,6 +108,7 @@ def claim_card_charge(
         card_token=token,
         installments=charge.installments,
         description=describe(invoices),
+        first_contact=first_contact,
     )
 
 
@@ -129,7 +137,7 @@ def record_gateway_answer(
         plan = payment.installment_id is not None and charge.installments > 1
         amount = charge.amount_cents if plan else payment.amount_cents
         confirmed = ConfirmedPayment(charge.gateway, payment.id, amount, _method(payment, charge), now)
-        settlement = settle_charge(session, charge_id, confirmed, now)
+        settlement = settle_locked_charge(session, charge, confirmed, now)
         if settlement.already_recorded:
             outcome = ChargeOutcome.ALREADY_RECORDED
         else:

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from billing.calendar import BillingCalendar
 from billing.charging.cards import cancel_unchargeable, charge_invoices, describe, fail, record_gateway_answer
 from billing.charging.customers import ensure_gateway_customer
-from billing.charging.leases import Decline, leased, release_lease, take_lease
+from billing.charging.leases import Decline, leased, release_lease, take_lease, was_sent
 from billing.charging.outcomes import ChargeOutcome
 from billing.models import MANUAL_METHODS, UNPAID, Account, Charge, ChargeStatus, PaymentMethod
 from billing.ports import (
@@ -52,6 +52,7 @@ def claim_manual_charge(
     account = session.get(Account, charge.account_id)
     if account is None or not account.gateway_customer_id:
         return ChargeOutcome.NO_GATEWAY_CUSTOMER
+    first_contact = not was_sent(charge)
     take_lease(session, charge, now)
     return ManualCharge(
         charge_id=charge.id,
@@ -60,6 +61,7 @@ def claim_manual_charge(
         due_date=max(calendar.local_date(now), min(invoice.due_date for invoice in invoices)),
         method="pix" if charge.method == PaymentMethod.PIX else "card" if card_page else "boleto",
         description=describe(invoices),
+        first_contact=first_contact,
     )
 
 

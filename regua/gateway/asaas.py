@@ -245,7 +245,7 @@ class AsaasGateway:
             fields["description"] = charge.description
         if self._remote_ip:
             fields["remoteIp"] = self._remote_ip
-        return self._create(charge.charge_id, encode_json(fields), self._read_card_answer)
+        return self._create(charge.charge_id, encode_json(fields), self._read_card_answer, charge.first_contact)
 
     def create_manual_charge(self, charge: ManualCharge) -> tuple[GatewayPayment, PixCode | BoletoCode | None]:
         fields: dict[str, object] = {
@@ -257,7 +257,7 @@ class AsaasGateway:
         }
         if charge.description:
             fields["description"] = charge.description
-        payment = self._create(charge.charge_id, encode_json(fields), self._read_manual_answer)
+        payment = self._create(charge.charge_id, encode_json(fields), self._read_manual_answer, charge.first_contact)
         if charge.method == "card":
             return payment, None  # paid on Asaas's own page for it (invoiceUrl): regua never sees the card
         method = payment.method if payment.method in ("pix", "boleto") else charge.method
@@ -315,9 +315,12 @@ class AsaasGateway:
 
     # -- creating without creating twice ------------------------------------------------------
 
-    def _create(self, reference: str, body: bytes, read: Callable[[httpx.Response], GatewayPayment]) -> GatewayPayment:
-        existing = self.find_by_reference(reference)
-        if existing is not None:
+    def _create(
+        self, reference: str, body: bytes, read: Callable[[httpx.Response], GatewayPayment], first_contact: bool
+    ) -> GatewayPayment:
+        """POST a payment once: Asaas takes no idempotency key, so a charge that may have been sent before
+        is looked up by our reference first, and again before each retry of an unclear answer."""
+        if not first_contact and (existing := self.find_by_reference(reference)) is not None:
             return existing
         unclear: str | None = None
         for attempt in range(1, self._max_attempts + 1):

@@ -196,6 +196,29 @@ def test_a_timeout_after_the_gateway_charged_is_found_by_reference_and_never_cha
     assert invoice_status(runtime, auto_debit) == "paid"
 
 
+@SQLITE
+def test_a_charge_never_sent_is_posted_at_once_and_one_that_may_have_been_is_looked_up_first(
+    runtime: Runtime, gateway: AsaasGateway, asaas: FakeAsaas, auto_debit: str
+) -> None:
+    [charge_id] = plan(runtime, DAY_1)
+    create = asaas.create.side_effect
+
+    def charged_then_stopped(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        asaas.add(body["externalReference"], value=body["value"])
+        raise KeyboardInterrupt  # the worker stopped after the gateway charged, before the answer came back
+
+    asaas.create.side_effect = charged_then_stopped
+    with pytest.raises(KeyboardInterrupt):
+        make_card_charge(runtime, gateway, charge_id)
+    assert (asaas.lookup.call_count, len(asaas.payments)) == (0, 1)  # nothing could be there yet: posted at once
+
+    asaas.create.side_effect = create
+    assert make_card_charge(runtime, gateway, charge_id).outcome == "settled"
+    assert asaas.lookup.call_count == 1  # it may have been sent: looked up, found, not posted again
+    assert (len(asaas.payments), len(rows(runtime, Payment))) == (1, 1)
+
+
 @pytest.mark.parametrize(
     ("description", "hard", "reason"),
     [

@@ -296,7 +296,7 @@ def test_a_gateway_outage_is_503_and_the_next_checkout_completes_the_same_charge
 
 @SQLITE
 def test_the_api_answers_503_when_the_gateway_is_down(client: TestClient, asaas: FakeAsaas, blocked: str) -> None:
-    asaas.lookup.side_effect = [httpx.Response(200, text="<html>upstream down</html>")]
+    asaas.next_create.extend([httpx.Response(200, text="<html>upstream down</html>")] * 3)
     response = post(client, {"product": "platform", "method": "pix"})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "gateway_unavailable"

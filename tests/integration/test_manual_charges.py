@@ -202,20 +202,20 @@ def test_a_gateway_outage_leaves_the_charge_without_codes_and_a_pass_an_hour_lat
 ) -> None:
     subscribe(api)
     subscribe(api, account="mercado-sul")
-    asaas.lookup.side_effect = httpx.ConnectError("down")
+    asaas.create.side_effect = httpx.ConnectError("down")  # never sent before: posted without a lookup first
     report = tick(context, None, DAY_1)
     assert report.counts["manual_charges_started"] == 2
     assert (report.counts["manual_charges_error"], report.counts["manual_charges_deferred"]) == (1, 1)
     assert all(c.status == "pending" and c.boleto_line is None for c in charges(runtime))
     assert all(c.lease_until is None for c in charges(runtime))
 
-    asaas.lookup.side_effect = asaas._list
+    asaas.create.side_effect = asaas._create
     early = tick(context, None, DAY_1 + timedelta(minutes=30))
     assert early.counts["manual_charges_requeued"] == 0
     later = tick(context, None, DAY_1 + timedelta(hours=1, minutes=1))
     assert (later.counts["manual_charges_requeued"], later.counts["manual_charges_issued"]) == (2, 2)
     assert all(c.boleto_line for c in charges(runtime))
-    assert asaas.create.call_count == 2
+    assert len(asaas.payments) == 2
     assert tick(context, None, DAY_1 + timedelta(hours=3)).counts["manual_charges_requeued"] == 0
 
 
@@ -234,8 +234,7 @@ def test_the_job_raises_on_an_unavailable_gateway_so_dramatiq_retries_it_and_a_l
         raise httpx.ReadTimeout("the answer never came", request=request)
 
     asaas.create.side_effect = created_then_lost
-    answers: list[httpx.Response | Exception] = [httpx.Response(200, json={"data": []})]
-    asaas.lookup.side_effect = answers + [httpx.ConnectError("down")] * 3  # then it cannot be asked
+    asaas.lookup.side_effect = [httpx.ConnectError("down")] * 3  # and after the lost answer it cannot be asked
     with pytest.raises(GatewayUnavailable):
         jobs.charging.manual.fn(charge_id)
     [charge] = charges(runtime)

@@ -270,6 +270,29 @@ def test_a_timeout_with_nothing_at_the_gateway_creates_the_charge_again(
     assert lookup.call_count == 2
 
 
+def test_a_charge_never_sent_before_is_posted_without_a_lookup(
+    asaas: respx.MockRouter, gateway: AsaasGateway, lookup: respx.Route
+) -> None:
+    create = asaas.post("/payments").mock(return_value=answer("payment_card_confirmed.json"))
+
+    payment = gateway.charge_card(card(first_contact=True))
+
+    assert payment.id == CARD_ID
+    assert (create.call_count, lookup.call_count) == (1, 0)
+
+
+def test_a_first_contact_that_times_out_still_looks_before_posting_again(
+    asaas: respx.MockRouter, gateway: AsaasGateway, lookup: respx.Route
+) -> None:
+    lookup.mock(return_value=answer("payment_list_by_reference.json"))
+    create = asaas.post("/payments").mock(side_effect=httpx.ReadTimeout("the answer never came"))
+
+    payment = gateway.charge_card(card(first_contact=True))
+
+    assert payment.id == CARD_ID
+    assert (create.call_count, lookup.call_count) == (1, 1)  # the timed-out post did charge: found, not posted
+
+
 def test_connection_errors_exhausted_raise_gateway_unavailable_with_nothing_charged(
     asaas: respx.MockRouter, gateway: AsaasGateway, lookup: respx.Route, sleeps: list[float]
 ) -> None:
