@@ -156,9 +156,10 @@ def make_card_charge(books: Books, gateway: Gateway, charge_id: str, *, card_tok
     A decline fails the charge (its class kept on the attempt for the planner); GatewayUnavailable is
     raised with the lease released, for the caller to retry (the client finds a charge it made by our id).
     """
-    account_id = books.read(lambda session: session.scalar(select(Charge.account_id).where(Charge.id == charge_id)))
-    if account_id is not None:
-        ensure_gateway_customer(books, gateway, account_id)
+    payer = select(Charge.account_id, Account.gateway_customer_id).join(Account, Account.id == Charge.account_id)
+    found = books.read(lambda session: session.execute(payer.where(Charge.id == charge_id)).first())
+    if found is not None and found.gateway_customer_id is None:
+        ensure_gateway_customer(books, gateway, found.account_id)
     claim = books.transaction(
         lambda session: claim_card_charge(session, charge_id, books.clock.now(), books.calendar, card_token)
     )
