@@ -18,16 +18,14 @@ worker process held 132 MB with them and 115 MB with two, settling as fast (Pyth
 are pymalloc's, not malloc's)."""
 
 
-def limit_malloc_arenas() -> bool:
+def limit_malloc_arenas() -> None:
     """Before the job threads start: at most MALLOC_ARENAS malloc arenas (unless MALLOC_ARENA_MAX says)."""
-    if "MALLOC_ARENA_MAX" in os.environ:
-        return False  # glibc read it at start
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt if name else None
-    except (OSError, AttributeError):
-        mallopt = None  # not glibc (musl has no arenas to limit)
-    return bool(mallopt and mallopt(M_ARENA_MAX, MALLOC_ARENAS))
+    libc = ctypes.util.find_library("c")
+    if libc is None or "MALLOC_ARENA_MAX" in os.environ:  # glibc read that variable itself at start
+        return
+    mallopt = getattr(ctypes.CDLL(libc), "mallopt", None)  # musl has no arenas and no mallopt
+    if mallopt is not None:
+        mallopt(M_ARENA_MAX, MALLOC_ARENAS)
 
 
 limit_malloc_arenas()
