@@ -232,17 +232,20 @@ class Intake:
             self._to_queue.put(to_process)
 
     def _enqueue_loop(self) -> None:
-        """Queue the stored ids, gathering what arrives within COALESCE seconds into one round.
+        """Queue the stored ids in rounds at least COALESCE seconds apart, each taking all that waits.
 
-        The thread sleeps through the window and then takes everything waiting, rather than waking
-        for each batch stored: every wake and every send takes the GIL from the event loop that
-        answers the gateways, so fewer and fuller rounds keep the answers fast.
+        A batch stored after a quiet spell is queued at once; under load the thread sleeps out the
+        rest of the window and takes everything stored meanwhile, rather than waking for each batch:
+        every wake and every send takes the GIL from the event loop that answers the gateways, so
+        fewer and fuller rounds keep the answers fast.
         """
+        next_round = 0.0
         while True:
             first = self._to_queue.get()
             if first is None:
                 return
-            time.sleep(COALESCE)
+            time.sleep(max(0.0, next_round - time.monotonic()))
+            next_round = time.monotonic() + COALESCE
             ids = list(first)
             stopping = False
             while True:

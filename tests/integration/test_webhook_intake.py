@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -25,6 +27,7 @@ from tests.integration.webhook_helpers import (
     standard_headers,
     stored_events,
 )
+from webhooks import intake
 
 ASAAS = {"event_id": "evt_1", "payment_id": "pay_1", "reference": "chg_unknown", "value": 199.9}
 
@@ -344,3 +347,38 @@ def test_a_connection_the_database_dropped_while_idle_costs_the_gateway_no_retry
         runtime.engine.dispose()
         assert [deliver("after_1"), deliver("after_2")] == [(200, "accepted")] * 2
     assert len(event_rows(runtime)) == 4
+
+
+def test_a_delivery_after_a_quiet_spell_is_queued_at_once_and_a_burst_in_one_round_a_window_later(
+    runtime: Runtime, settings: Settings, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    window = 2.0
+    monkeypatch.setattr(intake, "COALESCE", window)
+    rounds: list[tuple[float, list[str]]] = []
+    arrived = threading.Condition()
+
+    def enqueue(ids: list[str]) -> None:
+        with arrived:
+            rounds.append((time.monotonic(), ids))
+            arrived.notify_all()
+
+    def queued(count: int, within: float) -> bool:
+        with arrived:
+            return arrived.wait_for(lambda: sum(len(ids) for _, ids in rounds) >= count, timeout=within)
+
+    app = create_app(runtime, build_providers(settings), enqueue)
+    with TestClient(app) as client:
+
+        def deliver(name: str) -> None:
+            body = standard_body("payment.confirmed", f"chg_{name}")
+            assert post_standard(client, body, standard_headers(body, f"msg_{name}", clock.now()))[0] == 200
+
+        answered = time.monotonic()
+        deliver("alone")
+        assert queued(1, within=window * 0.75), "the first delivery waited out the window"
+        assert rounds[0][0] - answered < window * 0.75
+        deliver("burst_1")
+        deliver("burst_2")
+        assert queued(3, within=window * 3)
+    assert [len(ids) for _, ids in rounds] == [1, 2]
+    assert rounds[1][0] - rounds[0][0] >= window * 0.99
