@@ -10,6 +10,7 @@ from typing import Any
 import dramatiq
 
 from workers import charging, mailing
+from workers.broker import PRIORITY
 from workers.context import WorkerContext
 from workers.processing import process_event
 
@@ -64,6 +65,7 @@ def declare_actors(broker: dramatiq.Broker, context: Callable[[], WorkerContext]
         process_webhook_events=dramatiq.actor(
             actor_name="process_webhook_events",
             queue_name="webhooks",
+            priority=PRIORITY["webhooks"],
             broker=broker,
             max_retries=12,
             min_backoff=1_000,

@@ -32,6 +32,7 @@ from billing.charging import (
 )
 from billing.errors import NotFound
 from billing.ports import Gateway
+from workers.broker import PRIORITY
 from workers.context import WorkerContext
 
 log = logging.getLogger("regua.workers.charging")
@@ -160,7 +161,7 @@ def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Ch
         if counts:
             log.info("charging follow-ups: %s", dict(counts))
 
-    options: dict[str, Any] = {"queue_name": QUEUE, "broker": broker}
+    options: dict[str, Any] = {"queue_name": QUEUE, "priority": PRIORITY[QUEUE], "broker": broker}
     declared = ChargeActors(
         broker=broker,
         charge=dramatiq.actor(

@@ -21,6 +21,7 @@ import dramatiq
 
 from billing.notifications import record_due_notifications
 from billing.outbox import Delivery, Outcome, notifications_to_send
+from workers.broker import PRIORITY
 from workers.context import Postman, WorkerContext
 
 if TYPE_CHECKING:
@@ -277,6 +278,7 @@ def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Ma
         send_notification=dramatiq.actor(
             actor_name="send_notification",
             queue_name=QUEUE,
+            priority=PRIORITY[QUEUE],
             broker=broker,
             max_retries=SEND_RETRIES,
             min_backoff=MIN_BACKOFF_MS,
@@ -286,6 +288,7 @@ def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Ma
         deliver_pending=dramatiq.actor(
             actor_name="deliver_pending_notifications",
             queue_name=QUEUE,
+            priority=PRIORITY[QUEUE],
             broker=broker,
             max_retries=3,
             min_backoff=5_000,
