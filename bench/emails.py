@@ -53,6 +53,7 @@ from regua.smtp import CONNECTIONS
 from workers.actors import declare_actors
 from workers.broker import build_broker
 from workers.context import WorkerContext
+from workers.tuning import tune_worker_process
 
 POSTGRES = os.environ.get("REGUA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 START = "2026-12-01T00:05:00-03:00"
@@ -217,6 +218,7 @@ def render_only(runtime: Runtime, notification_id: str, count: int) -> tuple[Res
 
 
 def regua_worker(runtime: Runtime, ids: list[str], threads: int, received: Callable[[], int]) -> Result:
+    tune_worker_process()  # as each `regua worker` process is, from here on (the raw rows ran before)
     context = WorkerContext(runtime, {}, None, postman=lambda: SmtpPostman(runtime))
     jobs = declare_actors(build_broker(""), lambda: context)
     jobs.mailing.queue(ids)
