@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import css_inline
+import jinja2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from regua import mail
 from regua.mail import KINDS, EmailContext, InvoiceLine, build_message, render_email
@@ -462,3 +465,20 @@ def test_the_samples_in_docs_are_what_the_templates_render_today(tmp_path: Path)
         assert committed.read_text(encoding="utf-8") == path.read_text(encoding="utf-8"), (
             f"{committed.name} is stale: run python -m regua.mail docs/samples"
         )
+
+
+@given(
+    text=st.text(alphabet=st.sampled_from(list("aéz-R$0,. \u00a0\t\n\r")), max_size=300)
+    | st.lists(st.text(alphabet="abcãç-", min_size=1, max_size=90), max_size=40).map(" ".join),
+    width=st.integers(min_value=1, max_value=90),
+    wrapstring=st.sampled_from([None, "\n", "\r\n  "]),
+    breaks=st.sampled_from([(False, False), (True, False), (False, True), (True, True)]),
+)
+@settings(max_examples=400, deadline=None)
+def test_the_text_parts_wrap_exactly_as_jinjas_own_wordwrap(
+    text: str, width: int, wrapstring: str | None, breaks: tuple[bool, bool]
+) -> None:
+    environment = jinja2.Environment(newline_sequence="\n")
+    arguments = (text, width, breaks[0], wrapstring, breaks[1])
+
+    assert mail._wordwrap(environment, *arguments) == jinja2.filters.do_wordwrap(environment, *arguments)
