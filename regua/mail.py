@@ -284,10 +284,6 @@ def _fold(separator: str, items: list[str], width: int = 76) -> str:
     return "\r\n ".join(lines)
 
 
-_SPLITS = re.compile(r"[\t\n\x0b\x0c\r]")
-"""Where textwrap splits a line besides its spaces."""
-
-
 @jinja2.pass_environment
 def _wordwrap(
     environment: jinja2.Environment,
@@ -308,7 +304,8 @@ def _wordwrap(
 
 def _wrap_words(line: str, width: int, newline: str) -> str:
     words = line.split(" ")
-    if _SPLITS.search(line) or not all(word.strip() for word in words):  # textwrap drops such words
+    # within a line, a tab is the one other place textwrap splits; it drops words that are only whitespace
+    if "\t" in line or not all(word.strip() for word in words):
         return newline.join(
             textwrap.wrap(
                 line, width, expand_tabs=False, replace_whitespace=False, break_long_words=False, break_on_hyphens=False
