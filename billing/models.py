@@ -26,6 +26,7 @@ from billing.ids import charge_id_from_reference, new_charge_id, new_id, new_ids
 from billing.states import (
     MANUAL_METHODS,
     OWED_BACK,
+    TAKEN_BACK,
     UNPAID,
     AttemptOutcome,
     ChargeSource,
@@ -44,6 +45,7 @@ from billing.states import (
 __all__ = [
     "MANUAL_METHODS",
     "OWED_BACK",
+    "TAKEN_BACK",
     "UNPAID",
     "AttemptOutcome",
     "ChargeSource",
@@ -275,6 +277,8 @@ class Payment(Base):
     chargeback_cents: Mapped[int] = mapped_column(default=0, server_default="0")
     """What a chargeback took back: the payment less what was already refunded."""
     charged_back_at: Mapped[datetime | None]
+    reinstated_at: Mapped[datetime | None]
+    """When money taken back came back (a chargeback won) or a receipt undone was received again."""
 
 
 class Refund(Base):
@@ -300,6 +304,12 @@ class Refund(Base):
     done_by: Mapped[str | None] = mapped_column(String(100))
     """Who recorded it made by hand (`regua refunds done`, the ops dashboard)."""
     note: Mapped[str | None] = mapped_column(String(500))
+    gateway_status: Mapped[str | None] = mapped_column(String(48))
+    """The gateway's own status of the refund it was asked for (PENDING, AWAITING_..., DONE, CANCELLED)."""
+    sent_at: Mapped[datetime | None]
+    """When the gateway accepted it (status `pending` from then until DONE)."""
+    denied_at: Mapped[datetime | None]
+    """When the gateway refused or canceled it: owed again, and left to a person (never re-sent by itself)."""
 
 
 class Block(Base):

@@ -43,11 +43,19 @@ class PaymentStatus(StrEnum):
     DUPLICATE = "duplicate"
     REFUNDED = "refunded"
     CHARGEBACK = "chargeback"
+    UNDONE = "undone"
+    """A cash receipt the merchant undid at the gateway: the money was never there; what it paid is open again."""
+
+
+TAKEN_BACK = (PaymentStatus.CHARGEBACK, PaymentStatus.UNDONE)
+"""Payments whose money is no longer regua's: they pay nothing until reinstated."""
 
 
 class RefundStatus(StrEnum):
     OWED = "owed"
     """Decided by regua, not yet made: sent by a gateway regua can refund through, or listed for a person."""
+    PENDING = "pending"
+    """Sent and accepted by the gateway, not finished yet (its own word in `gateway_status`): not money back."""
     DONE = "done"
     CANCELED = "canceled"
     """No longer owed: the money went back another way (a chargeback of the same payment)."""
