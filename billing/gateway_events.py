@@ -10,10 +10,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billing.models import Charge, charge_id_from_reference
+from billing.models import TAKEN_BACK, Charge, charge_id_from_reference
 from billing.policy import Policy
+from billing.refund_progress import GatewayRefundState, refunds_changed
 from billing.refunds import record_chargeback, record_refund
-from billing.settlement import ConfirmedPayment, record_failure, record_gateway_cancel, settle_charge
+from billing.reversals import receive_again, restore_charge, reverse_chargeback, undo_cash_receipt
+from billing.settlement import ConfirmedPayment, find_payment, record_failure, record_gateway_cancel, settle_charge
 from billing.states import Applied
 from billing.verification import mark_charge_verifying
 
@@ -57,12 +59,37 @@ class PaymentRefunded(GatewayEvent):
 
 @dataclass(frozen=True)
 class PaymentChargeback(GatewayEvent):
-    pass
+    amount_cents: int | None = None
+    """What the disputed gateway payment was worth (an installment's own value); None: the whole payment."""
+    installment: int = 0
+    """Which installment of a card plan was disputed (0: not a plan)."""
+
+
+@dataclass(frozen=True)
+class ChargebackReversed(GatewayEvent):
+    """The merchant won the dispute: the money a chargeback took back comes back."""
+
+
+@dataclass(frozen=True)
+class PaymentUndone(GatewayEvent):
+    """A cash receipt the merchant recorded at the gateway was undone: that money never came."""
 
 
 @dataclass(frozen=True)
 class PaymentCanceled(GatewayEvent):
     pass
+
+
+@dataclass(frozen=True)
+class PaymentRestored(GatewayEvent):
+    """A payment deleted at the gateway was restored: it can be paid again."""
+
+
+@dataclass(frozen=True)
+class RefundsChanged(GatewayEvent):
+    """The gateway's refunds of a payment that are not done: in progress, or denied (CANCELLED)."""
+
+    refunds: tuple[GatewayRefundState, ...]
 
 
 class UnknownCharge(Exception):
@@ -91,6 +118,10 @@ def find_charge(session: Session, event: GatewayEvent) -> str:
 
 
 def _confirmed(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> AppliedEvent:
+    known = find_payment(session, event.gateway, event.payment_id)
+    if known is not None and known.status in TAKEN_BACK:
+        outcome = receive_again(session, charge_id, event.gateway, event.payment_id, event.paid_at, now)
+        return AppliedEvent(charge_id, outcome, {"payment_id": known.id})
     amount = event.amount_cents
     if event.whole_charge:
         charge = session.get(Charge, charge_id)
@@ -141,8 +172,25 @@ def _chargeback(session: Session, charge_id: str, event: Any, now: datetime, _po
     return AppliedEvent(charge_id, record_chargeback(session, charge_id, event.gateway, event.payment_id, now), {})
 
 
+def _reversed(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> AppliedEvent:
+    return AppliedEvent(charge_id, reverse_chargeback(session, charge_id, event.gateway, event.payment_id, now), {})
+
+
+def _undone(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> AppliedEvent:
+    return AppliedEvent(charge_id, undo_cash_receipt(session, charge_id, event.gateway, event.payment_id, now), {})
+
+
 def _canceled(session: Session, charge_id: str, _event: Any, _now: datetime, _policy: Policy) -> AppliedEvent:
     return AppliedEvent(charge_id, record_gateway_cancel(session, charge_id), {})
+
+
+def _restored(session: Session, charge_id: str, _event: Any, _now: datetime, _policy: Policy) -> AppliedEvent:
+    return AppliedEvent(charge_id, restore_charge(session, charge_id), {})
+
+
+def _refunds_changed(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> AppliedEvent:
+    outcome = refunds_changed(session, charge_id, event.gateway, event.payment_id, event.refunds, now)
+    return AppliedEvent(charge_id, outcome, {})
 
 
 Handler = Callable[[Session, str, Any, datetime, Policy], AppliedEvent]
@@ -153,7 +201,11 @@ HANDLERS: dict[type[GatewayEvent], Handler] = {
     PaymentFailed: _failed,
     PaymentRefunded: _refunded,
     PaymentChargeback: _chargeback,
+    ChargebackReversed: _reversed,
+    PaymentUndone: _undone,
     PaymentCanceled: _canceled,
+    PaymentRestored: _restored,
+    RefundsChanged: _refunds_changed,
 }
 assert set(HANDLERS) == set(GatewayEvent.__subclasses__()), "every gateway event kind needs a handler"
 

@@ -201,7 +201,7 @@ def settle_locked_charge(session: Session, charge: Charge, payment: ConfirmedPay
             for invoice in payable:
                 invoice.status = InvoiceStatus.REFUNDED.value
     session.flush()
-    settlement.charges_canceled = _cancel_other_charges(session, charge.id, settlement.invoices_paid)
+    settlement.charges_canceled = cancel_other_charges(session, charge.id, settlement.invoices_paid)
     settlement.blocks = reconcile_blocks(session, [charge.account_id], now)
     return settlement
 
@@ -254,7 +254,7 @@ class PaymentNotYetKnown(Exception):
     """An event that needs a payment regua has not recorded yet: retried until it is."""
 
 
-def _cancel_other_charges(session: Session, paid_by: str, invoice_ids: Sequence[str]) -> list[str]:
+def cancel_other_charges(session: Session, paid_by: str, invoice_ids: Sequence[str]) -> list[str]:
     """Every other pending charge for these invoices: canceled here, and owed a cancel at its gateway.
 
     The charges are found through their invoices' links first, then locked by id: in one join, a

@@ -139,3 +139,8 @@ class Applied(StrEnum):
     PARTIALLY_REFUNDED = "partially_refunded"
     REFUND_BEFORE_CONFIRMATION = "refund_before_confirmation"
     CHARGEBACK = "chargeback"
+    CHARGEBACK_REVERSED = "chargeback_reversed"
+    UNDONE = "undone"
+    RESTORED = "restored"
+    REFUND_PENDING = "refund_pending"
+    REFUND_DENIED = "refund_denied"

@@ -15,13 +15,14 @@ from billing.charging.outcomes import ChargeOutcome
 from billing.models import Charge, ChargeStatus, Payment, Refund, RefundStatus
 from billing.money import json_cents
 from billing.ports import Books, Gateway, GatewayPayment, GatewayRejected, PaymentNotFound
+from billing.refund_progress import DONE, follow
 from billing.refunds import REFUNDABLE_GATEWAYS, record_refund
 from billing.settlement import lock_charge
 
 log = logging.getLogger("regua.charging")
 
 REFUND_CLAIM = timedelta(minutes=5)
-REFUND_WAIT = timedelta(hours=6)
+REFUND_WAIT = timedelta(hours=1)
 """How long a refund the gateway accepted but has not finished (or refused) waits before it is asked again."""
 
 
@@ -31,14 +32,16 @@ def gateway_refund_key(payment_id: str, position: int) -> str:
 
 
 def owed_refunds(session: Session, now: datetime) -> list[str]:
-    """Owed refunds a gateway can make for regua (Asaas payments, not card plans in installments), not claimed."""
+    """Refunds a gateway can make for regua (Asaas payments, not card plans in installments) to send or follow:
+    owed and never denied, or sent and not done yet; not claimed."""
     return list(
         session.scalars(
             select(Refund.id)
             .join(Charge, Charge.id == Refund.charge_id)
             .join(Payment, Payment.id == Refund.payment_id)
             .where(
-                Refund.status == RefundStatus.OWED.value,
+                ((Refund.status == RefundStatus.OWED.value) & Refund.denied_at.is_(None))
+                | (Refund.status == RefundStatus.PENDING.value),
                 Payment.gateway.in_(REFUNDABLE_GATEWAYS),
                 Charge.installments == 1,
                 (Refund.claimed_until.is_(None)) | (Refund.claimed_until <= now),
@@ -65,7 +68,7 @@ def _claim_refund(session: Session, refund_id: str, now: datetime) -> _RefundCla
     refund = session.get(Refund, refund_id, with_for_update=True)
     assert refund is not None
     payment = session.get(Payment, refund.payment_id) if refund.payment_id else None
-    if payment is None or refund.status != RefundStatus.OWED:
+    if payment is None or refund.status not in (RefundStatus.OWED, RefundStatus.PENDING) or refund.denied_at:
         return None
     if refund.claimed_until is not None and refund.claimed_until > now:
         return None
@@ -79,27 +82,40 @@ def _claim_refund(session: Session, refund_id: str, now: datetime) -> _RefundCla
     )
 
 
-def listed_refunds(payment: GatewayPayment) -> list[int]:
-    """The refunds the gateway lists on a payment, in its order, in centavos (what its webhooks read too)."""
+@dataclass(frozen=True)
+class ListedRefund:
+    amount_cents: int
+    status: str
+    """The gateway's own word for it; a refund listed without one is taken as DONE (older answers)."""
+
+
+def listed_refunds(payment: GatewayPayment) -> list[ListedRefund]:
+    """The refunds the gateway lists on a payment, in its order (what its webhooks read too)."""
     items = payment.raw.get("refunds")
     if not isinstance(items, list):
         return []
-    return [json_cents(item.get("value")) for item in items if isinstance(item, dict)]
+    return [
+        ListedRefund(json_cents(item.get("value")), str(item.get("status") or DONE))
+        for item in items
+        if isinstance(item, dict)
+    ]
 
 
 def send_refund(books: Books, gateway: Gateway, refund_id: str) -> ChargeOutcome:
-    """Give an owed refund back through the gateway, once; recorded done as soon as the gateway says so.
+    """Give an owed refund back through the gateway, once, and follow it until the gateway says DONE.
 
-    The payment is fetched first, so a refund whose answer was lost is recorded, not sent again. Its
-    key is the one the webhook path derives from the gateway's list of refunds, so the
-    PAYMENT_REFUNDED webhook that follows finds it recorded.
+    The payment is fetched first, so a refund whose answer was lost (or that is already on its way) is
+    followed, not sent again. Only a refund the gateway lists as DONE is recorded as money back, under
+    the key the webhook path derives from the gateway's list, so the PAYMENT_REFUNDED that follows finds
+    it recorded; one in progress is `pending`; one the gateway denied is owed again and left to a person.
     """
     claim = books.transaction(lambda session: _claim_refund(session, refund_id, books.clock.now()))
     if claim is None:
         return ChargeOutcome.NOT_OWED
     try:
         current = gateway.get_payment(claim.gateway_payment_id)
-        if current.state == "paid" and claim.amount_cents not in listed_refunds(current):
+        listed = listed_refunds(current)
+        if current.state == "paid" and claim.amount_cents not in [item.amount_cents for item in listed]:
             answer = gateway.refund(
                 claim.gateway_payment_id,
                 None if claim.whole else claim.amount_cents,
@@ -108,27 +124,40 @@ def send_refund(books: Books, gateway: Gateway, refund_id: str) -> ChargeOutcome
             current = (
                 gateway.get_payment(claim.gateway_payment_id) if not answer.raw else _with_raw(current, answer.raw)
             )
+            listed = listed_refunds(current)
     except GatewayRejected as rejected:
         why = str(rejected)
         books.transaction(lambda session: _hold(session, refund_id, books.clock.now(), why))
         return ChargeOutcome.REFUSED
-    listed = listed_refunds(current)
-    if claim.amount_cents in listed:
-        position = max(index for index, amount in enumerate(listed, start=1) if amount == claim.amount_cents)
+    ours = [position for position, item in enumerate(listed, start=1) if item.amount_cents == claim.amount_cents]
+    done = [position for position in ours if listed[position - 1].status.upper() == DONE]
+    if done:
         books.transaction(
             lambda session: record_refund(
                 session,
                 claim.charge_id,
                 claim.gateway,
                 claim.gateway_payment_id,
-                gateway_refund_key(current.id, position),
+                gateway_refund_key(current.id, max(done)),
                 claim.amount_cents,
                 books.clock.now(),
                 books.clock.now(),
             )
         )
         return ChargeOutcome.REFUNDED
-    # Asked for, not done yet (REFUND_REQUESTED, or a payment not captured): the webhook or a later pass.
+    if ours:
+        status = listed[max(ours) - 1].status
+
+        def follow_it(session: Session) -> bool:
+            refund = session.get(Refund, refund_id, with_for_update=True)
+            assert refund is not None
+            follow(refund, status, books.clock.now())
+            refund.claimed_until = None if refund.denied_at else books.clock.now() + REFUND_WAIT
+            return refund.denied_at is not None
+
+        denied = books.transaction(follow_it)
+        return ChargeOutcome.REFUSED if denied else ChargeOutcome.REQUESTED
+    # Not listed at all (a payment not captured yet, REFUND_REQUESTED without its list): asked again later.
     books.transaction(lambda session: _hold(session, refund_id, books.clock.now(), current.status))
     return ChargeOutcome.REQUESTED
 
