@@ -163,6 +163,9 @@ class Invoice(Base):
     """The charge whose payment the gateway reported started (None: a receipt ops recorded)."""
 
 
+    verification_started_at: Mapped[datetime | None]
+    """When its one verification window opened (the first receipt or pending report), kept once the window
+    ends: after it, a receipt lifts nothing by itself and waits for a person (rule 3.7)."""
 class Charge(Base):
     __tablename__ = "charges"
     __table_args__ = (

@@ -1,11 +1,13 @@
-"""Records kept beside the books: what ops did on the dashboard, the receipts customers sent, the shared
-test clock. They hold no money; `billing.db` loads them with the models so the schema is whole."""
+"""Records kept beside the books: what ops did on the dashboard, the receipts customers sent and their
+reviews, the shared test clock. They hold no money; `billing.db` loads them with the models so the schema
+is whole."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy import ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.models import Base
@@ -42,6 +44,41 @@ class Receipt(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     content: Mapped[bytes]
     received_at: Mapped[datetime]
+
+
+class ReviewStatus(StrEnum):
+    WAITING = "waiting"
+    GRANTED = "granted"
+    REJECTED = "rejected"
+
+
+class ReceiptReview(Base):
+    """A receipt sent after its invoice's verification window ended: it lifts nothing until a person decides
+    (rule 3.7). One waits per invoice at a time; a grant opens a new window from the grant."""
+
+    __tablename__ = "receipt_reviews"
+    __table_args__ = (
+        Index(
+            "uq_receipt_reviews_waiting",
+            "invoice_id",
+            unique=True,
+            postgresql_where=text("status = 'waiting'"),
+            sqlite_where=text("status = 'waiting'"),
+        ),
+        Index("ix_receipt_reviews_status_requested_at", "status", "requested_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    invoice_id: Mapped[str] = mapped_column(ForeignKey("invoices.id"))
+    requested_at: Mapped[datetime]
+    """The first receipt after the window that asked for it (later ones join the same review)."""
+    status: Mapped[str] = mapped_column(String(16), default=ReviewStatus.WAITING)
+    decided_at: Mapped[datetime | None]
+    decided_by: Mapped[str | None] = mapped_column(String(100))
+    note: Mapped[str | None] = mapped_column(String(500))
+    verifying_until: Mapped[datetime | None]
+    """The end of the window a grant opened."""
 
 
 class SharedClock(Base):

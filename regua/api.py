@@ -351,12 +351,16 @@ class ProductAPI:
         invoice_id = request.path_params["invoice_id"]
         rt = self.runtime
 
-        def work(session: Session) -> dict[str, Any]:
-            invoice, _changes = record_receipt(session, invoice_id, rt.clock.now(), rt.policy)
-            [body] = invoices_json(session, [invoice])
-            return body
+        def work(session: Session) -> tuple[int, dict[str, Any]]:
+            recorded = record_receipt(session, invoice_id, rt.clock.now(), rt.policy)
+            [body] = invoices_json(session, [recorded.invoice])
+            if recorded.review is None:
+                return 200, body
+            # The invoice had its verification window: this receipt lifts nothing until a person decides (3.7).
+            return 202, {"review": "needs_a_person", "review_id": recorded.review.id, "invoice": body}
 
-        return JSONResponse(await run_in_threadpool(rt.transaction, work))
+        status, body = await run_in_threadpool(rt.transaction, work)
+        return JSONResponse(body, status_code=status)
 
     async def post_checkout(self, request: Request) -> JSONResponse:
         """One charge for what must be paid now: 201 a new one, 200 the pending one again, whatever the method."""

@@ -1,4 +1,4 @@
-"""A receipt sent from the payment page: checked by its first bytes, stored, and the invoice put in verification."""
+"""A receipt sent from the payment page: checked by its first bytes, stored, and handed to verification (3.7)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ def check_receipt(content: bytes) -> str:
 class ReceiptStored:
     receipt_id: str
     notification_ids: list[str]
+    review_id: str | None = None
+    """Set when the invoice had its verification window already: a person checks this receipt."""
 
 
 def store_receipt(
@@ -64,13 +66,14 @@ def store_receipt(
     calendar: BillingCalendar,
     policy: Policy,
 ) -> ReceiptStored:
-    """Keep the file, put the invoice in verification, and record the verification_pending email.
+    """Keep the file and hand it to rule 3.7: the invoice's first receipt puts it in verification and records
+    the verification_pending email; one after its window ended waits for a person instead.
 
     The caller has checked that the invoice is this account's; `record_receipt` raises Conflict
     for one that is no longer unpaid. The email ids come back to be queued after the commit.
     """
     content_type = check_receipt(content)
-    record_receipt(session, invoice_id, now, policy)
+    recorded = record_receipt(session, invoice_id, now, policy)
     receipt = Receipt(
         id=new_id("rcp"),
         account_id=account_id,
@@ -84,5 +87,7 @@ def store_receipt(
     )
     session.add(receipt)
     session.flush()
-    recorded = record_due_notifications(session, now, calendar, policy, schedule=False)
-    return ReceiptStored(receipt.id, recorded.pending)
+    if recorded.review is not None:
+        return ReceiptStored(receipt.id, [], recorded.review.id)
+    due = record_due_notifications(session, now, calendar, policy, schedule=False)
+    return ReceiptStored(receipt.id, due.pending)

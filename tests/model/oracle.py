@@ -126,13 +126,12 @@ class Model:
 
     def start_verification(self, invoice_ids: list[str], source: str, now: datetime) -> None:
         """A receipt or a pending payment: a window from now, unless one is running (later ones do not
-        extend it). After a window ended, a new receipt is new evidence and opens a new window; the same
-        charge reported pending again does not (unless the gateway failed it, or a receipt backed it)."""
+        extend it). One window per invoice: after it ended, however it ended, neither a receipt nor a
+        pending report opens another (a receipt then waits for a person)."""
         for invoice_id in invoice_ids:
             invoice = self.invoices[invoice_id]
-            told_again = source != RECEIPT and invoice.verify_source == source and not invoice.verify_ended
-            if told_again and not invoice.receipt_backed and not invoice.verifying(now):
-                continue  # the same charge told pending again after its window ran out: no new window
+            if invoice.verify_from is not None and not invoice.verifying(now):
+                continue  # this invoice had its window
             if invoice.unpaid and not invoice.verifying(now):
                 invoice.verify_from, invoice.verify_source, invoice.verify_ended = now, source, False
                 invoice.receipt_backed = source == RECEIPT
