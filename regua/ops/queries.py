@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, defer
 
 from billing.access import ProductAccess, account_access
@@ -16,27 +16,19 @@ from billing.models import (
     Block,
     Charge,
     ChargeAttempt,
-    ChargeStatus,
-    Contact,
     Invoice,
-    InvoiceStatus,
     Notification,
     NotificationStatus,
     Payment,
-    PaymentStatus,
     Refund,
-    Subscription,
     TickRun,
     WebhookEvent,
 )
 from billing.policy import Policy
 from billing.records import OpsAction, Receipt
-from billing.refunds import refunds_by_hand
 from billing.timeline import Timeline, account_timeline
 
 PAGE = 50
-STUCK_AFTER = timedelta(minutes=15)
-"""A charge with no gateway id this long after it was opened: the gateway never answered for it."""
 DAY = timedelta(hours=24)
 
 
@@ -78,7 +70,7 @@ def charge_facts(charge: Charge, attempts: list[ChargeAttempt] | None = None) ->
     )
 
 
-def _with_attempts(session: Session, charges: list[Charge]) -> list[tuple[Charge, list[ChargeAttempt]]]:
+def with_attempts(session: Session, charges: list[Charge]) -> list[tuple[Charge, list[ChargeAttempt]]]:
     attempts = _attempts(session, [charge.id for charge in charges])
     return [(charge, attempts[charge.id]) for charge in charges]
 
@@ -143,75 +135,6 @@ def overview(session: Session, now: datetime, calendar: BillingCalendar) -> Over
     last_tick = session.scalar(select(TickRun).order_by(TickRun.id.desc()).limit(1))
     lag = now - last_tick.finished_at if last_tick is not None else None
     return Overview(webhooks, emails, charges, blocked, last_tick, lag)
-
-
-# -- needs a person -----------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class NeedsPerson:
-    refunds: list[Refund]
-    duplicates: list[Payment]
-    verifications: list[Invoice]
-    stuck_charges: list[ChargeFacts]
-    no_contact: list[Account]
-    failed_emails: list[Notification]
-
-    @property
-    def total(self) -> int:
-        return sum(
-            len(part)
-            for part in (
-                self.refunds,
-                self.duplicates,
-                self.verifications,
-                self.stuck_charges,
-                self.no_contact,
-                self.failed_emails,
-            )
-        )
-
-
-def needs_person(session: Session, now: datetime) -> NeedsPerson:
-    duplicates = session.scalars(
-        select(Payment)
-        .where(Payment.status == PaymentStatus.DUPLICATE.value)
-        .order_by(Payment.paid_at.desc())
-        .limit(PAGE)
-    )
-    verifications = session.scalars(
-        select(Invoice)
-        .where(Invoice.status == InvoiceStatus.VERIFYING.value, Invoice.verifying_until <= now + DAY)
-        .order_by(Invoice.verifying_until)
-        .limit(PAGE)
-    )
-    stuck = session.scalars(
-        select(Charge)
-        .where(
-            Charge.status == ChargeStatus.PENDING.value,
-            Charge.gateway_payment_id.is_(None),
-            Charge.created_at <= now - STUCK_AFTER,
-        )
-        .order_by(Charge.created_at)
-        .limit(PAGE)
-    )
-    billing_contact = exists().where(Contact.account_id == Account.id, Contact.manage_payments.is_(True))
-    subscribed = exists().where(Subscription.account_id == Account.id)
-    no_contact = session.scalars(
-        select(Account).where(~billing_contact, subscribed).order_by(Account.created_at.desc()).limit(PAGE)
-    )
-    failed = session.scalars(
-        select(Notification)
-        .where(Notification.status == NotificationStatus.FAILED.value)
-        .order_by(Notification.created_at.desc())
-        .limit(PAGE)
-    )
-    return NeedsPerson(
-        refunds=refunds_by_hand(session)[:PAGE],
-        duplicates=list(duplicates),
-        verifications=list(verifications),
-        stuck_charges=[charge_facts(charge, found) for charge, found in _with_attempts(session, list(stuck))],
-        no_contact=list(no_contact),
-        failed_emails=list(failed),
-    )
 
 
 # -- webhook events -----------------------------------------------------------------------------------------
@@ -381,7 +304,7 @@ def account_page(
                 .limit(PAGE)
             )
         ),
-        charges=[charge_facts(charge, found) for charge, found in _with_attempts(session, charges)],
+        charges=[charge_facts(charge, found) for charge, found in with_attempts(session, charges)],
         payments=list(
             session.scalars(
                 select(Payment).where(Payment.account_id == account_id).order_by(Payment.paid_at.desc()).limit(PAGE)

@@ -22,9 +22,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from billing.errors import BillingError
 from billing.models import Account, EventStatus, WebhookEvent
 from billing.refunds import mark_refund_done
+from billing.reviews import grant_review, reject_review
 from regua.http import error_response
 from regua.ops import broker as queues
-from regua.ops import queries
+from regua.ops import person, queries
 from regua.ops.auth import REALM, csrf_token, csrf_valid, operator
 from regua.ops.charts import chart
 from regua.runtime import Runtime
@@ -138,8 +139,8 @@ class OpsPages:
 
     async def needs_person(self, request: Request) -> Response:
         rt = self.runtime
-        data = await run_in_threadpool(rt.read, lambda s: queries.needs_person(s, rt.clock.now()))
-        return self.render(request, "person.html", data=data)
+        data = await run_in_threadpool(rt.read, lambda s: person.needs_person(s, rt.clock.now()))
+        return self.render(request, "person.html", data=data, verification_hours=rt.policy.verification_hours)
 
     async def events(self, request: Request) -> Response:
         rt = self.runtime
@@ -299,7 +300,32 @@ class OpsPages:
                 return rt.transaction(work)
 
             return Action(name, f"Record refund {refund_id} as given back by hand", ids, done)
+        if name in ("receipt-grant", "receipt-reject") and len(ids) == 1:
+            return self._review(name, ids[0], fields.get("note", ""), who)
         return None
+
+    def _review(self, name: str, review_id: str, note: str, who: str) -> Action:
+        """A receipt after its invoice's window: a new window from now, or no (rule 3.7); the note is required."""
+        rt = self.runtime
+        granting = name == "receipt-grant"
+
+        def decide(session: Session) -> str:
+            now = rt.clock.now()
+            if granting:
+                decision = grant_review(session, review_id, who, note, now, rt.policy)
+                until = self.local(decision.invoice.verifying_until)
+                outcome = f"granted: invoice {decision.invoice.id} verifying until {until}"
+            else:
+                decision = reject_review(session, review_id, who, note, now)
+                outcome = f"rejected: invoice {decision.invoice.id} stays {decision.invoice.status}"
+            return f"receipt review {review_id} {outcome}, by {who}; note: {decision.review.note}"
+
+        summary = (
+            f"Grant receipt review {review_id} a new verification window of {rt.policy.verification_hours} hours"
+            if granting
+            else f"Reject receipt review {review_id}: the invoice stays as it is"
+        )
+        return Action(name, summary, [review_id], lambda: rt.transaction(decide))
 
     def _replay(self, ids: list[str]) -> str:
         replayed = self.runtime.transaction(lambda session: replay_events(session, ids))
