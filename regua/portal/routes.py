@@ -207,6 +207,9 @@ class PortalPages:
         if stored is None:
             return self.problem(request, "Fatura não encontrada.", 404)
         log.info("receipt %s for invoice %s of %s", stored.receipt_id, invoice_id, account_id)
+        if stored.review_id is not None:
+            log.info("receipt %s waits for a person (review %s)", stored.receipt_id, stored.review_id)
+            return RedirectResponse(f"{self.base(request)}?aviso=conferencia#situacao", status_code=303)
         if self.send_mails is not None and stored.notification_ids:
             try:
                 self.send_mails(stored.notification_ids)

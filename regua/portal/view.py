@@ -18,6 +18,7 @@ from billing.checkout import owed_now
 from billing.history import payment_history
 from billing.models import UNPAID, Charge, ChargeInvoice, ChargeStatus, Invoice, RefundStatus
 from billing.policy import Policy
+from billing.records import ReceiptReview, ReviewStatus
 from regua.mail import MONTH_NAMES
 
 PRODUCTS = {"platform": "Mensalidade da plataforma", "mentorship": "Mentoria"}
@@ -91,6 +92,18 @@ class InvoiceView:
 
 
 @dataclass(frozen=True)
+class ReviewView:
+    """The latest review of an unpaid invoice's receipt, as the customer is told it."""
+
+    invoice: InvoiceView
+    status: str
+    """waiting, granted (its window still runs) or rejected."""
+    sent_on: str
+    decided_on: str | None
+    verifying_until: str | None
+
+
+@dataclass(frozen=True)
 class ProductView:
     product: str
     label: str
@@ -102,6 +115,8 @@ class ProductView:
     later: list[InvoiceView]
     verifying: list[InvoiceView]
     verifying_until: str | None
+    reviews: list[ReviewView] = field(default_factory=list)
+    """Receipts sent after an invoice's window: waiting for a person, or what the person decided."""
 
     @property
     def owed_total_cents(self) -> int:
@@ -173,6 +188,7 @@ def portal_view(
             .order_by(Invoice.period_start)
         )
     )
+    reviews = _latest_reviews(session, [invoice.id for invoice in unpaid])
     products = []
     for product, state in access.items():
         mine = [invoice for invoice in unpaid if invoice.product == product]
@@ -180,6 +196,7 @@ def portal_view(
         later = [invoice for invoice in mine if invoice not in owed and is_open_at(invoice, now)]
         verifying = [invoice for invoice in mine if not is_open_at(invoice, now)]
         until = max((i.verifying_until for i in verifying if i.verifying_until), default=None)
+        told = [_review_view(reviews[i.id], i, now, calendar) for i in mine if i.id in reviews]
         products.append(
             ProductView(
                 product,
@@ -192,6 +209,7 @@ def portal_view(
                 [_invoice_view(invoice) for invoice in later],
                 [_invoice_view(invoice) for invoice in verifying],
                 day_text(calendar.local_date(until)) if until else None,
+                [review for review in told if review is not None],
             )
         )
     history = payment_history(session, account_id, calendar)
@@ -217,6 +235,34 @@ def portal_view(
         if refund.status != RefundStatus.CANCELED  # superseded by the gateway's own, or charged back
     ]
     return PortalView(account.name, products, payments, refunds)
+
+
+def _latest_reviews(session: Session, invoice_ids: list[str]) -> dict[str, ReceiptReview]:
+    latest: dict[str, ReceiptReview] = {}
+    if invoice_ids:
+        for review in session.scalars(
+            select(ReceiptReview)
+            .where(ReceiptReview.invoice_id.in_(invoice_ids))
+            .order_by(ReceiptReview.requested_at, ReceiptReview.id)
+        ):
+            latest[review.invoice_id] = review
+    return latest
+
+
+def _review_view(
+    review: ReceiptReview, invoice: Invoice, now: datetime, calendar: BillingCalendar
+) -> ReviewView | None:
+    """A grant is news while its window runs; after it, the invoice speaks for itself (open, overdue)."""
+    granted_running = review.verifying_until is not None and review.verifying_until > now
+    if review.status == ReviewStatus.GRANTED and not granted_running:
+        return None
+    return ReviewView(
+        _invoice_view(invoice),
+        review.status,
+        day_text(calendar.local_date(review.requested_at)),
+        day_text(calendar.local_date(review.decided_at)) if review.decided_at else None,
+        day_text(calendar.local_date(review.verifying_until)) if review.verifying_until else None,
+    )
 
 
 def _periods(session: Session, invoice_ids: list[str]) -> str:
