@@ -70,7 +70,9 @@ class World:
     def __init__(self, database_url: str, start: datetime) -> None:
         self.clock = FrozenClock(start)
         self.runtime: Runtime = build_runtime(test_settings(database_url), clock=self.clock)
-        sim_app = create_simulator_app("", ASAAS_TOKEN, clock=self.clock, api_key=API_KEY, timeout_delay_s=0)
+        sim_app = create_simulator_app(
+            "", ASAAS_TOKEN, clock=self.clock, api_key=API_KEY, timeout_delay_s=0, refund_delay_s=0
+        )
         self.sim: AsaasSimulator = sim_app.state.simulator
         self.webhooks = HeldWebhooks()
         self.sim.dispatcher = self.webhooks
