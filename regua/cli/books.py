@@ -53,7 +53,7 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
 
         def work(session: Session) -> Report:
             snapshot(session)
-            return check_books(session, runtime.clock.now())
+            return check_books(session, runtime.clock.now(), runtime.calendar.zone)
 
         report = runtime.read(work)
     finally:

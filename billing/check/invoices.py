@@ -1,0 +1,144 @@
+"""Invariants of invoices: one per month, paid only by a payment, and priced by the rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import aliased
+
+from billing.check import rules
+from billing.check.scope import Scope
+from billing.models import Invoice, InvoiceStatus, Payment, PaymentStatus, Subscription
+
+
+def overlapping_invoices(scope: Scope) -> Iterator[dict[str, Any]]:
+    """One invoice per subscription and month: no two invoices of a subscription cover the same day."""
+    other = aliased(Invoice)
+    query = select(Invoice.subscription_id, Invoice.id, other.id.label("other")).join(
+        other,
+        and_(
+            other.subscription_id == Invoice.subscription_id,
+            other.id > Invoice.id,
+            other.period_start <= Invoice.period_end,
+            Invoice.period_start <= other.period_end,
+        ),
+    )
+    for row in scope.session.execute(query):
+        yield {"subscription": row.subscription_id, "invoice": row.id, "other": row.other}
+
+
+def paid_without_payment(scope: Scope) -> Iterator[dict[str, Any]]:
+    """Every paid invoice is paid by a recorded, confirmed payment of the charge it names."""
+    query = (
+        select(Invoice.id, Invoice.payment_id, Invoice.charge_id, Payment.status, Payment.charge_id.label("paid_by"))
+        .outerjoin(Payment, Payment.id == Invoice.payment_id)
+        .where(
+            Invoice.status == InvoiceStatus.PAID,
+            or_(
+                Payment.id.is_(None),
+                Payment.status != PaymentStatus.CONFIRMED,
+                Invoice.charge_id.is_(None),
+                Payment.charge_id != Invoice.charge_id,
+            ),
+        )
+    )
+    for row in scope.session.execute(query):
+        yield {
+            "invoice": row.id,
+            "payment": row.payment_id,
+            "payment_status": row.status,
+            "charge": row.charge_id,
+            "payment_charge": row.paid_by,
+        }
+
+
+def paid_without_paid_at(scope: Scope) -> Iterator[dict[str, Any]]:
+    """A paid invoice says when it was paid."""
+    query = select(Invoice.id, Invoice.payment_id).where(
+        Invoice.status == InvoiceStatus.PAID, Invoice.paid_at.is_(None)
+    )
+    for row in scope.session.execute(query):
+        yield {"invoice": row.id, "payment": row.payment_id}
+
+
+def wrong_discounts(scope: Scope) -> Iterator[dict[str, Any]]:
+    """Rule 3.3: an invoice of a card_auto_debit subscription takes 5% off its subtotal, rounded half up to the
+    centavo; every other invoice takes nothing off; every total is the subtotal less the discount.
+
+    The method is the invoice's own (the subscription's when it was issued): a later change of method
+    changes no invoice already issued.
+    """
+    percent = rules.AUTO_DEBIT_PERCENT
+    # 5% half up: floor(subtotal * 5 / 100 + 1/2), in integers.
+    expected = (Invoice.subtotal_cents * (2 * percent) + 100) // 200
+    auto = Invoice.payment_method == "card_auto_debit"
+    query = select(
+        Invoice.id, Invoice.payment_method, Invoice.subtotal_cents, Invoice.discount_cents, Invoice.total_cents
+    ).where(
+        or_(
+            Invoice.total_cents != Invoice.subtotal_cents - Invoice.discount_cents,
+            and_(auto, Invoice.discount_cents != expected),
+            and_(~auto, Invoice.discount_cents != 0),
+        )
+    )
+    for row in scope.session.execute(query):
+        rule = rules.auto_debit_discount(row.subtotal_cents) if row.payment_method == "card_auto_debit" else 0
+        yield {
+            "invoice": row.id,
+            "method": row.payment_method,
+            "subtotal_cents": row.subtotal_cents,
+            "discount_cents": row.discount_cents,
+            "rule_discount_cents": rule,
+            "total_cents": row.total_cents,
+        }
+
+
+def prices_against_subscriptions(scope: Scope) -> Iterator[dict[str, Any]]:
+    """Each invoice's subtotal is its subscription's price for its period (rules 3.1, 3.2, 3.9).
+
+    Invoices keep their amounts when a subscription changes (3.10), and a subscription keeps only its
+    latest price, frequency and start: an invoice is judged only when its subscription has not changed
+    since it was issued (`updated_at` <= `issued_at`), so that the price read is the one in force when
+    it was issued. Invoices issued before a change are not decidable from the books and are left out.
+    """
+    first = (
+        select(Invoice.subscription_id, func.min(Invoice.period_start).label("first_start"))
+        .group_by(Invoice.subscription_id)
+        .subquery()
+    )
+    query = (
+        select(
+            Invoice.id,
+            Invoice.subscription_id,
+            Invoice.period_start,
+            Invoice.period_end,
+            Invoice.subtotal_cents,
+            Subscription.monthly_price_cents,
+            Subscription.frequency,
+            first.c.first_start,
+        )
+        .join(Subscription, Subscription.id == Invoice.subscription_id)
+        .join(first, first.c.subscription_id == Invoice.subscription_id)
+        .where(Subscription.updated_at <= Invoice.issued_at)
+    )
+    for row in scope.session.execute(query):
+        price, shape = rules.period_price(
+            row.period_start,
+            row.period_end,
+            row.monthly_price_cents,
+            row.frequency,
+            first=row.period_start == row.first_start,
+        )
+        if price is None or price != row.subtotal_cents:
+            yield {
+                "invoice": row.id,
+                "subscription": row.subscription_id,
+                "period": f"{row.period_start.isoformat()}..{row.period_end.isoformat()}",
+                "subtotal_cents": row.subtotal_cents,
+                "rule_subtotal_cents": price,
+                "monthly_price_cents": row.monthly_price_cents,
+                "frequency": row.frequency,
+                **({"problem": shape} if shape else {}),
+            }
