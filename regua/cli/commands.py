@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -54,8 +55,8 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_text in (("serve", "run the HTTP app"), ("dev", "everything in one process on SQLite")):
         command = commands.add_parser(name, help=help_text)
-        command.add_argument("--host", default="127.0.0.1")
-        command.add_argument("--port", type=int, default=8000)
+        command.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)")
+        command.add_argument("--port", type=int, default=8000, help="the port to listen on (default: %(default)s)")
         if name == "dev":
             command.add_argument("--smtp-port", type=int, help="the mail sink's port (default: REGUA_SMTP_URL's, 1025)")
     worker = commands.add_parser("worker", help="run Dramatiq workers for the queues (needs Redis)")
@@ -94,12 +95,14 @@ def parser() -> argparse.ArgumentParser:
     clock = commands.add_parser("clock", help="show or move the shared test clock (not in production)")
     moves = clock.add_subparsers(dest="action", required=True, metavar="ACTION")
     moves.add_parser("show", help="the clock's instant, and whether it was set")
-    moves.add_parser("set", help="set it to INSTANT, reconciling at each day boundary crossed").add_argument(
+    set_clock = moves.add_parser("set", help="set it to INSTANT, reconciling at each day boundary crossed")
+    set_clock.add_argument(
         "instant", metavar="INSTANT", help="ISO 8601; without an offset, read in REGUA_TIMEZONE (2026-12-01T00:05)"
     )
-    moves.add_parser("advance", help="move it forward by DURATION, reconciling at each day boundary").add_argument(
-        "duration", metavar="DURATION", help="6d, 36h, 90m or 1d12h"
-    )
+    advance = moves.add_parser("advance", help="move it forward by DURATION, reconciling at each day boundary")
+    advance.add_argument("duration", metavar="DURATION", help="6d, 36h, 90m or 1d12h (forward only)")
+    for move in (set_clock, advance):
+        move.add_argument("--json", action="store_true", help="print the counts of each pass as one JSON object")
     trigger = commands.add_parser("trigger", help="send a gateway's webhooks about an account's charge")
     trigger.add_argument("event", metavar="EVENT", choices=EVENTS, help=", ".join(EVENTS))
     trigger.add_argument("--account", required=True, help="the account's id")
@@ -110,9 +113,24 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+_BACKWARD_DURATION = re.compile(r"-\d\w*")
+
+
+def _durations_as_positionals(argv: Sequence[str]) -> list[str]:
+    """`clock advance -1d`: argparse would take `-1d` for an unknown option and answer with its usage;
+    moved behind `--`, it reaches the command, which says that durations go forward only."""
+    words = list(argv)
+    if words[:2] != ["clock", "advance"]:
+        return words
+    backward = [word for word in words[2:] if _BACKWARD_DURATION.fullmatch(word)]
+    if not backward or "--" in words:
+        return words
+    return [word for word in words if word not in backward] + ["--", *backward]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
+    args = parser().parse_args(_durations_as_positionals(sys.argv[1:] if argv is None else argv))
     try:
         settings = with_dev_defaults(Settings.from_env())
         configure_logging(settings)

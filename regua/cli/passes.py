@@ -19,7 +19,7 @@ from billing.shared_clock import (
     stored_instant,
 )
 from regua.assembly import build_jobs, lazy_context, worker_context
-from regua.cli.common import CommandError, command_runtime, tick_once
+from regua.cli.common import CommandError, command_runtime, library_chatter_quieted, tick_once
 from regua.runtime import Runtime
 from regua.settings import Settings
 from workers.tick import tick
@@ -57,43 +57,69 @@ def cmd_clock(settings: Settings, args: argparse.Namespace) -> int:
         raise CommandError("the shared clock is refused in production, where only the system clock exists")
     if settings.now is not None and args.action != "show":
         raise CommandError("REGUA_NOW freezes this process's clock: unset it to move the shared clock")
-    runtime = command_runtime(settings)
-    try:
-        zone = runtime.calendar.zone
-        current = runtime.clock.now()
-        if args.action == "show":
-            stored = runtime.read(stored_instant) is not None
-            state = "REGUA_NOW" if settings.now is not None else ("set" if stored else "follows the system time")
-            print(f"{runtime.calendar.local(current).isoformat()} ({state})")
-            return 0
+    if args.action == "advance" and args.duration.strip().startswith("-"):
+        raise CommandError(
+            f"durations are forward only: {args.duration} would move the clock back; "
+            "`regua clock set INSTANT` sets an earlier instant"
+        )
+    with library_chatter_quieted():
+        runtime = command_runtime(settings)
         try:
-            if args.action == "set":
-                target = parse_local_instant(args.instant, zone)
+            if args.action == "show":
+                _show(runtime)
             else:
-                target = current + parse_duration(args.duration)
-        except ValueError as error:
-            raise CommandError(str(error)) from None
-        if target < current:
-            print(f"the clock moves back from {runtime.calendar.local(current).isoformat()}: the books keep their past")
-        steps = day_boundaries(current, target, zone) if target > current else []
-        if target not in steps:
-            steps.append(target)
-        for instant in steps:
-            _store(runtime, instant)
-            if isinstance(runtime.clock, StoredClock):
-                runtime.clock.forget()
-            if settings.broker_url:
-                # the workers read the clock again within a second: a job this pass queues must not
-                # meet the instant before it (a mail claimed "in flight" at the old instant waits minutes)
-                time.sleep(CLOCK_SEEN_AFTER_S)
-                report = tick(worker_context(runtime), build_jobs(settings, lazy_context(settings)), instant)
-            else:
-                report = tick_once(runtime, instant)
-            done = ", ".join(f"{name} {count}" for name, count in report.as_dict().items() if count)
-            print(f"{runtime.calendar.local(instant).isoformat()}  {done or 'nothing to do'}", flush=True)
-    finally:
-        runtime.close()
+                _move(runtime, args)
+        finally:
+            runtime.close()
     return 0
+
+
+def _show(runtime: Runtime) -> None:
+    stored = runtime.read(stored_instant) is not None
+    state = "REGUA_NOW" if runtime.settings.now is not None else ("set" if stored else "follows the system time")
+    print(f"{runtime.calendar.local(runtime.clock.now()).isoformat()} ({state})")
+
+
+def _move(runtime: Runtime, args: argparse.Namespace) -> None:
+    """Store each day boundary crossed and the instant reached, reconciling at each: printed as it goes,
+    or, with --json, as one object once done."""
+    settings, calendar = runtime.settings, runtime.calendar
+    current = runtime.clock.now()
+    try:
+        if args.action == "set":
+            target = parse_local_instant(args.instant, calendar.zone)
+        else:
+            target = current + parse_duration(args.duration)
+    except ValueError as error:
+        raise CommandError(str(error)) from None
+    if target < current:
+        print(
+            f"the clock moves back from {calendar.local(current).isoformat()}: the books keep their past",
+            file=sys.stderr if args.json else sys.stdout,
+        )
+    steps = day_boundaries(current, target, calendar.zone) if target > current else []
+    if target not in steps:
+        steps.append(target)
+    passes: list[dict[str, object]] = []
+    for instant in steps:
+        _store(runtime, instant)
+        if isinstance(runtime.clock, StoredClock):
+            runtime.clock.forget()
+        if settings.broker_url:
+            # the workers read the clock again within a second: a job this pass queues must not
+            # meet the instant before it (a mail claimed "in flight" at the old instant waits minutes)
+            time.sleep(CLOCK_SEEN_AFTER_S)
+            report = tick(worker_context(runtime), build_jobs(settings, lazy_context(settings)), instant)
+        else:
+            report = tick_once(runtime, instant)
+        counts = report.as_dict()
+        passes.append({"at": calendar.local(instant).isoformat(), "counts": counts})
+        if not args.json:
+            done = ", ".join(f"{name} {count}" for name, count in counts.items() if count)
+            print(f"{calendar.local(instant).isoformat()}  {done or 'nothing to do'}", flush=True)
+    if args.json:
+        moved = {"from": calendar.local(current).isoformat(), "to": calendar.local(target).isoformat()}
+        print(json.dumps({**moved, "passes": passes}))
 
 
 def _store(runtime: Runtime, instant: datetime) -> None:
