@@ -14,8 +14,9 @@ $(BIN)/regua: requirements.lock pyproject.toml
 
 install: $(BIN)/regua
 
+dev: PORT ?= 8000
 dev: install
-	$(BIN)/regua dev
+	$(BIN)/regua dev --port $(PORT)
 
 lint: install
 	$(BIN)/ruff check .

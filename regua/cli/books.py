@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from billing.accounts import get_account
 from billing.check import Report, check_books, snapshot
 from billing.errors import BillingError, NotFound
-from billing.models import Refund
+from billing.models import Account, Refund
 from billing.refunds import mark_refund_done, refunds_by_hand
 from regua.assembly import build_jobs, build_providers, lazy_context
 from regua.cli.common import CommandError, command_runtime
@@ -137,6 +137,8 @@ def cmd_receipts(settings: Settings, args: argparse.Namespace) -> int:
 
     runtime = command_runtime(settings)
     try:
+        if args.account and runtime.read(lambda session: session.get(Account, args.account)) is None:
+            raise CommandError(f"no account {args.account}: no receipts to list")
         query = (
             select(Receipt, Invoice.status)
             .join(Invoice, Invoice.id == Receipt.invoice_id)

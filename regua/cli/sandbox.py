@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from regua.cli.common import CommandError, command_runtime
+from regua.cli.common import CommandError, command_runtime, library_chatter_quieted
 from regua.runtime import Runtime
 from regua.settings import Settings
 
@@ -20,16 +20,16 @@ def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
 
     if settings.production:
         raise CommandError("`regua trigger` sends test webhooks: it is refused in production")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the trigger prints what it sends itself
-    runtime = command_runtime(settings)
-    trigger = Trigger(runtime, args.url or settings.public_url)
-    try:
-        trigger.run(args.event, args.account, args.product)
-    except TriggerError as error:
-        raise CommandError(str(error)) from None
-    finally:
-        trigger.close()
-        runtime.close()
+    with library_chatter_quieted():  # the trigger prints what it sends itself
+        runtime = command_runtime(settings)
+        trigger = Trigger(runtime, args.url or settings.public_url)
+        try:
+            trigger.run(args.event, args.account, args.product)
+        except TriggerError as error:
+            raise CommandError(str(error)) from None
+        finally:
+            trigger.close()
+            runtime.close()
     return 0
 
 

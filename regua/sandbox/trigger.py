@@ -20,7 +20,7 @@ from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 from standardwebhooks.webhooks import Webhook
 
-from billing.models import Charge, ChargeStatus, Invoice, Subscription
+from billing.models import Account, Charge, ChargeStatus, Invoice, Subscription
 from regua.gateway.asaas import encode_json, money
 from regua.runtime import Runtime
 
@@ -94,6 +94,9 @@ class Trigger:
     def run(self, event: str, account_id: str, product: str | None) -> None:
         if event not in EVENTS:
             raise TriggerError(f"unknown event {event!r}: one of {', '.join(EVENTS)}")
+        if self.runtime.read(lambda s: s.get(Account, account_id)) is None:
+            raise TriggerError(f"no account {account_id}: nothing sent (the product creates it: PUT /api/accounts/ID)")
+        self._check_target()
         if event in _NEEDS_PAID:
             charge = self.runtime.read(lambda s: _charge(s, account_id, product, (ChargeStatus.CONFIRMED,)))
             if charge is None:
@@ -169,6 +172,17 @@ class Trigger:
 
     # -- how they are sent
 
+    def _check_target(self) -> None:
+        """The regua the webhooks are for must answer before anything is asked of the gateway: a refund
+        made at the simulator whose webhook reaches nobody is a change nobody sees."""
+        url = f"{self.url}/healthz"
+        try:
+            answer = self.http.get(url, timeout=5)
+        except httpx.HTTPError as error:
+            raise TriggerError(f"no regua answers at {self.url} (GET /healthz: {error}): nothing sent") from None
+        if answer.status_code != 200:
+            raise TriggerError(f"{url} answered {answer.status_code}, not 200: nothing sent")
+
     def _pays_by_card(self, account_id: str, product: str | None) -> bool:
         found = self.runtime.read(lambda s: _subscription(s, account_id, product))
         return found is not None and _CHECKOUT_METHOD[found[1]] == "card"
@@ -181,6 +195,7 @@ class Trigger:
         body: dict[str, Any] = {"product": product_name, "method": _CHECKOUT_METHOD[payment_method]}
         if body["method"] == "card":
             body["card_token"] = card_token or saved_token or "tok_ok"
+            body["remote_ip"] = "203.0.113.1"  # the customer's, as a product sends it (a documentation range)
         headers = (
             {"Authorization": f"Bearer {self.runtime.settings.api_token}"} if self.runtime.settings.api_token else {}
         )
