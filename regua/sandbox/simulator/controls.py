@@ -91,21 +91,26 @@ def chargeback_dispute(sim: Ledger, payment: Payment, _body: Mapping[str, Any]) 
     sim.emit("PAYMENT_CHARGEBACK_DISPUTE", payment)
 
 
+def _open_chargeback(payment: Payment) -> Chargeback:
+    """The chargeback still being decided (REQUESTED or IN_DISPUTE), or a 409."""
+    if payment.status not in CHARGED_BACK or payment.chargeback is None or payment.chargeback.status == "DONE":
+        raise SimulatorError(409, "invalid_action", f"Payment {payment.id} has no open chargeback.")
+    return payment.chargeback
+
+
 def chargeback_won(sim: Ledger, payment: Payment, _body: Mapping[str, Any]) -> None:
-    _refuse_unless(payment, CHARGED_BACK)
-    assert payment.chargeback is not None
+    chargeback = _open_chargeback(payment)
     payment.status = "AWAITING_CHARGEBACK_REVERSAL"
     sim.emit("PAYMENT_AWAITING_CHARGEBACK_REVERSAL", payment)
-    payment.chargeback.status = "REVERSED"
+    chargeback.status = "REVERSED"
     payment.status_before = None
     payment.receive(payment.payment_date or sim.today())
     sim.emit("PAYMENT_RECEIVED", payment)
 
 
 def chargeback_lost(sim: Ledger, payment: Payment, _body: Mapping[str, Any]) -> None:
-    _refuse_unless(payment, CHARGED_BACK)
-    assert payment.chargeback is not None
-    payment.status, payment.chargeback.status = "CHARGEBACK_REQUESTED", "DONE"
+    chargeback = _open_chargeback(payment)
+    payment.status, chargeback.status = "CHARGEBACK_REQUESTED", "DONE"
     sim.emit("PAYMENT_CHARGEBACK_DISPUTE", payment)
 
 
