@@ -35,6 +35,8 @@ class FakeAsaas:
     router: respx.MockRouter
     payments: dict[str, dict[str, Any]] = field(default_factory=dict)
     customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refund_status: str = "DONE"
+    """The status Asaas gives the next refunds it accepts (PENDING, AWAITING_..., DONE)."""
     next_create: list[Any] = field(default_factory=list)
     """Answers (or exceptions) for the next POSTs; an empty list creates the payment."""
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -62,6 +64,14 @@ class FakeAsaas:
 
     def by_reference(self, reference: str) -> list[dict[str, Any]]:
         return [p for p in self.payments.values() if p["externalReference"] == reference and not p.get("deleted")]
+
+    def set_refund_status(self, payment_id: str, status: str) -> None:
+        """Asaas moves the payment's newest refund on (DONE, CANCELLED); a payment refunded whole is REFUNDED."""
+        payment = self.payments[payment_id]
+        payment["refunds"][-1]["status"] = status
+        done = [item for item in payment["refunds"] if item["status"] == "DONE"]
+        if sum(item["value"] for item in done) >= payment["value"]:
+            payment["status"] = "REFUNDED"
 
     def sent(self) -> list[dict[str, Any]]:
         return [json.loads(call.request.content) for call in self.create.calls]
@@ -110,8 +120,9 @@ class FakeAsaas:
         assert payment is not None
         body = json.loads(request.content or b"{}")
         value = body.get("value", payment["value"])
-        payment["refunds"] = [*(payment.get("refunds") or []), {"status": "DONE", "value": value}]
-        if sum(item["value"] for item in payment["refunds"]) >= payment["value"]:
+        payment["refunds"] = [*(payment.get("refunds") or []), {"status": self.refund_status, "value": value}]
+        done = [item for item in payment["refunds"] if item["status"] == "DONE"]
+        if sum(item["value"] for item in done) >= payment["value"]:
             payment["status"] = "REFUNDED"
         return httpx.Response(200, json=payment)
 
