@@ -35,6 +35,7 @@ PAYMENT_STATUSES = {
     "duplicate": "Pagamento em duplicidade",
     "refunded": "Reembolsado",
     "chargeback": "Contestado no cartão",
+    "undone": "Recebimento em dinheiro desfeito",
 }
 REFUND_REASONS = {
     "duplicate": "Pagamento em duplicidade",
@@ -42,7 +43,7 @@ REFUND_REASONS = {
     "amount_mismatch": "Valor diferente do cobrado",
     "gateway": "Reembolso",
 }
-REFUND_STATUSES = {"owed": "Em andamento", "done": "Concluído"}
+REFUND_STATUSES = {"owed": "Em andamento", "pending": "Em processamento no banco", "done": "Concluído"}
 
 
 def day_text(day: date) -> str:
