@@ -7,13 +7,21 @@ of tests/mutation that the rest of the fast suite let live.
 
 from __future__ import annotations
 
-from datetime import timedelta
+import json
+from collections.abc import Callable
+from datetime import date, timedelta
+from typing import Any
 
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock, parse_instant
-from regua.cli import tick_once
+from billing.models import Invoice, Refund, new_id
+from regua.cli import main, tick_once
 from regua.runtime import Runtime
+from regua.settings import Settings
 from tests.integration.conftest import Api, subscription
 from tests.integration.test_webhook_settlement import (  # noqa: F401  (fixtures)
     blocked_invoice,
@@ -61,3 +69,82 @@ def test_a_second_payment_for_a_paid_month_is_owed_back_even_when_the_next_month
         (PRICE, "duplicate"),
     ]
     assert [(r["amount_cents"], r["reason"]) for r in history["refunds"]] == [(PRICE, "duplicate")]
+
+
+# -- `regua check`: each invariant names the corruption it exists for
+
+
+def check_counts(
+    runtime: Runtime, settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Any:
+    """`regua check --json` on the test's database at the test's instant: the count of each invariant."""
+    monkeypatch.setenv("REGUA_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("REGUA_ENV", "test")
+    monkeypatch.setenv("REGUA_NOW", runtime.clock.now().isoformat())
+    capsys.readouterr()
+    code = main(["check", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == (0 if report["clean"] else 1)
+    return report["counts"]
+
+
+def _a_second_invoice_over_the_end_of_a_month(session: Session) -> None:
+    january = session.scalars(select(Invoice).where(Invoice.period_start == date(2027, 1, 1))).one()
+    copy = Invoice(**{column.key: getattr(january, column.key) for column in Invoice.__table__.columns})
+    copy.id, copy.period_start, copy.due_date = new_id("inv"), date(2027, 1, 15), date(2027, 1, 15)
+    session.add(copy)
+
+
+def _a_month_marked_paid_by_hand(session: Session) -> None:
+    session.execute(
+        update(Invoice).where(Invoice.period_start == date(2027, 1, 1)).values(status="paid", paid_at=JANUARY_1)
+    )
+
+
+def _a_gateway_refund_left_owed(session: Session) -> None:
+    session.execute(update(Refund).where(Refund.reason == "gateway").values(status="owed"))
+
+
+CORRUPTIONS: dict[str, tuple[Callable[[Session], None], str]] = {
+    "a second invoice over the end of a month": (
+        _a_second_invoice_over_the_end_of_a_month,
+        "invoice_twice_for_a_month",
+    ),
+    "a month marked paid by hand": (_a_month_marked_paid_by_hand, "paid_invoice_without_payment"),
+    "a refund the gateway made left owed": (_a_gateway_refund_left_owed, "gateway_refund_not_made"),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_regua_check_names_the_invariant_each_corruption_breaks(
+    client: TestClient,
+    runtime: Runtime,
+    settings: Settings,
+    clock: FrozenClock,
+    jobs: Jobs,
+    blocked_invoice: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    corruption: str,
+) -> None:
+    """Books lived in (December paid late, part of it given back by the gateway, January issued), then one
+    thing changed with SQL: the check, clean before, names the invariant that rules the change out."""
+    charge_id = charge_for(runtime, [blocked_invoice])
+    deliver_standard(client, clock, "payment.confirmed", charge_id, "msg_paid", payment_id="gw_paid")
+    deliver_standard(
+        client,
+        clock,
+        "payment.refunded",
+        charge_id,
+        "msg_part",
+        payment_id="gw_paid",
+        refund_id="rf_1",
+        amount_cents=5000,
+    )
+    settle_jobs(jobs, runtime)
+    clock.set(JANUARY_1)
+    tick_once(runtime)
+    corrupt, invariant = CORRUPTIONS[corruption]
+    assert check_counts(runtime, settings, monkeypatch, capsys)[invariant] == 0
+    runtime.transaction(corrupt)
+    assert check_counts(runtime, settings, monkeypatch, capsys)[invariant] >= 1
