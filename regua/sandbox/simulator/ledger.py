@@ -189,6 +189,7 @@ class AsaasSimulator:
                     description=request.describe(number),
                     installment=request.installment_id,
                     installment_number=number if request.installment_id else None,
+                    terms=request.terms,
                 )
                 for number, (value_cents, fee_cents) in enumerate(zip(request.split(), request.fees(), strict=True), 1)
             ]

@@ -37,6 +37,11 @@ CARD_CREDIT_DAYS = 32
 FIXED_FEE_CENTS = 199
 CARD_FIXED_FEE_CENTS = 49
 CARD_FEE_BASIS_POINTS = ((1, 299), (6, 349), (21, 399))
+NO_TERMS: dict[str, dict[str, object]] = {
+    "discount": {"value": 0, "limitDate": None, "dueDateLimitDays": 0, "type": "FIXED"},
+    "fine": {"value": 0, "type": "FIXED"},
+    "interest": {"value": 0, "type": "PERCENTAGE"},
+}
 
 
 @dataclass
@@ -92,6 +97,7 @@ class Payment:
     refunds: list[Refund] = field(default_factory=list)
     chargeback: Chargeback | None = None
     status_before: str | None = None  # what a refund request or a chargeback interrupted
+    terms: dict[str, dict[str, object]] = field(default_factory=dict)  # discount, fine, interest as asked for
 
     @property
     def refunded_cents(self) -> int:
@@ -118,6 +124,7 @@ class Payment:
 
     def to_json(self) -> dict[str, object]:
         card = self.billing_type == "CREDIT_CARD"
+        receipt = self.invoice_url.replace("/i/", "/comprovantes/") if self.client_payment_date else None
         body: dict[str, object] = {"object": "payment", "id": self.id, "dateCreated": self.created.isoformat()}
         body["customer"] = self.customer
         if self.installment is not None:
@@ -153,14 +160,12 @@ class Payment:
             "anticipable": False,
             "creditDate": iso(self.credit_date),
             "estimatedCreditDate": iso(self.credit_date),
-            "transactionReceiptUrl": None,
+            "transactionReceiptUrl": receipt,
             "nossoNumero": self.nosso_numero if self.is_boleto else None,
             "bankSlipUrl": self.invoice_url.replace("/i/", "/b/pdf/") if self.is_boleto else None,
             "lastInvoiceViewedDate": None,
             "lastBankSlipViewedDate": None,
-            "discount": {"value": 0, "limitDate": None, "dueDateLimitDays": 0, "type": "FIXED"},
-            "fine": {"value": 0, "type": "FIXED"},
-            "interest": {"value": 0, "type": "PERCENTAGE"},
+            **(NO_TERMS | self.terms),
             "postalService": False,
             "escrow": None,
             "refunds": [refund.to_json() for refund in self.refunds] or None,
@@ -182,6 +187,7 @@ class CreateRequest:
     description: str | None
     installments: int
     installment_id: str | None
+    terms: dict[str, dict[str, object]]
 
     @classmethod
     def parse(cls, body: Mapping[str, Any]) -> CreateRequest:
@@ -214,6 +220,7 @@ class CreateRequest:
             description=description if isinstance(description, str) and description else None,
             installments=installments,
             installment_id=str(uuid.uuid4()) if installments > 1 else None,
+            terms=_terms(body),
         )
 
     def split(self) -> list[int]:
@@ -234,6 +241,19 @@ class CreateRequest:
         if self.installments == 1:
             return self.description
         return f"Parcela {number} de {self.installments}." + (f" {self.description}" if self.description else "")
+
+
+def _terms(body: Mapping[str, Any]) -> dict[str, dict[str, object]]:
+    """The discount, fine and interest asked for, written back as Asaas does (interest is always a
+    monthly percentage; a discount's limit is counted in days before the due date)."""
+    terms: dict[str, dict[str, object]] = {}
+    for name, default in NO_TERMS.items():
+        given = body.get(name)
+        if isinstance(given, Mapping):
+            terms[name] = {key: given.get(key, value) or value for key, value in default.items()}
+            if name == "interest":
+                terms[name]["type"] = "PERCENTAGE"
+    return terms
 
 
 class Ledger(Protocol):
