@@ -12,7 +12,7 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock, parse_instant
-from billing.models import Block, Invoice
+from billing.models import Block, Invoice, Notification
 from billing.records import OpsAction, Receipt, ReceiptReview
 from regua.cli import tick_once
 from regua.portal.tokens import PortalTokens
@@ -200,6 +200,11 @@ def test_a_named_person_grants_a_new_window_from_the_grant_with_the_note_logged(
     assert "até 17/12/2026" in page
     assert CHECKED_BY_A_PERSON not in page
     assert f'data-review="{review.id}"' not in client.get("/ops/person", headers=basic()).text
+
+    tick_once(runtime)  # the customer is told the block is lifted, and until when
+    told = runtime.read(lambda s: list(s.scalars(select(Notification).where(Notification.kind == "account_unblocked"))))
+    # one for the first receipt's window, one for the window granted
+    assert sorted(n.context.get("verifying_until") for n in told) == ["2026-12-11", "2026-12-17"]
 
     clock.set(local("2026-12-17T16:30"))
     tick_once(runtime)
