@@ -91,6 +91,7 @@ def populate(engine: Engine, count: int, *, contacts: bool = False) -> float:
                         "frequency": "monthly",
                         "payment_method": "card_auto_debit",
                         "card_token": "tok_ok",
+                        "remote_ip": "203.0.113.10",
                         "installments": 1,
                         "starts_on": date(2026, 12, 1),
                         "created_at": created,

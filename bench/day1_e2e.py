@@ -241,6 +241,7 @@ def payment_body(number: int) -> bytes:
             "dueDate": DUE,
             "externalReference": f"bench_{number:07d}",
             "creditCardToken": "tok_ok",
+            "remoteIp": "203.0.113.10",
             "value": 209.9,
             "description": "Mensalidade 12/2026",
         }

@@ -16,6 +16,8 @@ from billing.calendar import BillingCalendar, Frequency
 from billing.documents import normalize_document
 from billing.errors import InvalidInput, NotFound
 from billing.models import Account, Contact, PaymentMethod, Product, Subscription, new_id
+from billing.remote_ip import FIELD as REMOTE_IP
+from billing.remote_ip import read_remote_ip
 
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EMAIL = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+")
@@ -88,6 +90,8 @@ class SubscriptionInput:
     frequency: Frequency
     payment_method: PaymentMethod
     card_token: str | None
+    remote_ip: str | None
+    """The customer's IP when they gave `card_token`; see `card_and_ip` for when it may be left out."""
     installments: int
     starts_on: date | None
 
@@ -98,6 +102,7 @@ class SubscriptionInput:
         frequency = Frequency(v.choice(payload, "frequency", FREQUENCIES))
         method = PaymentMethod(v.choice(payload, "payment_method", METHODS))
         card_token = v.text(payload, "card_token", required=False)
+        remote_ip = read_remote_ip(payload)
         installments = v.integer(payload, "installments", required=False, minimum=1, maximum=12, default=1)
         assert plan is not None
         assert price is not None
@@ -106,6 +111,8 @@ class SubscriptionInput:
             raise InvalidInput("payment_method", "card_auto_debit exists for monthly subscriptions only")
         if method is PaymentMethod.CARD_AUTO_DEBIT and not card_token:
             raise InvalidInput("card_token", "is required for card_auto_debit")
+        if remote_ip is not None and not card_token:
+            raise InvalidInput(REMOTE_IP, "is the IP a card_token was given from: send it with the card_token")
         if installments > 1 and (method is not PaymentMethod.CARD or frequency is Frequency.MONTHLY):
             raise InvalidInput("installments", "more than 1 only for a prepaid subscription paid by card")
         return cls(
@@ -115,6 +122,7 @@ class SubscriptionInput:
             frequency=frequency,
             payment_method=method,
             card_token=card_token,
+            remote_ip=remote_ip,
             installments=installments,
             starts_on=v.day(payload, "starts_on", required=False),
         )
@@ -178,6 +186,7 @@ def upsert_subscription(
         select(Subscription).where(Subscription.account_id == account.id, Subscription.product == checked)
     )
     created = subscription is None
+    card_token, remote_ip = card_and_ip(subscription, data)
     if subscription is None:
         subscription = Subscription(
             id=new_id("sub"),
@@ -194,8 +203,24 @@ def upsert_subscription(
     subscription.monthly_price_cents = data.monthly_price_cents
     subscription.frequency = data.frequency.value
     subscription.payment_method = data.payment_method.value
-    subscription.card_token = data.card_token
+    subscription.card_token, subscription.remote_ip = card_token, remote_ip
     subscription.installments = data.installments
     subscription.updated_at = now
     session.flush()
     return subscription, created
+
+
+def card_and_ip(current: Subscription | None, data: SubscriptionInput) -> tuple[str | None, str | None]:
+    """The card a subscription keeps and the IP it came with: the IP belongs to the card.
+
+    A new card needs the customer's IP (Asaas refuses a card charge without it, and the server's own IP
+    must never stand in). The card already saved, sent again without an IP (a plan changed by the product's
+    back office, with no customer at hand), keeps the IP it came with, or its lack of one.
+    """
+    if not data.card_token:
+        return None, None
+    if data.remote_ip is not None:
+        return data.card_token, data.remote_ip
+    if current is not None and current.card_token == data.card_token:
+        return current.card_token, current.remote_ip
+    raise InvalidInput(REMOTE_IP, "is required with a new card_token: the customer's IP when they gave the card")

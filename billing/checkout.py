@@ -41,6 +41,8 @@ from billing.models import (
     Product,
 )
 from billing.ports import Books, Gateway, ManualCharge, PaymentNotFound
+from billing.remote_ip import FIELD as REMOTE_IP
+from billing.remote_ip import read_remote_ip
 from billing.settlement import lock_charge, open_charge
 
 METHODS = ("pix", "boleto", "card")
@@ -53,6 +55,8 @@ class CheckoutRequest:
     method: str
     card_token: str | None
     installments: int
+    remote_ip: str | None = None
+    """The customer's IP: required with a card token (Asaas's remoteIp), sent with any card payment when known."""
 
     @property
     def card_page(self) -> bool:
@@ -65,12 +69,17 @@ class CheckoutRequest:
         method = v.choice(payload, "method", METHODS)
         card_token = v.text(payload, "card_token", required=False)
         installments = v.integer(payload, "installments", required=False, minimum=1, maximum=12, default=1)
+        remote_ip = read_remote_ip(payload)
         assert installments is not None
         if method != "card" and card_token is not None:
             raise InvalidInput("card_token", "only a card checkout takes a card token")
         if method != "card" and installments > 1:
             raise InvalidInput("installments", "only a card payment is split in installments")
-        return cls(product, method, card_token, installments)
+        if method != "card" and remote_ip is not None:
+            raise InvalidInput(REMOTE_IP, "only a card checkout takes the customer's IP")
+        if card_token is not None and remote_ip is None:
+            raise InvalidInput(REMOTE_IP, "is required with a card_token: the customer's IP, never the server's")
+        return cls(product, method, card_token, installments, remote_ip)
 
 
 @dataclass(frozen=True)
@@ -197,7 +206,9 @@ def checkout(books: Books, gateway: Gateway, account_id: str, request: CheckoutR
             # Already at the gateway (in flight or awaiting it): answered as it stands, never sent twice.
             in_flight = CardResult(reuse.charge_id, ChargeOutcome.IN_FLIGHT, ChargeStatus.PENDING.value)
             return _result(books, reuse.charge_id, created=False, card=in_flight)
-        card = make_card_charge(books, gateway, reuse.charge_id, card_token=request.card_token)
+        card = make_card_charge(
+            books, gateway, reuse.charge_id, card_token=request.card_token, remote_ip=request.remote_ip
+        )
         return _result(books, reuse.charge_id, created=False, card=card)
 
     def open_new(session: Session) -> tuple[str, ManualCharge | str | None]:
@@ -211,7 +222,7 @@ def checkout(books: Books, gateway: Gateway, account_id: str, request: CheckoutR
 
     charge_id, claim = books.transaction(open_new)
     if request.method == "card" and not request.card_page:
-        card = make_card_charge(books, gateway, charge_id, card_token=request.card_token)
+        card = make_card_charge(books, gateway, charge_id, card_token=request.card_token, remote_ip=request.remote_ip)
         return _result(books, charge_id, created=True, card=card)
     if not isinstance(claim, ManualCharge):
         raise Conflict(f"the charge could not be created: {claim}")

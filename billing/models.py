@@ -123,6 +123,8 @@ class Subscription(Base):
     frequency: Mapped[str] = mapped_column(String(16))
     payment_method: Mapped[str] = mapped_column(String(16))
     card_token: Mapped[str | None] = mapped_column(String(200))
+    remote_ip: Mapped[str | None] = mapped_column(String(45))
+    """The customer's IP when they gave `card_token` (Asaas's remoteIp, sent with every charge of that card)."""
     installments: Mapped[int] = mapped_column(default=1)
     starts_on: Mapped[date] = mapped_column(Date)
     created_at: Mapped[datetime]

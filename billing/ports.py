@@ -3,6 +3,7 @@ the source of a gateway's payment; plain data and Protocols, no I/O. The applica
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -83,6 +84,8 @@ class CardCharge:
     amount_cents: int
     due_date: date
     card_token: str
+    remote_ip: str
+    """The customer's IP when they gave this card (Asaas's remoteIp): never the server's, never left out."""
     installments: int = 1
     description: str = ""
     first_contact: bool = False
@@ -93,6 +96,7 @@ class CardCharge:
         _check_charge(self.charge_id, self.customer_id, self.amount_cents)
         if not self.card_token:
             raise ValueError("a card charge needs the saved card's token")
+        ipaddress.ip_address(self.remote_ip)  # a ValueError names what is not an IP
         if not 1 <= self.installments <= 12:
             raise ValueError(f"installments must be 1 to 12, not {self.installments}")
 

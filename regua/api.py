@@ -144,6 +144,7 @@ def subscription_json(subscription: Subscription) -> dict[str, Any]:
         "installments": subscription.installments,
         "starts_on": subscription.starts_on.isoformat(),
         "has_card_token": bool(subscription.card_token),
+        "remote_ip": subscription.remote_ip,
     }
 
 

@@ -24,6 +24,7 @@ from billing.models import (
     Subscription,
 )
 from billing.ports import Books, CardCharge, CardDeclined, Gateway, GatewayPayment, GatewayRejected
+from billing.remote_ip import MISSING_DECLINE
 from billing.settlement import (
     ConfirmedPayment,
     lock_charge,
@@ -71,9 +72,19 @@ def cancel_unchargeable(charge: Charge) -> None:
 
 
 def claim_card_charge(
-    session: Session, charge_id: str, now: datetime, calendar: BillingCalendar, card_token: str | None = None
+    session: Session,
+    charge_id: str,
+    now: datetime,
+    calendar: BillingCalendar,
+    card_token: str | None = None,
+    remote_ip: str | None = None,
 ) -> CardCharge | CardResult:
-    """Lock a pending card charge and take its lease; or say why it must not be sent now."""
+    """Lock a pending card charge and take its lease; or say why it must not be sent now.
+
+    The card is the one given (a checkout's, with the customer's IP) or else the subscription's, with the IP
+    it was saved with. A card without an IP is never sent: Asaas requires the buyer's IP and the server's
+    must not stand in, so it is declined hard here (`remote_ip_missing`), as a stolen card would be.
+    """
     charge = lock_charge(session, charge_id)
     if charge.method != "card":
         return CardResult(charge_id, ChargeOutcome.NOT_A_CARD_CHARGE, charge.status)
@@ -89,15 +100,22 @@ def claim_card_charge(
         return CardResult(charge_id, ChargeOutcome.NOTHING_TO_CHARGE, charge.status)
     account = session.get(Account, charge.account_id)
     assert account is not None
-    token = card_token or session.scalar(
-        select(Subscription.card_token).where(
-            Subscription.account_id == charge.account_id, Subscription.product == charge.product
-        )
-    )
+    token, ip = card_token, remote_ip
+    if not token:
+        saved = session.execute(
+            select(Subscription.card_token, Subscription.remote_ip).where(
+                Subscription.account_id == charge.account_id, Subscription.product == charge.product
+            )
+        ).first()
+        token, ip = (saved.card_token, saved.remote_ip) if saved is not None else (None, None)
     if not account.gateway_customer_id or not token:
         reason = "no_gateway_customer" if not account.gateway_customer_id else "no_card_token"
         take_lease(session, charge, now, card_ref=card_ref(token))
         return fail(session, charge, Decline(False, reason, f"the account has no {reason[3:]}"), now)
+    if not ip:
+        take_lease(session, charge, now, card_ref=card_ref(token))
+        missing = Decline(True, MISSING_DECLINE, "the card was saved without the customer's IP: not sent")
+        return fail(session, charge, missing, now)
     first_contact = not was_sent(charge)
     take_lease(session, charge, now, card_ref=card_ref(token))
     return CardCharge(
@@ -106,6 +124,7 @@ def claim_card_charge(
         amount_cents=charge.amount_cents,
         due_date=calendar.local_date(now),
         card_token=token,
+        remote_ip=ip,
         installments=charge.installments,
         description=describe(invoices),
         first_contact=first_contact,
@@ -149,8 +168,12 @@ def record_gateway_answer(
     return CardResult(charge_id, ChargeOutcome.AWAITING_GATEWAY, charge.status)
 
 
-def make_card_charge(books: Books, gateway: Gateway, charge_id: str, *, card_token: str | None = None) -> CardResult:
+def make_card_charge(
+    books: Books, gateway: Gateway, charge_id: str, *, card_token: str | None = None, remote_ip: str | None = None
+) -> CardResult:
     """Charge a pending card charge once: claim, ask the gateway, record. Safe to run twice.
+
+    `card_token` and `remote_ip` come together (a checkout's card); without them, the subscription's card.
 
     An account without a gateway customer gets one first (looked up by the account id, so never two).
     A decline fails the charge (its class kept on the attempt for the planner); GatewayUnavailable is
@@ -161,7 +184,7 @@ def make_card_charge(books: Books, gateway: Gateway, charge_id: str, *, card_tok
     if found is not None and found.gateway_customer_id is None:
         ensure_gateway_customer(books, gateway, found.account_id)
     claim = books.transaction(
-        lambda session: claim_card_charge(session, charge_id, books.clock.now(), books.calendar, card_token)
+        lambda session: claim_card_charge(session, charge_id, books.clock.now(), books.calendar, card_token, remote_ip)
     )
     if isinstance(claim, CardResult):
         return claim

@@ -160,7 +160,6 @@ class AsaasGateway:
         backoff: Callable[[int], float] = default_backoff,
         sleep: Callable[[float], None] = time.sleep,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
-        remote_ip: str | None = None,
         user_agent: str = "regua",
     ) -> None:
         if max_attempts < 1:
@@ -174,7 +173,6 @@ class AsaasGateway:
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._sleep = sleep
-        self._remote_ip = remote_ip
 
     def close(self) -> None:
         if self._owns_client:
@@ -234,6 +232,8 @@ class AsaasGateway:
             "dueDate": charge.due_date.isoformat(),
             "externalReference": charge.charge_id,
             "creditCardToken": charge.card_token,
+            # Required by Asaas with a card: the buyer's IP, kept with the card (the server's must never be sent).
+            "remoteIp": charge.remote_ip,
         }
         if charge.installments == 1:
             fields["value"] = money(charge.amount_cents)
@@ -243,8 +243,6 @@ class AsaasGateway:
             fields["totalValue"] = money(charge.amount_cents)
         if charge.description:
             fields["description"] = charge.description
-        if self._remote_ip:
-            fields["remoteIp"] = self._remote_ip
         return self._create(charge.charge_id, encode_json(fields), self._read_card_answer, charge.first_contact)
 
     def create_manual_charge(self, charge: ManualCharge) -> tuple[GatewayPayment, PixCode | BoletoCode | None]:

@@ -64,7 +64,7 @@ def cast(year: int) -> list[Role]:
             "11.222.333/0001-81",
             "ana@padaria.example",
             "platform",
-            plan("card_auto_debit", card_token="tok_ok"),
+            plan("card_auto_debit", card_token="tok_ok", remote_ip="203.0.113.21"),
             "auto-debit card, paid on day 1 with 5% off",
         ),
         Role(
@@ -73,7 +73,7 @@ def cast(year: int) -> list[Role]:
             "529.982.247-25",
             "ze@oficina.example",
             "platform",
-            plan("card_auto_debit", card_token="tok_soft_decline"),
+            plan("card_auto_debit", card_token="tok_soft_decline", remote_ip="203.0.113.22"),
             "card declined on day 1, a new card passes on the day-3 retry",
         ),
         Role(
@@ -140,7 +140,7 @@ def script(year: int, zone: ZoneInfo) -> list[Scene]:
 
     def new_card(stage: Stage) -> None:
         role = next(role for role in cast(year) if role.account_id == "oficina-do-ze")
-        body = {**role.subscription, "card_token": "tok_ok"}
+        body = {**role.subscription, "card_token": "tok_ok", "remote_ip": "203.0.113.23"}
         stage.call("PUT", "/api/accounts/oficina-do-ze/subscriptions/platform", json=body)
 
     def pix_twice(stage: Stage) -> None:

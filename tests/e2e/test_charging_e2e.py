@@ -55,6 +55,7 @@ def test_a_day_one_tick_charges_the_saved_card_through_the_gateway_and_the_invoi
         "frequency": "monthly",
         "payment_method": "card_auto_debit",
         "card_token": "tok_ok",
+        "remote_ip": "203.0.113.10",
         "starts_on": first.isoformat(),
     }
     response = httpx.put(f"{base}/api/accounts/padaria/subscriptions/platform", json=subscription, headers=API)

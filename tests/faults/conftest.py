@@ -186,7 +186,7 @@ class Stack:
                 "starts_on": first.isoformat(),
             }
             if token is not None:
-                subscription["card_token"] = token
+                subscription["card_token"], subscription["remote_ip"] = token, "203.0.113.10"
             url = f"{self.base}/api/accounts/acc{index}/subscriptions/platform"
             response = self.http.put(url, json=subscription, headers=API)
             assert response.is_success, response.text

@@ -33,6 +33,10 @@ PADARIA = {
 }
 
 
+CUSTOMER_IP = "203.0.113.10"
+"""The customer's IP the tests' cards come with (TEST-NET-3, a documentation range)."""
+
+
 def subscription(**changes: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "plan": "pro",
@@ -44,6 +48,8 @@ def subscription(**changes: Any) -> dict[str, Any]:
         "starts_on": "2026-12-01",
     }
     body.update(changes)
+    if body.get("card_token"):
+        body.setdefault("remote_ip", CUSTOMER_IP)  # a card comes with the customer's IP (Asaas's remoteIp)
     return body
 
 

@@ -13,7 +13,7 @@ from billing.clock import FrozenClock, parse_instant
 from regua.cli import tick_once
 from regua.runtime import Runtime
 from tests.integration.asaas_fake import FakeAsaas, fake_asaas
-from tests.integration.conftest import AUTH, PADARIA, Api
+from tests.integration.conftest import AUTH, CUSTOMER_IP, PADARIA, Api
 from tests.integration.test_api import assert_error, pay
 
 pytestmark = pytest.mark.usefixtures("openapi_checked")
@@ -30,6 +30,8 @@ def asaas() -> Iterator[FakeAsaas]:
 
 
 def checkout(client: TestClient, **body: Any) -> httpx.Response:
+    if body.get("card_token"):
+        body.setdefault("remote_ip", CUSTOMER_IP)
     return client.post(f"/api/accounts/{ACCOUNT}/checkout", json={"product": "platform", **body}, headers=AUTH)
 
 

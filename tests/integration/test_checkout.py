@@ -19,7 +19,7 @@ from regua.cli import tick_once
 from regua.gateway.asaas import AsaasGateway
 from regua.runtime import Runtime
 from tests.integration.asaas_fake import BASE, FakeAsaas, fake_asaas, refused
-from tests.integration.conftest import AUTH, Api
+from tests.integration.conftest import AUTH, CUSTOMER_IP, Api
 
 pytestmark = pytest.mark.usefixtures("openapi_checked")
 
@@ -36,6 +36,8 @@ def asaas() -> Iterator[FakeAsaas]:
 
 
 def post(client: TestClient, body: dict[str, Any], account: str = ACCOUNT) -> httpx.Response:
+    if body.get("card_token"):
+        body = {"remote_ip": CUSTOMER_IP, **body}
     return client.post(f"/api/accounts/{account}/checkout", json=body, headers=AUTH)
 
 

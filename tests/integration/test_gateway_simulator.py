@@ -153,7 +153,7 @@ def fresh(sim: httpx.Client, receiver: Receiver) -> Iterator[None]:
 
 
 def card(token: str, charge_id: str = "chg_card_1") -> CardCharge:
-    return CardCharge(charge_id, "cus_000005113026", 18990, date(2026, 12, 1), token, description="Pro")
+    return CardCharge(charge_id, "cus_000005113026", 18990, date(2026, 12, 1), token, "203.0.113.10", description="Pro")
 
 
 def payments_for(sim: httpx.Client, charge_id: str) -> list[dict[str, Any]]:

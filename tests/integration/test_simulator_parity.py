@@ -79,8 +79,8 @@ def differences(expected: Any, actual: Any, day: date, where: str = "body") -> l
     if isinstance(expected, list):
         if not isinstance(actual, list) or len(actual) != len(expected):
             return [f"{where}: {len(actual) if isinstance(actual, list) else actual!r} items, Asaas {len(expected)}"]
-        return [problem for i, (e, a) in enumerate(zip(expected, actual, strict=True)) for problem in
-                differences(e, a, day, f"{where}[{i}]")]  # fmt: skip
+        pairs = enumerate(zip(expected, actual, strict=True))
+        return [problem for i, (e, a) in pairs for problem in differences(e, a, day, f"{where}[{i}]")]
     if _number(expected) and _number(actual):
         return [] if Decimal(str(expected)) == Decimal(str(actual)) else [f"{where}: {actual}, Asaas {expected}"]
     return [] if expected == actual and type(expected) is type(actual) else [f"{where}: {actual!r}, Asaas {expected!r}"]

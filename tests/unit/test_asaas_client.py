@@ -50,6 +50,7 @@ def card(**changes: Any) -> CardCharge:
         "amount_cents": 18990,
         "due_date": date(2026, 12, 1),
         "card_token": "76496073-536f-4835-80db-c45d00f33695",
+        "remote_ip": "203.0.113.10",
         "description": "Plataforma Pro, dezembro de 2026",
     }
     fields.update(changes)
@@ -108,6 +109,7 @@ def test_an_approved_card_charge_sends_exact_money_and_returns_the_confirmed_pay
         "dueDate": "2026-12-01",
         "externalReference": "chg_7f3a9c1e",
         "creditCardToken": "76496073-536f-4835-80db-c45d00f33695",
+        "remoteIp": "203.0.113.10",
         "value": 189.9,
         "description": "Plataforma Pro, dezembro de 2026",
     }

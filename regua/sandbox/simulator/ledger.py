@@ -68,7 +68,8 @@ class AsaasSimulator:
         self._events = 0
         self._sequence = 0
         self._nosso_numero = 10_000_000
-        dispatcher.on_idle = self.advance
+        self._pulsed_credits_at = 0.0
+        dispatcher.on_idle = self.pulse
 
     # -- time, ids, events
 
@@ -143,6 +144,16 @@ class AsaasSimulator:
                 if payment is not None and payment.status == "CONFIRMED" and payment.credit_date == credit_date:
                     payment.receive(credit_date)
                     self.emit("PAYMENT_RECEIVED", payment)
+
+    def pulse(self) -> None:
+        """The webhook thread's tick: refunds at every call, card credits (a clock read) once a second."""
+        now = time.monotonic()
+        if now - self._pulsed_credits_at >= 1.0:
+            self._pulsed_credits_at = now
+            self.advance()
+        elif self.refunds_pending:
+            with self.lock:
+                refunds.settle_due(self, now)
 
     # -- the API
 
