@@ -8,6 +8,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock
@@ -91,3 +93,15 @@ def test_a_page_of_no_payment_is_not_found(client: TestClient) -> None:
     assert client.get("/i/nothing").status_code == 404
     assert client.get("/b/pdf/nothing").status_code == 404
     assert client.get(create(client, "PIX")["invoiceUrl"].replace("/i/", "/b/pdf/")).status_code == 404
+
+
+def test_mounted_under_a_prefix_as_in_regua_dev_the_pages_it_links_to_are_its_own() -> None:
+    app = Starlette(routes=[Mount("/gateway-sim", app=create_simulator_app("", ""))])
+    client = TestClient(app, base_url="http://127.0.0.1:8000")
+    body = {"customer": "cus_1", "billingType": "BOLETO", "value": 10, "dueDate": "2026-12-01"}
+
+    payment = client.post("/gateway-sim/v3/payments", json=body, headers=HEADERS).json()
+
+    assert payment["invoiceUrl"].startswith("http://127.0.0.1:8000/gateway-sim/i/")
+    assert client.get(payment["invoiceUrl"]).status_code == 200
+    assert client.get(payment["bankSlipUrl"]).headers["content-type"] == "application/pdf"

@@ -65,7 +65,10 @@ async def _linger(request: Request, seconds: float) -> None:
 
 
 def _base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
+    """Where the simulator is reached, with the prefix it is mounted under (`/gateway-sim` in `regua dev`),
+    so that the payer's pages it links to are served by it."""
+    root = str(request.scope.get("root_path", "")).rstrip("/")
+    return f"{request.url.scheme}://{request.url.netloc}{root}"
 
 
 def _endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
