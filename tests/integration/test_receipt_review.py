@@ -204,7 +204,7 @@ def test_a_named_person_grants_a_new_window_from_the_grant_with_the_note_logged(
     tick_once(runtime)  # the customer is told the block is lifted, and until when
     told = runtime.read(lambda s: list(s.scalars(select(Notification).where(Notification.kind == "account_unblocked"))))
     # one for the first receipt's window, one for the window granted
-    assert sorted(n.context.get("verifying_until") for n in told) == ["2026-12-11", "2026-12-17"]
+    assert sorted(str(n.context.get("verifying_until")) for n in told) == ["2026-12-11", "2026-12-17"]
 
     clock.set(local("2026-12-17T16:30"))
     tick_once(runtime)
