@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 
 from sqlalchemy import func, select, update
@@ -54,36 +55,61 @@ def settle_refunds(session: Session, payment: Payment) -> None:
 def refund_made(
     session: Session, payment: Payment, gateway_refund_id: str, amount_cents: int, at: datetime, now: datetime
 ) -> Refund:
-    """A refund the gateway made: the owed one of the same amount if there is one; else a refund of its own
-    that takes its amount off what is still owed of this payment (the money goes back once)."""
+    """A refund the gateway made, matched to what it refunds by its amount and the payment's own state.
+
+    An owed refund of the same amount is that one, made. Otherwise the refund makes what regua owes back
+    of this payment first (oldest first; part of one if it falls short: the rest stays owed), and whatever
+    goes beyond what was owed back is a refund of reason `gateway`: money given back from the months the
+    payment paid, which stay paid while money is left on them (a partial refund, rule 3.5) and are refunded
+    once nothing is. Returns the refund recorded under the gateway's id (the part beyond, if any, is recorded
+    under that id with a suffix).
+    """
     owed = list(
         session.scalars(
             select(Refund)
-            .where(Refund.payment_id == payment.id, Refund.status == RefundStatus.OWED)
+            .where(Refund.payment_id == payment.id, Refund.status.in_((RefundStatus.OWED, RefundStatus.PENDING)))
             .order_by(Refund.created_at, Refund.id)
         )
     )
     same = next((refund for refund in owed if refund.amount_cents == amount_cents), None)
-    if same is not None:
-        refund = same
-    else:
-        refund = refund_of(payment, amount_cents, owed[0].reason if owed else RefundReason.GATEWAY, now)
-        left = amount_cents
-        for other in owed:
-            taken = min(other.amount_cents, left)
-            left -= taken
-            if taken == other.amount_cents:
-                other.status, other.note = RefundStatus.CANCELED.value, f"made at the gateway ({gateway_refund_id})"
-            else:
-                other.amount_cents -= taken
-            if left == 0:
-                break
-    refund.status, refund.gateway_refund_id, refund.refunded_at = RefundStatus.DONE.value, gateway_refund_id, at
-    refund.claimed_until = None
-    session.add(refund)
+    made = [same] if same is not None else _owed_first(payment, owed, amount_cents, now)
+    for position, refund in enumerate(made):
+        refund.status, refund.refunded_at, refund.claimed_until = RefundStatus.DONE.value, at, None
+        refund.gateway_refund_id = gateway_refund_id if position == 0 else _part_id(gateway_refund_id, refund, position)
+        session.add(refund)
     session.flush()
     settle_refunds(session, payment)
-    return refund
+    return made[0]
+
+
+def _owed_first(payment: Payment, owed: list[Refund], amount_cents: int, now: datetime) -> list[Refund]:
+    """The refunds a gateway refund of another amount makes: those owed, oldest first (part of one, if it falls
+    short: the rest of it stays owed), then a `gateway` refund of what goes beyond them."""
+    made: list[Refund] = []
+    left = amount_cents
+    for other in owed:
+        if left == 0:
+            break
+        if other.amount_cents <= left:
+            made.append(other)
+            left -= other.amount_cents
+        else:
+            made.append(refund_of(payment, left, other.reason, now))
+            other.amount_cents -= left
+            left = 0
+    if left > 0:
+        made.append(refund_of(payment, left, RefundReason.GATEWAY, now))
+    return made
+
+
+def _part_id(gateway_refund_id: str, refund: Refund, position: int) -> str:
+    """The id of a further part of one gateway refund, within the column's 100 characters."""
+    part = "beyond_owed" if refund.reason == RefundReason.GATEWAY else f"owed{position + 1}"
+    whole = f"{gateway_refund_id}:{part}"
+    if len(whole) <= 100:
+        return whole
+    digest = hashlib.sha256(gateway_refund_id.encode()).hexdigest()[:16]
+    return f"{gateway_refund_id[: 100 - len(part) - 18]}~{digest}:{part}"
 
 
 def plan_payment(session: Session, charge: Charge, gateway: str, gateway_payment_id: str) -> Payment | None:
