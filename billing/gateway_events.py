@@ -169,7 +169,9 @@ def _refunded(session: Session, charge_id: str, event: Any, now: datetime, _poli
 
 
 def _chargeback(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> AppliedEvent:
-    return AppliedEvent(charge_id, record_chargeback(session, charge_id, event.gateway, event.payment_id, now), {})
+    amount = event.amount_cents if event.installment else None  # a plan's installment takes back its own value
+    outcome = record_chargeback(session, charge_id, event.gateway, event.payment_id, now, amount_cents=amount)
+    return AppliedEvent(charge_id, outcome, {})
 
 
 def _reversed(session: Session, charge_id: str, event: Any, now: datetime, _policy: Policy) -> AppliedEvent:

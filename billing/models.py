@@ -163,6 +163,9 @@ class Invoice(Base):
     verifying_until: Mapped[datetime | None]
     verifying_charge_id: Mapped[str | None] = mapped_column(String(32))
     """The charge whose payment the gateway reported started (None: a receipt ops recorded)."""
+    cut_from: Mapped[date | None] = mapped_column(Date)
+    """The first day of the period this invoice was cut from, when a card plan lost an installment and kept
+    only the whole months its money still covers (billing.installments): each part is whole months of it."""
 
 
     verification_started_at: Mapped[datetime | None]
@@ -284,6 +287,22 @@ class Payment(Base):
     charged_back_at: Mapped[datetime | None]
     reinstated_at: Mapped[datetime | None]
     """When money taken back came back (a chargeback won) or a receipt undone was received again."""
+
+
+class InstallmentChargeback(Base):
+    """One installment of a card plan charged back: what it took back of its plan's payment, recorded once."""
+
+    __tablename__ = "installment_chargebacks"
+    __table_args__ = (UniqueConstraint("gateway", "gateway_payment_id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payments.id"))
+    """The plan's one payment (recorded at the first installment's confirmation)."""
+    gateway: Mapped[str] = mapped_column(String(32))
+    gateway_payment_id: Mapped[str] = mapped_column(String(100))
+    """The installment's own payment at the gateway."""
+    amount_cents: Mapped[int]
+    charged_back_at: Mapped[datetime]
 
 
 class Refund(Base):

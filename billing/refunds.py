@@ -10,9 +10,11 @@ from sqlalchemy.orm import Session
 
 from billing.blocking import reconcile_blocks
 from billing.errors import Conflict, NotFound
+from billing.installments import keep_covered_months
 from billing.models import (
     Charge,
     ChargeStatus,
+    InstallmentChargeback,
     Invoice,
     InvoiceStatus,
     Payment,
@@ -41,8 +43,10 @@ def refunded_cents(session: Session, payment_id: str) -> int:
 
 
 def settle_refunds(session: Session, payment: Payment) -> None:
-    """Once refunds made cover a payment, it is refunded, and so are the invoices it paid."""
-    if payment.status != PaymentStatus.CONFIRMED or refunded_cents(session, payment.id) < payment.amount_cents:
+    """Once refunds made (with what installments charged back took) cover a payment, it is refunded, and so
+    are the invoices it paid."""
+    back = refunded_cents(session, payment.id) + payment.chargeback_cents
+    if payment.status != PaymentStatus.CONFIRMED or back < payment.amount_cents:
         return
     payment.status = PaymentStatus.REFUNDED.value
     session.execute(
@@ -134,7 +138,8 @@ def record_refund(
     *,
     whole: bool = False,
 ) -> Applied:
-    """The gateway gave money back (`whole`: all that was left of the payment). Recorded once, at its amount.
+    """The gateway gave money back (`whole`: all that was left of the payment; of a card plan's installment,
+    that installment's `amount_cents`). Recorded once, at its amount.
 
     Before the payment's confirmation is known, it is kept as a refund of that gateway payment and
     taken into account when the confirmation arrives.
@@ -163,7 +168,9 @@ def record_refund(
             charge.status = ChargeStatus.REFUNDED.value
         return Applied.REFUND_BEFORE_CONFIRMATION
     if whole:
-        amount_cents = payment.amount_cents - refunded_cents(session, payment.id) - payment.chargeback_cents
+        left = payment.amount_cents - refunded_cents(session, payment.id) - payment.chargeback_cents
+        # An installment's whole is that installment (its own amount), never the rest of the plan.
+        amount_cents = min(amount_cents, left) if charge.installments > 1 else left
         if amount_cents <= 0:
             return Applied.ALREADY_RECORDED
     refund_made(session, payment, refund_id, amount_cents, at, now)
@@ -174,12 +181,21 @@ def record_refund(
 
 
 def record_chargeback(
-    session: Session, charge_id: str, gateway: str, gateway_payment_id: str, now: datetime
+    session: Session,
+    charge_id: str,
+    gateway: str,
+    gateway_payment_id: str,
+    now: datetime,
+    *,
+    amount_cents: int | None = None,
 ) -> Applied:
     """The customer disputed a payment: it takes back only what that payment still held.
 
     A refund of it still owed is canceled (the money went back once); the months it paid are open
     again and block by the rules. A duplicate's chargeback reopens nothing: another payment paid them.
+    Of a card plan in installments, a chargeback that says its `amount_cents` (the disputed installment's
+    own value) takes back that installment alone, and the plan keeps the months it still covers
+    (billing.installments); without an amount it takes back the whole plan.
     """
     charge = lock_charge(session, charge_id)
     payment = plan_payment(session, charge, gateway, gateway_payment_id)
@@ -187,6 +203,9 @@ def record_chargeback(
         raise PaymentNotYetKnown(f"chargeback for {gateway_payment_id} before its confirmation")
     if payment.status == PaymentStatus.CHARGEBACK:
         return Applied.ALREADY_RECORDED
+    plan = charge.installments > 1 and payment.status in (PaymentStatus.CONFIRMED, PaymentStatus.DUPLICATE)
+    if amount_cents is not None and plan:
+        return _installment_chargeback(session, charge, payment, gateway, gateway_payment_id, amount_cents, now)
     session.execute(
         update(Refund)
         .where(Refund.payment_id == payment.id, Refund.status == RefundStatus.OWED)
@@ -202,6 +221,44 @@ def record_chargeback(
             .where(Invoice.payment_id == payment.id, Invoice.status == InvoiceStatus.PAID)
             .values(status=InvoiceStatus.OPEN.value, paid_at=None, charge_id=None, payment_id=None)
         )
+    reconcile_blocks(session, [charge.account_id], now)
+    return Applied.CHARGEBACK
+
+
+def _installment_chargeback(
+    session: Session,
+    charge: Charge,
+    payment: Payment,
+    gateway: str,
+    gateway_payment_id: str,
+    amount_cents: int,
+    now: datetime,
+) -> Applied:
+    """One installment of a plan disputed: its amount taken back once, the plan's months fitted to what is left."""
+    already = select(InstallmentChargeback.id).where(
+        InstallmentChargeback.gateway == gateway, InstallmentChargeback.gateway_payment_id == gateway_payment_id
+    )
+    if session.scalar(already) is not None:
+        return Applied.ALREADY_RECORDED
+    left = payment.amount_cents - refunded_cents(session, payment.id) - payment.chargeback_cents
+    taken = max(0, min(amount_cents, left))
+    session.add(
+        InstallmentChargeback(
+            id=new_id("icb"),
+            payment_id=payment.id,
+            gateway=gateway,
+            gateway_payment_id=gateway_payment_id,
+            amount_cents=taken,
+            charged_back_at=now,
+        )
+    )
+    payment.chargeback_cents += taken
+    payment.charged_back_at = now
+    keep_covered_months(session, payment, now)
+    pays = select(Invoice.id).where(Invoice.payment_id == payment.id, Invoice.status == InvoiceStatus.PAID)
+    if session.scalar(pays.limit(1)) is None:
+        payment.status = PaymentStatus.CHARGEBACK.value
+    session.flush()
     reconcile_blocks(session, [charge.account_id], now)
     return Applied.CHARGEBACK
 

@@ -115,6 +115,7 @@ def prices_against_subscriptions(scope: Scope) -> Iterator[dict[str, Any]]:
             Invoice.period_start,
             Invoice.period_end,
             Invoice.subtotal_cents,
+            Invoice.cut_from,
             Subscription.monthly_price_cents,
             Subscription.frequency,
             first.c.first_start,
@@ -130,6 +131,7 @@ def prices_against_subscriptions(scope: Scope) -> Iterator[dict[str, Any]]:
             row.monthly_price_cents,
             row.frequency,
             first=row.period_start == row.first_start,
+            cut_from=row.cut_from,
         )
         if price is None or price != row.subtotal_cents:
             yield {

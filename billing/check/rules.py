@@ -48,7 +48,9 @@ def _last_of_month(day: date) -> date:
     return day.replace(day=calendar.monthrange(day.year, day.month)[1])
 
 
-def period_price(start: date, end: date, monthly_cents: int, frequency: str, first: bool) -> tuple[int | None, str]:
+def period_price(
+    start: date, end: date, monthly_cents: int, frequency: str, first: bool, cut_from: date | None = None
+) -> tuple[int | None, str]:
     """The subtotal the rules give a period, or None and why no price fits its shape.
 
     Calendar months (3.1, 3.2): from a day 1 to a month's last day, as many months as the frequency,
@@ -56,6 +58,12 @@ def period_price(start: date, end: date, monthly_cents: int, frequency: str, fir
     starts mid-month, where the SPEC is silent and the same rule is applied): only as a subscription's
     first invoice, to the end of that month, pro rata by day, rounded half up.
     """
+    if cut_from is not None:  # a card plan lost an installment: each part is whole months of the period cut
+        months = (end.year - start.year) * 12 + end.month - start.month + 1
+        reach = (end.year - cut_from.year) * 12 + end.month - cut_from.month + 1
+        if start.day != 1 or end != _last_of_month(end) or start < cut_from or reach > MONTHS_OF.get(frequency, 0):
+            return None, "a part of a cut period that is not whole months of it"
+        return monthly_cents * months, ""
     if start.day != 1:
         if not first:
             return None, "part of a month, and not the subscription's first invoice"

@@ -27,9 +27,33 @@ def upgrade() -> None:
     # A payment whose money came back (a chargeback won) or was received again after being undone.
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.add_column(sa.Column("reinstated_at", sa.DateTime(timezone=True), nullable=True))
+    # -- installment chargebacks: each installment of a card plan charged back once, at its own amount,
+    # and the periods cut to the whole months the plan still covers
+    op.create_table(
+        "installment_chargebacks",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("payment_id", sa.String(length=32), nullable=False),
+        sa.Column("gateway", sa.String(length=32), nullable=False),
+        sa.Column("gateway_payment_id", sa.String(length=100), nullable=False),
+        sa.Column("amount_cents", sa.Integer(), nullable=False),
+        sa.Column("charged_back_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["payment_id"], ["payments.id"], name=op.f("fk_installment_chargebacks_payment_id_payments")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_installment_chargebacks")),
+        sa.UniqueConstraint(
+            "gateway", "gateway_payment_id", name=op.f("uq_installment_chargebacks_gateway_gateway_payment_id")
+        ),
+    )
+    with op.batch_alter_table("invoices", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("cut_from", sa.Date(), nullable=True))
+    # -- end of installment chargebacks
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("invoices", schema=None) as batch_op:  # installment chargebacks
+        batch_op.drop_column("cut_from")
+    op.drop_table("installment_chargebacks")  # installment chargebacks
     with op.batch_alter_table("payments", schema=None) as batch_op:
         batch_op.drop_column("reinstated_at")
     with op.batch_alter_table("refunds", schema=None) as batch_op:

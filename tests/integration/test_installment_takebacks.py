@@ -1,0 +1,282 @@
+"""A card plan in installments loses one installment: only that installment's money goes back.
+
+The quarter (December to February, R$ 599,70) is paid by a card plan: its confirmations come through the
+Asaas intake and the job, as the gateway sends them. A chargeback of one installment takes back that
+installment's amount, the plan keeps the months the money left still covers (in order, whole months
+only) and the rest is owed at once; a refund of one installment is a partial refund. The books are
+checked whole after every step, on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import respx
+from starlette.testclient import TestClient
+
+from billing.clock import FrozenClock, parse_instant
+from billing.models import InstallmentChargeback, Payment, Refund
+from billing.refunds import refunds_by_hand
+from billing.settlement import open_charge
+from regua.cli import tick_once
+from regua.runtime import Runtime
+from tests.integration.conftest import Api
+from tests.integration.test_books import api_answers, assert_books_clean, post_asaas, refund_item
+from tests.integration.test_webhook_settlement import (  # noqa: F401  (fixtures)
+    asaas_api,
+    asaas_payment,
+    rows,
+    settle_jobs,
+)
+from tests.integration.webhook_helpers import event_rows
+from workers.actors import Jobs
+
+ACCOUNT = "padaria-central"
+MONTH = 19990
+QUARTER = 3 * MONTH
+TODAY = "2026-12-01"
+"""The clock's day (it starts at 00:05 of 1 December in São Paulo)."""
+
+
+@pytest.fixture
+def quarter(api: Api, runtime: Runtime) -> str:
+    """The platform's quarter, December to February, issued and not paid yet."""
+    api.put_account(ACCOUNT)
+    api.subscribe(
+        ACCOUNT, "platform", frequency="quarterly", payment_method="card", card_token="tok_ok", installments=3
+    )
+    tick_once(runtime)
+    [invoice] = api.invoices(ACCOUNT)
+    assert (invoice["period_start"], invoice["period_end"], invoice["total_cents"]) == (
+        "2026-12-01",
+        "2027-02-28",
+        QUARTER,
+    )
+    return str(invoice["id"])
+
+
+class Plan:
+    """A card plan paying the quarter, one Asaas payment per installment."""
+
+    def __init__(
+        self, client: TestClient, runtime: Runtime, jobs: Jobs, router: respx.MockRouter, quarter: str, parts: int
+    ) -> None:
+        self.client, self.runtime, self.jobs, self.router = client, runtime, jobs, router
+        now = runtime.clock.now()
+        self.charge_id = runtime.transaction(
+            lambda session: open_charge(session, [quarter], "card", now, installments=parts).id
+        )
+        share, rest = divmod(QUARTER, parts)
+        self.cents = {number: share + (rest if number == 1 else 0) for number in range(1, parts + 1)}
+        self.payments: dict[int, dict[str, Any]] = {}
+
+    def confirm_every_installment(self) -> None:
+        for number, cents in self.cents.items():
+            payment = asaas_payment(f"pay_i{number}", self.charge_id, "CONFIRMED", cents / 100)
+            payment.update(billingType="CREDIT_CARD", installment="ins_1", installmentNumber=number)
+            self.payments[number] = payment
+            api_answers(self.router, payment)
+            post_asaas(
+                self.client, "PAYMENT_CONFIRMED", f"evt_i{number}", f"pay_i{number}", self.charge_id, cents / 100
+            )
+            settle_jobs(self.jobs, self.runtime)
+
+    def charge_back(self, number: int, event_id: str | None = None) -> str:
+        """The installment disputed at Asaas: the event through the intake and the job; its stored outcome."""
+        disputed = {**self.payments[number], "status": "CHARGEBACK_REQUESTED"}
+        api_answers(self.router, disputed)
+        event_id = event_id or f"evt_cb{number}"
+        value = self.cents[number] / 100
+        post_asaas(self.client, "PAYMENT_CHARGEBACK_REQUESTED", event_id, f"pay_i{number}", self.charge_id, value)
+        settle_jobs(self.jobs, self.runtime)
+        [event] = [event for event in event_rows(self.runtime) if event.dedupe_key == event_id]
+        return str(event.outcome)
+
+    def refund_at_gateway(self, number: int) -> None:
+        """The installment refunded whole at the gateway: Asaas says REFUNDED and lists no refund."""
+        refunded = {**self.payments[number], "status": "REFUNDED"}
+        api_answers(self.router, refunded)
+        value = self.cents[number] / 100
+        post_asaas(self.client, "PAYMENT_REFUNDED", f"evt_r{number}", f"pay_i{number}", self.charge_id, value)
+        settle_jobs(self.jobs, self.runtime)
+
+
+def invoices(api: Api) -> list[tuple[str, str, int, str]]:
+    """(period start, period end, total, status), oldest first."""
+    listed = sorted(api.invoices(ACCOUNT), key=lambda invoice: invoice["period_start"])
+    return [(i["period_start"], i["period_end"], i["total_cents"], i["status"]) for i in listed]
+
+
+def the_plan(runtime: Runtime) -> Payment:
+    [payment] = rows(runtime, Payment)
+    return payment  # type: ignore[no-any-return]
+
+
+def test_a_chargeback_of_the_third_installment_takes_back_its_month_alone_and_leaves_it_owed_at_once(
+    client: TestClient,
+    api: Api,
+    runtime: Runtime,
+    clock: FrozenClock,
+    jobs: Jobs,
+    quarter: str,
+    asaas_api: respx.MockRouter,  # noqa: F811
+) -> None:
+    plan = Plan(client, runtime, jobs, asaas_api, quarter, 3)
+    plan.confirm_every_installment()
+    assert (the_plan(runtime).amount_cents, invoices(api)) == (QUARTER, [("2026-12-01", "2027-02-28", QUARTER, "paid")])
+
+    assert plan.charge_back(3) == "chargeback"
+
+    assert invoices(api) == [
+        ("2026-12-01", "2027-01-31", 2 * MONTH, "paid"),
+        ("2027-02-01", "2027-02-28", MONTH, "open"),
+    ]
+    february = next(i for i in api.invoices(ACCOUNT) if i["status"] == "open")
+    assert february["due_date"] == TODAY
+    assert (the_plan(runtime).status, the_plan(runtime).chargeback_cents) == ("confirmed", MONTH)
+    assert rows(runtime, Refund) == []
+    access = api.access(ACCOUNT, "platform")
+    assert access["state"] != "blocked"
+    assert parse_instant(access["block_at"]) == parse_instant("2026-12-07T00:00:00-03:00")
+    assert_books_clean(runtime)
+
+    # The same dispute told again changes nothing.
+    assert plan.charge_back(3, "evt_cb3_again") == "already_recorded"
+    assert len(rows(runtime, InstallmentChargeback)) == 1
+    assert the_plan(runtime).chargeback_cents == MONTH
+
+    # February unpaid past the usual tolerance blocks the platform (rule 3.4).
+    clock.set(parse_instant("2026-12-07T00:00:01-03:00"))
+    tick_once(runtime)
+    assert api.access(ACCOUNT, "platform")["state"] == "blocked"
+    assert_books_clean(runtime)
+
+
+def test_a_chargeback_that_leaves_part_of_a_month_owes_that_part_back_to_the_customer(
+    client: TestClient,
+    api: Api,
+    runtime: Runtime,
+    jobs: Jobs,
+    quarter: str,
+    asaas_api: respx.MockRouter,  # noqa: F811
+) -> None:
+    plan = Plan(client, runtime, jobs, asaas_api, quarter, 2)  # R$ 299,85 twice
+    plan.confirm_every_installment()
+
+    assert plan.charge_back(2) == "chargeback"
+
+    # R$ 299,85 left covers December whole; January and February are owed; R$ 99,95 goes back.
+    assert invoices(api) == [
+        ("2026-12-01", "2026-12-31", MONTH, "paid"),
+        ("2027-01-01", "2027-02-28", 2 * MONTH, "open"),
+    ]
+    [owed] = rows(runtime, Refund)
+    assert (owed.reason, owed.status, owed.amount_cents) == ("overpayment", "owed", QUARTER // 2 - MONTH)
+    assert [refund.id for refund in runtime.read(refunds_by_hand)] == [owed.id]  # a card plan: by hand
+    assert_books_clean(runtime)
+
+
+def test_every_installment_charged_back_in_any_order_leaves_every_month_owed_and_the_plan_charged_back(
+    client: TestClient,
+    api: Api,
+    runtime: Runtime,
+    jobs: Jobs,
+    quarter: str,
+    asaas_api: respx.MockRouter,  # noqa: F811
+) -> None:
+    plan = Plan(client, runtime, jobs, asaas_api, quarter, 3)
+    plan.confirm_every_installment()
+    expected_paid = {3: ("2026-12-01", "2027-01-31"), 1: ("2026-12-01", "2026-12-31")}
+    for number in (3, 1):
+        assert plan.charge_back(number) == "chargeback"
+        [paid] = [(start, end) for start, end, _, status in invoices(api) if status == "paid"]
+        assert paid == expected_paid[number]
+        assert the_plan(runtime).status == "confirmed"
+        assert_books_clean(runtime)
+
+    assert plan.charge_back(2) == "chargeback"
+
+    assert invoices(api) == [
+        ("2026-12-01", "2026-12-31", MONTH, "open"),
+        ("2027-01-01", "2027-01-31", MONTH, "open"),
+        ("2027-02-01", "2027-02-28", MONTH, "open"),
+    ]
+    assert (the_plan(runtime).status, the_plan(runtime).chargeback_cents) == ("chargeback", QUARTER)
+    assert rows(runtime, Refund) == []
+    assert_books_clean(runtime)
+
+
+def test_a_refunded_installment_gives_back_its_own_amount_and_the_months_stay_paid(
+    client: TestClient,
+    api: Api,
+    runtime: Runtime,
+    jobs: Jobs,
+    quarter: str,
+    asaas_api: respx.MockRouter,  # noqa: F811
+) -> None:
+    plan = Plan(client, runtime, jobs, asaas_api, quarter, 3)
+    plan.confirm_every_installment()
+
+    plan.refund_at_gateway(3)
+
+    [refund] = rows(runtime, Refund)
+    assert (refund.reason, refund.status, refund.amount_cents) == ("gateway", "done", MONTH)
+    assert the_plan(runtime).status == "confirmed"
+    assert invoices(api) == [("2026-12-01", "2027-02-28", QUARTER, "paid")]  # a partial refund (rule 3.5)
+    assert_books_clean(runtime)
+
+    # The other two refunded as well: nothing is left on the plan, and the quarter is refunded.
+    plan.refund_at_gateway(1)
+    plan.refund_at_gateway(2)
+    assert sorted(refund.amount_cents for refund in rows(runtime, Refund)) == [MONTH, MONTH, MONTH]
+    assert the_plan(runtime).status == "refunded"
+    assert invoices(api) == [("2026-12-01", "2027-02-28", QUARTER, "refunded")]
+    assert_books_clean(runtime)
+
+
+def test_a_chargeback_after_a_refunded_installment_keeps_the_months_the_plan_still_holds(
+    client: TestClient,
+    api: Api,
+    runtime: Runtime,
+    jobs: Jobs,
+    quarter: str,
+    asaas_api: respx.MockRouter,  # noqa: F811
+) -> None:
+    plan = Plan(client, runtime, jobs, asaas_api, quarter, 3)
+    plan.confirm_every_installment()
+    plan.refund_at_gateway(3)
+
+    assert plan.charge_back(2) == "chargeback"
+
+    assert invoices(api) == [
+        ("2026-12-01", "2027-01-31", 2 * MONTH, "paid"),
+        ("2027-02-01", "2027-02-28", MONTH, "open"),
+    ]
+    assert_books_clean(runtime)
+    # And the last installment charged back too: the plan holds nothing, every month is owed.
+    assert plan.charge_back(1) == "chargeback"
+    assert [status for *_, status in invoices(api)] == ["open", "open"]
+    assert the_plan(runtime).status == "chargeback"
+    assert_books_clean(runtime)
+
+
+def test_a_partly_listed_refund_of_an_installment_is_recorded_at_its_own_amount(
+    client: TestClient,
+    api: Api,
+    runtime: Runtime,
+    jobs: Jobs,
+    quarter: str,
+    asaas_api: respx.MockRouter,  # noqa: F811
+) -> None:
+    plan = Plan(client, runtime, jobs, asaas_api, quarter, 3)
+    plan.confirm_every_installment()
+    partly = {**plan.payments[2], "refunds": [refund_item(50, "2026-12-02 10:00:00")]}
+    api_answers(asaas_api, partly)
+    post_asaas(client, "PAYMENT_PARTIALLY_REFUNDED", "evt_p2", "pay_i2", plan.charge_id, MONTH / 100)
+    settle_jobs(jobs, runtime)
+
+    [refund] = rows(runtime, Refund)
+    assert (refund.reason, refund.amount_cents) == ("gateway", 5000)
+    assert invoices(api) == [("2026-12-01", "2027-02-28", QUARTER, "paid")]
+    assert_books_clean(runtime)
