@@ -26,7 +26,7 @@ REFUND_DELAY_S = 0.1
 class Asaas:
     """The simulator in process, with its clock and the names of the events it emitted."""
 
-    def __init__(self, refund_delay_s: float = REFUND_DELAY_S, require_remote_ip: bool = False) -> None:
+    def __init__(self, refund_delay_s: float = REFUND_DELAY_S, require_remote_ip: bool = True) -> None:
         self.clock = FrozenClock(datetime(2026, 7, 14, 10, 0, tzinfo=SAO_PAULO))  # a Tuesday
         app = create_simulator_app(
             "", "", clock=self.clock, refund_delay_s=refund_delay_s, require_remote_ip=require_remote_ip
@@ -301,19 +301,16 @@ def test_a_declined_test_card_is_answered_as_asaas_does_and_nothing_is_stored(as
     assert asaas.get("/sim/state")["payments"] == []
 
 
-def test_a_card_payment_without_remote_ip_is_refused_when_the_simulator_requires_it() -> None:
-    strict = Asaas(require_remote_ip=True)
+def test_a_card_payment_without_remote_ip_is_refused_as_asaas_does_unless_the_switch_is_off() -> None:
+    strict, lenient = Asaas(), Asaas(require_remote_ip=False)
+    body = {"customer": "cus_1", "billingType": "CREDIT_CARD", "value": 100, "dueDate": "2026-07-19"}
 
-    refused = strict.client.post(
-        "/v3/payments",
-        json={"customer": "cus_1", "billingType": "CREDIT_CARD", "value": 100, "dueDate": "2026-07-19"}
-        | {"creditCardToken": "tok_ok"},
-        headers=HEADERS,
-    )
+    refused = strict.client.post("/v3/payments", json=body | {"creditCardToken": "tok_ok"}, headers=HEADERS)
     accepted = strict.create("CREDIT_CARD", creditCardToken="tok_ok", remoteIp="203.0.113.10")
     unpaid_card = strict.create("CREDIT_CARD")  # no card yet: paid later on its page, no IP to give
+    tolerated = lenient.create("CREDIT_CARD", creditCardToken="tok_ok")
 
     assert refused.status_code == 400
     assert refused.json()["errors"][0]["code"] == "invalid_remoteIp"
-    assert (accepted["status"], unpaid_card["status"]) == ("CONFIRMED", "PENDING")
+    assert (accepted["status"], unpaid_card["status"], tolerated["status"]) == ("CONFIRMED", "PENDING", "CONFIRMED")
     assert len(strict.get("/sim/state")["payments"]) == 2

@@ -17,7 +17,9 @@ Card tokens script outcomes (any other token approves, as in Asaas's sandbox):
                        client has given up: the charge exists and the client does not know it
 
 A card typed in full (`creditCard.number`, or on the invoice page) approves, except Asaas's sandbox
-numbers that decline (5184019740373151, 4916561358240741).
+numbers that decline (5184019740373151, 4916561358240741). A card charged through the API needs the
+buyer's `remoteIp`, as Asaas's DTO requires: without it the answer is HTTP 400 `invalid_remoteIp`
+(`require_remote_ip=False` turns that off).
 
 Time moves payments by itself: a refund is DONE `refund_delay_s` (0.2 s) after it is asked for, and a
 CONFIRMED card payment is RECEIVED once the simulator's clock reaches its creditDate. Both are

@@ -188,15 +188,15 @@ def create_simulator_app(
     webhook_delay_divisor: float | None = None,
     send_created_events: bool = False,
     refund_delay_s: float = DEFAULT_REFUND_DELAY_S,
-    require_remote_ip: bool = False,
+    require_remote_ip: bool = True,
 ) -> Starlette:
     """The simulator as an ASGI app. Webhooks go to `webhook_url` (none if empty) with `webhook_token`
     in `asaas-access-token`; `api_key`, if set, is the only access_token accepted.
 
     Failed webhooks are retried after `webhook_retry_delays` divided by `webhook_delay_divisor` (by
     default Asaas's own schedule divided by 60, or the delays given as they are); a refund is DONE
-    `refund_delay_s` after it is asked for (0: at once); `require_remote_ip` refuses a card payment
-    without `remoteIp`, as Asaas does."""
+    `refund_delay_s` after it is asked for (0: at once); `require_remote_ip` (on unless turned off)
+    refuses a card payment without `remoteIp`, as Asaas does."""
     if webhook_delay_divisor is None:
         webhook_delay_divisor = DEFAULT_DELAY_DIVISOR if tuple(webhook_retry_delays) == ASAAS_RETRY_SCHEDULE_S else 1.0
     dispatcher = WebhookDispatcher(

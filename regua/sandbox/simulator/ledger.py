@@ -46,7 +46,7 @@ class AsaasSimulator:
         timeout_delay_s: float,
         send_created_events: bool = False,
         refund_delay_s: float = refunds.DEFAULT_REFUND_DELAY_S,
-        require_remote_ip: bool = False,
+        require_remote_ip: bool = True,
     ) -> None:
         self.dispatcher = dispatcher
         self.clock = clock
