@@ -99,7 +99,9 @@ def test_each_step_happens_at_midnight_in_sao_paulo_of_its_day(method: str) -> N
 def test_the_account_blocked_email_goes_out_at_the_block_instant(method: str) -> None:
     [blocked] = [step for step in invoice_steps(method, DEC, Policy(), CALENDAR) if step.kind == "account_blocked"]
 
-    assert blocked.at == CALENDAR.block_at(DEC)
+    # Rule 3.4: due on 1/12, payable to the end of 6/12, blocked from 00:00 of 7/12 in São Paulo (03:00 UTC).
+    assert blocked.at == datetime(2026, 12, 7, 0, 0, tzinfo=SAO_PAULO)
+    assert blocked.at == datetime(2026, 12, 7, 3, 0, tzinfo=UTC)
 
 
 def test_the_schedule_of_a_pro_rata_invoice_counts_from_its_own_due_date() -> None:

@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing.money import (
-    AUTO_DEBIT_DISCOUNT_PERCENT,
     auto_debit_discount,
     divide_half_up,
     format_brl,
@@ -77,10 +76,6 @@ def test_the_auto_debit_discount_is_five_percent_rounded_half_up(subtotal: int) 
     assert discount == decimal_percent(subtotal, 5)
     assert 0 <= discount <= subtotal
     assert abs(Fraction(discount) - Fraction(subtotal, 20)) <= Fraction(1, 2)
-
-
-def test_the_auto_debit_discount_is_five_percent() -> None:
-    assert AUTO_DEBIT_DISCOUNT_PERCENT == 5
 
 
 def test_the_spec_example_takes_1000_off_19990_leaving_18990() -> None:
