@@ -240,16 +240,17 @@ class Trigger:
     def _lifecycle(self, event: str, account_id: str, product: str | None) -> None:
         """Find the gateway's payment the event is about (opening a charge where it may), then run its controls."""
         lifecycle = _LIFECYCLE[event]
+        risk = event.startswith("risk-")
+        if risk and not self._pays_by_card(account_id, product):
+            raise TriggerError(f"risk analysis is for card payments: account {account_id} does not pay by card")
         if not self.wire.simulator_answers():
             self._told_as_standard(event, account_id, product)
             return
         charges = self.runtime.read(lambda s: _charges(s, account_id, product, lifecycle.charges))
         found = next(((c, p) for c in charges for p in self.wire.payments(c) if lifecycle.about(p)), None)
         if found is None and lifecycle.opens:
-            opened = self._checkout(account_id, product, card_page=event.startswith("risk-"))
+            opened = self._checkout(account_id, product, card_page=risk)
             found = next(((opened, p) for p in self.wire.payments(opened) if lifecycle.about(p)), None)
-            if found is None and event.startswith("risk-"):
-                raise TriggerError(f"risk analysis is for card payments: charge {opened.id} is {opened.method}")
         if found is None:
             hint = f": `regua trigger {lifecycle.first} --account {account_id}` first" if lifecycle.first else ""
             raise TriggerError(f"account {account_id} has no payment at the gateway that `{event}` is about{hint}")

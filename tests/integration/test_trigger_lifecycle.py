@@ -276,6 +276,21 @@ def test_a_lifecycle_event_with_no_payment_to_act_on_names_the_trigger_to_run_fi
     assert sandbox.payments() == before
 
 
+@pytest.mark.parametrize("event", ["risk-review", "risk-refused"])
+def test_risk_analysis_for_an_account_that_does_not_pay_by_card_says_so_and_sends_nothing(
+    sandbox: Sandbox, event: str
+) -> None:
+    sandbox.subscribe("boleto")
+    before = sandbox.payments()
+
+    ran = sandbox.trigger(event)
+
+    assert ran.code == 2
+    assert "risk analysis is for card payments" in ran.err
+    assert ran.out == ""
+    assert sandbox.payments() == before
+
+
 def test_payment_after_a_risk_review_is_the_risk_analysis_approving_it(sandbox: Sandbox) -> None:
     sandbox.subscribe("card")
     sandbox.trigger("risk-review")
@@ -312,7 +327,7 @@ def test_without_a_simulated_asaas_an_event_with_no_standard_equivalent_exits_no
 def test_without_a_simulated_asaas_risk_analysis_is_told_as_standard_webhooks(
     sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch, event: str, delivered: str
 ) -> None:
-    sandbox.subscribe("pix")
+    sandbox.subscribe("card")
     monkeypatch.setenv("REGUA_ASAAS_API_URL", "http://127.0.0.1:1")
 
     ran = sandbox.trigger(event)
