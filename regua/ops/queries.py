@@ -25,7 +25,7 @@ from billing.models import (
     WebhookEvent,
 )
 from billing.policy import Policy
-from billing.records import OpsAction, Receipt
+from billing.records import OpsAction, Receipt, ReceiptReview
 from billing.timeline import Timeline, account_timeline
 
 PAGE = 50
@@ -282,6 +282,8 @@ class AccountPage:
     events: list[WebhookEvent]
     receipts: list[Receipt] = field(default_factory=list)
     """Sent by the customer from the payment page, newest first (their files are not loaded here)."""
+    reviews: list[ReceiptReview] = field(default_factory=list)
+    """Receipts after an invoice's verification window: waiting, or who decided what and why."""
 
 
 def account_page(
@@ -340,6 +342,14 @@ def account_page(
                 .options(defer(Receipt.content))
                 .where(Receipt.account_id == account_id)
                 .order_by(Receipt.received_at.desc())
+                .limit(PAGE)
+            )
+        ),
+        reviews=list(
+            session.scalars(
+                select(ReceiptReview)
+                .where(ReceiptReview.account_id == account_id)
+                .order_by(ReceiptReview.requested_at.desc())
                 .limit(PAGE)
             )
         ),

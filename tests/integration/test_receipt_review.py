@@ -227,6 +227,10 @@ def test_a_rejected_receipt_leaves_the_invoice_open_and_blocked_and_the_customer
     assert (decided.status, decided.decided_by, decided.note) == ("rejected", "bruno", "no such PIX at our bank")
     [action] = runtime.read(lambda s: list(s.scalars(select(OpsAction))))
     assert (action.by, action.action) == ("bruno", "receipt-reject")
+    account_page = client.get(f"/ops/accounts/{ACCOUNT}", headers=basic()).text
+    row = account_page.split(f'<tr data-review="{review.id}">', 1)[1].split("</tr>", 1)[0]
+    assert "<td>rejected</td><td>bruno</td>" in row
+    assert "no such PIX at our bank" in row
 
     page = client.get(link(runtime)).text
     assert "e não localizou o pagamento" in page
