@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import respx
+from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock, parse_instant
@@ -26,6 +27,7 @@ from tests.integration.test_books import api_answers, assert_books_clean, post_a
 from tests.integration.test_webhook_settlement import (  # noqa: F401  (fixtures)
     asaas_api,
     asaas_payment,
+    deliver_standard,
     rows,
     settle_jobs,
 )
@@ -60,14 +62,25 @@ class Plan:
     """A card plan paying the quarter, one Asaas payment per installment."""
 
     def __init__(
-        self, client: TestClient, runtime: Runtime, jobs: Jobs, router: respx.MockRouter, quarter: str, parts: int
+        self,
+        client: TestClient,
+        runtime: Runtime,
+        jobs: Jobs,
+        router: respx.MockRouter,
+        quarter: str,
+        parts: int,
+        *,
+        also: tuple[str, ...] = (),
     ) -> None:
         self.client, self.runtime, self.jobs, self.router = client, runtime, jobs, router
         now = runtime.clock.now()
-        self.charge_id = runtime.transaction(
-            lambda session: open_charge(session, [quarter], "card", now, installments=parts).id
-        )
-        share, rest = divmod(QUARTER, parts)
+
+        def open_plan(session: Session) -> tuple[str, int]:
+            charge = open_charge(session, [quarter, *also], "card", now, installments=parts)
+            return charge.id, charge.amount_cents
+
+        self.charge_id, total = runtime.transaction(open_plan)
+        share, rest = divmod(total, parts)
         self.cents = {number: share + (rest if number == 1 else 0) for number in range(1, parts + 1)}
         self.payments: dict[int, dict[str, Any]] = {}
 
@@ -278,5 +291,68 @@ def test_a_partly_listed_refund_of_an_installment_is_recorded_at_its_own_amount(
 
     [refund] = rows(runtime, Refund)
     assert (refund.reason, refund.amount_cents) == ("gateway", 5000)
+    assert invoices(api) == [("2026-12-01", "2027-02-28", QUARTER, "paid")]
+    assert_books_clean(runtime)
+
+
+def test_a_plan_over_two_quarters_keeps_its_months_in_order_and_cuts_only_the_latest(
+    client: TestClient,
+    api: Api,
+    runtime: Runtime,
+    jobs: Jobs,
+    asaas_api: respx.MockRouter,  # noqa: F811
+) -> None:
+    api.put_account(ACCOUNT)
+    api.subscribe(
+        ACCOUNT,
+        "platform",
+        frequency="quarterly",
+        payment_method="card",
+        card_token="tok_ok",
+        installments=4,
+        starts_on="2026-09-01",
+    )
+    tick_once(runtime)
+    autumn, summer = (invoice["id"] for invoice in sorted(api.invoices(ACCOUNT), key=lambda i: i["period_start"]))
+    plan = Plan(client, runtime, jobs, asaas_api, autumn, 4, also=(summer,))  # R$ 299,85 four times
+    plan.confirm_every_installment()
+    assert [status for *_, status in invoices(api)] == ["paid", "paid"]
+
+    assert plan.charge_back(4) == "chargeback"
+
+    # R$ 899,55 left: September to December whole, R$ 99,95 of January back; January and February owed.
+    assert invoices(api) == [
+        ("2026-09-01", "2026-11-30", QUARTER, "paid"),
+        ("2026-12-01", "2026-12-31", MONTH, "paid"),
+        ("2027-01-01", "2027-02-28", 2 * MONTH, "open"),
+    ]
+    [owed] = rows(runtime, Refund)
+    assert (owed.reason, owed.status, owed.amount_cents) == ("overpayment", "owed", 3 * QUARTER // 2 - 4 * MONTH)
+    assert_books_clean(runtime)
+
+
+def test_an_installment_charged_back_from_a_plan_owed_back_whole_takes_its_amount_off_what_is_owed(
+    client: TestClient,
+    api: Api,
+    runtime: Runtime,
+    clock: FrozenClock,
+    jobs: Jobs,
+    quarter: str,
+    asaas_api: respx.MockRouter,  # noqa: F811
+) -> None:
+    plan = Plan(client, runtime, jobs, asaas_api, quarter, 3)
+    pix = runtime.transaction(lambda session: open_charge(session, [quarter], "pix", clock.now()).id)
+    deliver_standard(client, clock, "payment.confirmed", pix, "msg_pix", payment_id="gw_pix", amount_cents=QUARTER)
+    settle_jobs(jobs, runtime)
+    plan.confirm_every_installment()  # the quarter was paid already: the plan is a duplicate, owed back whole
+    [owed] = rows(runtime, Refund)
+    assert (owed.reason, owed.status, owed.amount_cents) == ("duplicate", "owed", QUARTER)
+
+    assert plan.charge_back(2) == "chargeback"
+
+    [owed] = rows(runtime, Refund)
+    assert (owed.status, owed.amount_cents) == ("owed", QUARTER - MONTH)  # the card company gave R$ 199,90 back
+    duplicate = next(payment for payment in rows(runtime, Payment) if payment.gateway_payment_id == "pay_i1")
+    assert (duplicate.status, duplicate.chargeback_cents) == ("chargeback", MONTH)
     assert invoices(api) == [("2026-12-01", "2027-02-28", QUARTER, "paid")]
     assert_books_clean(runtime)
