@@ -191,7 +191,12 @@ def checkout(books: Books, gateway: Gateway, account_id: str, request: CheckoutR
         if not reuse.has_codes:
             reclaim = books.transaction(
                 lambda session: claim_manual_charge(
-                    session, reuse.charge_id, books.clock.now(), books.calendar, card_page=request.card_page
+                    session,
+                    reuse.charge_id,
+                    books.clock.now(),
+                    books.calendar,
+                    card_page=request.card_page,
+                    remote_ip=request.remote_ip,
                 )
             )
             if reclaim == ChargeOutcome.IN_FLIGHT:
@@ -218,7 +223,9 @@ def checkout(books: Books, gateway: Gateway, account_id: str, request: CheckoutR
         if request.method == "card" and not request.card_page:
             return charge.id, None
         # Claimed (leased) in the transaction that creates it: no other checkout can supersede it unseen.
-        return charge.id, claim_manual_charge(session, charge.id, now, books.calendar, card_page=request.card_page)
+        return charge.id, claim_manual_charge(
+            session, charge.id, now, books.calendar, card_page=request.card_page, remote_ip=request.remote_ip
+        )
 
     charge_id, claim = books.transaction(open_new)
     if request.method == "card" and not request.card_page:

@@ -114,9 +114,13 @@ class ManualCharge:
     first_contact: bool = False
     """Never sent before (no attempt of this charge can have reached the gateway): the client may create
     it without first looking it up by our id. False, the safe side, whenever in doubt."""
+    remote_ip: str | None = None
+    """A card paid on the gateway's page: the IP of the customer who asked for it, when regua knows it."""
 
     def __post_init__(self) -> None:
         _check_charge(self.charge_id, self.customer_id, self.amount_cents)
+        if self.remote_ip is not None:
+            ipaddress.ip_address(self.remote_ip)
         if self.method not in ("boleto", "pix", "card"):
             raise ValueError(
                 f"a manual charge is paid by boleto, pix or card (on the gateway's page), not {self.method!r}"

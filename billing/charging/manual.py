@@ -29,11 +29,18 @@ log = logging.getLogger("regua.charging")
 
 
 def claim_manual_charge(
-    session: Session, charge_id: str, now: datetime, calendar: BillingCalendar, *, card_page: bool = False
+    session: Session,
+    charge_id: str,
+    now: datetime,
+    calendar: BillingCalendar,
+    *,
+    card_page: bool = False,
+    remote_ip: str | None = None,
 ) -> ManualCharge | ChargeOutcome:
     """Lock a pending PIX or boleto charge still without codes and take its lease; or say why not now.
 
-    `card_page`: a card charge the customer pays on the gateway's own page (regua never sees the card).
+    `card_page`: a card charge the customer pays on the gateway's own page (regua never sees the card),
+    created with `remote_ip`, the IP of the customer who asked for it, when known.
     No gateway customer yet leaves it pending: the hourly pass tries again (the account may get one).
     """
     charge = lock_charge(session, charge_id)
@@ -62,6 +69,7 @@ def claim_manual_charge(
         method="pix" if charge.method == PaymentMethod.PIX else "card" if card_page else "boleto",
         description=describe(invoices),
         first_contact=first_contact,
+        remote_ip=remote_ip if card_page else None,
     )
 
 

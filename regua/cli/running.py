@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -104,7 +105,19 @@ def _serve(
         extra_routes=sandbox.routes,
     )
     runtime.clock.now()  # the shared clock's first read is made here, not on the event loop
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, log_config=None)
+    # The payment page sends the client's address to the gateway as the buyer's IP: X-Forwarded-For is believed
+    # only from the proxies named in FORWARDED_ALLOW_IPS (uvicorn's own variable), from none by default.
+    proxies = os.environ.get("FORWARDED_ALLOW_IPS", "").strip()
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        log_config=None,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies or None,
+    )
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:

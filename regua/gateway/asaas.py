@@ -255,6 +255,8 @@ class AsaasGateway:
         }
         if charge.description:
             fields["description"] = charge.description
+        if charge.method == "card" and charge.remote_ip:
+            fields["remoteIp"] = charge.remote_ip  # the customer who asked for the card page (never the server)
         payment = self._create(charge.charge_id, encode_json(fields), self._read_manual_answer, charge.first_contact)
         if charge.method == "card":
             return payment, None  # paid on Asaas's own page for it (invoiceUrl): regua never sees the card

@@ -20,6 +20,7 @@ from billing.checkout import METHODS, CheckoutRequest, checkout
 from billing.errors import Conflict, NotFound
 from billing.money import format_brl
 from billing.ports import Gateway, GatewayError, GatewayUnavailable
+from billing.remote_ip import normalize_ip
 from regua.portal.receipts import MAX_RECEIPT_BYTES, ReceiptRefused, ReceiptStored, check_receipt, store_receipt
 from regua.portal.tokens import ExpiredToken, InvalidToken, PortalTokens
 from regua.portal.view import PRODUCTS, ChargeView, PortalView, charge_view, invoice_of_account, portal_view
@@ -123,8 +124,8 @@ class PortalPages:
         if product not in PRODUCTS or method not in METHODS:
             return self.problem(request, "Escolha a forma de pagamento e tente de novo.", 422)
         # Card data never reaches regua: a card without a saved token is a charge the customer pays on
-        # the gateway's own page for it.
-        order = CheckoutRequest(product, method, None, 1)
+        # the gateway's own page for it, created with the customer's IP (Asaas's remoteIp).
+        order = CheckoutRequest(product, method, None, 1, customer_ip(request) if method == "card" else None)
         try:
             result = await run_in_threadpool(checkout, self.runtime, self.gateway, account_id, order)
         except Conflict as conflict:
@@ -248,6 +249,17 @@ class PortalPages:
             log.warning("no hosted page for charge %s: %s", view.id, error)
             return None
         return payment.invoice_url
+
+
+def customer_ip(request: Request) -> str | None:
+    """The customer's address as the server gives it: the connection's peer (uvicorn takes X-Forwarded-For
+    only from the proxies named in FORWARDED_ALLOW_IPS, none by default). None when it is no IP address."""
+    if request.client is None:
+        return None
+    try:
+        return normalize_ip(request.client.host)
+    except ValueError:
+        return None  # a Unix socket, or a test client's name
 
 
 def portal_routes(runtime: Runtime, gateway: Gateway, send_mails: SendMails | None = None) -> list[BaseRoute]:

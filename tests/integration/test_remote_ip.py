@@ -19,6 +19,7 @@ from billing.invoicing import issue_due_invoices
 from billing.models import Charge, Invoice, Notification, Subscription
 from regua.gateway.asaas import AsaasGateway
 from regua.mailer import SmtpPostman
+from regua.portal.tokens import PortalTokens
 from regua.runtime import Runtime
 from regua.sandbox.simulator import create_simulator_app
 from tests.integration.asaas_fake import BASE, FakeAsaas, fake_asaas, refused
@@ -316,3 +317,44 @@ def test_a_card_charge_through_the_simulator_carries_the_ip_and_pays_the_month(
     assert [body["remoteIp"] for body in posted] == [IP]
     assert (payment["externalReference"], payment["status"], payment["value"]) == (charge_id, "CONFIRMED", 189.9)
     assert runtime.read(lambda session: session.scalars(select(Invoice.status)).one()) == "paid"
+
+
+# -- a card typed on the gateway's own page
+
+
+def portal_link(runtime: Runtime) -> str:
+    return f"/portal/{PortalTokens(runtime.settings.secret_key).issue(ACCOUNT, runtime.clock.now())}"
+
+
+@SQLITE
+def test_the_payment_pages_card_path_creates_the_card_payment_with_the_customers_address(
+    client: TestClient, api: Api, runtime: Runtime, asaas: FakeAsaas
+) -> None:
+    api.put_account(ACCOUNT)
+    api.subscribe(ACCOUNT, "platform", payment_method="boleto")
+    runtime.transaction(lambda session: issue_due_invoices(session, DAY_1, runtime.calendar))
+    customer = TestClient(client.app, client=("::ffff:203.0.113.50", 51000))
+
+    response = customer.post(
+        f"{portal_link(runtime)}/pagar", data={"product": "platform", "method": "card"}, follow_redirects=False
+    )
+
+    assert response.status_code == 303, response.text
+    [card_page] = [sent for sent in asaas.sent() if sent["billingType"] == "CREDIT_CARD"]
+    assert card_page["remoteIp"] == "203.0.113.50"
+    assert "creditCardToken" not in card_page
+
+
+@SQLITE
+def test_a_card_page_checkout_from_the_api_sends_the_ip_it_is_given(
+    client: TestClient, api: Api, runtime: Runtime, asaas: FakeAsaas
+) -> None:
+    api.put_account(ACCOUNT)
+    api.subscribe(ACCOUNT, "platform", payment_method="boleto")
+    runtime.transaction(lambda session: issue_due_invoices(session, DAY_1, runtime.calendar))
+
+    with_ip = checkout(client, method="card", remote_ip=IP)
+    assert with_ip.status_code == 201, with_ip.text
+    assert with_ip.json()["card"]["page_url"]
+    [card_page] = [sent for sent in asaas.sent() if sent["billingType"] == "CREDIT_CARD"]
+    assert card_page["remoteIp"] == IP
