@@ -18,7 +18,7 @@ from billing.policy import Policy
 @dataclass(frozen=True)
 class ProductAccess:
     state: str
-    """trial, active, grace, verifying or blocked."""
+    """trial, active, grace, verifying, blocked or canceled."""
     alert: str | None
     """None, "payment" (an invoice is open) or "block" (blocked, or the block warning day has come)."""
     block_at: datetime | None
@@ -67,13 +67,22 @@ def product_access(
     return ProductAccess("active", None, None, None, [])
 
 
+def ended_access(unpaid: list[Invoice]) -> ProductAccess:
+    """A canceled subscription past its end: no access; what was issued and is unpaid is still owed (3.10)."""
+    return ProductAccess("canceled", "payment" if unpaid else None, None, None, [invoice.id for invoice in unpaid])
+
+
 def account_access(
     session: Session, account_id: str, now: datetime, calendar: BillingCalendar, policy: Policy
 ) -> dict[str, ProductAccess]:
     account = get_account(session, account_id)
-    products = session.scalars(
-        select(Subscription.product).where(Subscription.account_id == account.id).order_by(Subscription.product)
+    subscriptions = session.scalars(
+        select(Subscription).where(Subscription.account_id == account.id).order_by(Subscription.product)
     ).all()
+    products = [subscription.product for subscription in subscriptions]
+    ended = {
+        subscription.product for subscription in subscriptions if subscription.ends_at and subscription.ends_at <= now
+    }
     unpaid = session.scalars(
         select(Invoice)
         .where(Invoice.account_id == account.id, Invoice.status.in_(UNPAID))
@@ -84,7 +93,9 @@ def account_access(
         for block in session.scalars(select(Block).where(Block.account_id == account.id, Block.lifted_at.is_(None)))
     }
     return {
-        product: product_access(
+        product: ended_access([invoice for invoice in unpaid if invoice.product == product])
+        if product in ended
+        else product_access(
             product,
             [invoice for invoice in unpaid if invoice.product == product],
             blocks.get(product),

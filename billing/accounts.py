@@ -12,10 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from billing import validation as v
+from billing.blocking import lock_accounts
 from billing.calendar import BillingCalendar, Frequency
+from billing.catalog import catalog_price, in_catalog
 from billing.documents import normalize_document
 from billing.errors import InvalidInput, NotFound
-from billing.models import Account, Contact, PaymentMethod, Product, Subscription, new_id
+from billing.models import Account, Contact, PaymentMethod, PriceSource, Product, Subscription, new_id
+from billing.plan_changes import Change, Terms, cancel, change_terms, reactivate
 from billing.remote_ip import FIELD as REMOTE_IP
 from billing.remote_ip import read_remote_ip
 
@@ -86,7 +89,8 @@ def _trial_end(payload: Mapping[str, Any], calendar: BillingCalendar) -> datetim
 class SubscriptionInput:
     plan: str
     modules: tuple[str, ...]
-    monthly_price_cents: int
+    monthly_price_cents: int | None
+    """A negotiated price, overriding the catalog; None: the catalog's price for the plan and modules."""
     frequency: Frequency
     payment_method: PaymentMethod
     card_token: str | None
@@ -98,14 +102,13 @@ class SubscriptionInput:
     @classmethod
     def parse(cls, payload: Mapping[str, Any]) -> SubscriptionInput:
         plan = v.text(payload, "plan", max_length=64)
-        price = v.integer(payload, "monthly_price_cents", minimum=1, maximum=MAX_PRICE_CENTS)
+        price = v.integer(payload, "monthly_price_cents", required=False, minimum=1, maximum=MAX_PRICE_CENTS)
         frequency = Frequency(v.choice(payload, "frequency", FREQUENCIES))
         method = PaymentMethod(v.choice(payload, "payment_method", METHODS))
         card_token = v.text(payload, "card_token", required=False)
         remote_ip = read_remote_ip(payload)
         installments = v.integer(payload, "installments", required=False, minimum=1, maximum=12, default=1)
         assert plan is not None
-        assert price is not None
         assert installments is not None
         if method is PaymentMethod.CARD_AUTO_DEBIT and frequency is not Frequency.MONTHLY:
             raise InvalidInput("payment_method", "card_auto_debit exists for monthly subscriptions only")
@@ -179,12 +182,36 @@ def upsert_subscription(
     now: datetime,
     calendar: BillingCalendar,
 ) -> tuple[Subscription, bool]:
-    """Create or change a subscription. Invoices already issued keep their amounts (rule 3.10)."""
+    """Create or change a subscription (see `subscribe`); returns (subscription, created)."""
+    subscribed = subscribe(session, account_id, product, data, now, calendar)
+    return subscribed.subscription, subscribed.created
+
+
+@dataclass(frozen=True)
+class Subscribed:
+    subscription: Subscription
+    created: bool
+    change: Change
+
+
+def subscribe(
+    session: Session,
+    account_id: str,
+    product: str,
+    data: SubscriptionInput,
+    now: datetime,
+    calendar: BillingCalendar,
+) -> Subscribed:
+    """Create or change a subscription, by rule 3.10: an upgrade now (its difference invoiced pro rata), anything
+    else that changes the offer from the next period; the method, card and installments at once. A canceled
+    subscription given a plan again goes on. Invoices already issued keep their amounts."""
     checked = validate_product(product)
     account = get_account(session, account_id)
+    lock_accounts(session, [account.id])
     subscription = session.scalar(
         select(Subscription).where(Subscription.account_id == account.id, Subscription.product == checked)
     )
+    terms = _terms(session, checked.value, data)
     created = subscription is None
     card_token, remote_ip = card_and_ip(subscription, data)
     if subscription is None:
@@ -194,20 +221,61 @@ def upsert_subscription(
             product=checked.value,
             starts_on=data.starts_on or calendar.local_date(now),
             created_at=now,
+            plan=terms.plan,
+            modules=list(terms.modules),
+            monthly_price_cents=terms.monthly_price_cents,
+            price_source=terms.price_source.value,
+            frequency=terms.frequency.value,
         )
         session.add(subscription)
-    elif data.starts_on is not None:
-        subscription.starts_on = data.starts_on
-    subscription.plan = data.plan
-    subscription.modules = list(data.modules)
-    subscription.monthly_price_cents = data.monthly_price_cents
-    subscription.frequency = data.frequency.value
+        change = Change("created", subscription.starts_on)
+    else:
+        if data.starts_on is not None:
+            subscription.starts_on = data.starts_on
+        reactivated = reactivate(subscription, now, calendar)
+        # The method first: an upgrade's difference is invoiced, and discounted, by the method it is paid with.
+        subscription.payment_method = data.payment_method.value
+        change = change_terms(session, subscription, terms, now, calendar)
+        if reactivated and change.effect == "unchanged":
+            change = Change("reactivated", calendar.local_date(now))
     subscription.payment_method = data.payment_method.value
     subscription.card_token, subscription.remote_ip = card_token, remote_ip
     subscription.installments = data.installments
     subscription.updated_at = now
     session.flush()
-    return subscription, created
+    return Subscribed(subscription, created, change)
+
+
+def _terms(session: Session, product: str, data: SubscriptionInput) -> Terms:
+    """The offer asked for: at the negotiated price when one is given, else at the catalog's."""
+    if data.monthly_price_cents is not None:
+        return Terms(data.plan, data.modules, data.monthly_price_cents, PriceSource.NEGOTIATED, data.frequency)
+    if not in_catalog(session, product, data.plan):
+        raise InvalidInput(
+            "monthly_price_cents", f"is required: {data.plan!r} is not a plan of {product} in the catalog"
+        )
+    price = catalog_price(session, product, data.plan, data.modules)
+    if price <= 0:
+        raise InvalidInput("plan", "the plan and modules cost nothing in the catalog: set a price for them")
+    return Terms(data.plan, data.modules, price, PriceSource.CATALOG, data.frequency)
+
+
+def cancel_subscription(
+    session: Session, account_id: str, product: str, now: datetime, calendar: BillingCalendar
+) -> tuple[Subscription, Change]:
+    """Cancel at the end of the period already issued (rule 3.10); canceling again changes nothing."""
+    checked = validate_product(product)
+    account = get_account(session, account_id)
+    lock_accounts(session, [account.id])
+    subscription = session.scalar(
+        select(Subscription).where(Subscription.account_id == account.id, Subscription.product == checked)
+    )
+    if subscription is None:
+        raise NotFound(f"account {account_id} has no {checked.value} subscription")
+    change = cancel(session, subscription, now, calendar)
+    subscription.updated_at = now
+    session.flush()
+    return subscription, change
 
 
 def card_and_ip(current: Subscription | None, data: SubscriptionInput) -> tuple[str | None, str | None]:

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from billing.db import insert_ignoring_conflicts
 from billing.models import UNPAID, Account, Block, Invoice, InvoiceStatus, Product, new_id
+from billing.plan_changes import ended_products
 
 
 class UnpaidInvoice(Protocol):
@@ -85,10 +86,11 @@ def reconcile_blocks(session: Session, account_ids: Sequence[str], now: datetime
     }
     changes = BlockChanges()
     to_apply = []
+    ended = ended_products(session, account_ids, now)
     for key in sorted(set(unpaid) | set(active)):
         block = active.get(key)
         keeping = blocking_invoices(key[1], unpaid.get(key, []), block is not None, now)
-        if keeping and block is None:
+        if keeping and block is None and key not in ended:  # a subscription that ended blocks nothing more
             to_apply.append(
                 {
                     "id": new_id("blk"),

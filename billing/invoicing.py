@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session
 
 from billing.calendar import BillingCalendar, Frequency, Period, billing_period, period_subtotal
 from billing.db import insert_ignoring_conflicts
-from billing.models import Account, Invoice, InvoiceStatus, PaymentMethod, Subscription, new_id
+from billing.models import Account, Invoice, InvoiceKind, InvoiceStatus, PaymentMethod, Subscription, new_id
 from billing.money import auto_debit_discount
+from billing.plan_changes import apply_waiting_changes
 
 BATCH = 2000
 
@@ -65,7 +66,12 @@ class IssueReport:
 
 
 def issue_due_invoices(session: Session, now: datetime, calendar: BillingCalendar) -> IssueReport:
-    """Issue every invoice that should exist at `now` and does not; a concurrent pass loses quietly."""
+    """Issue every invoice that should exist at `now` and does not; a concurrent pass loses quietly.
+
+    A change waiting for the next period is applied first (rule 3.10), and a canceled subscription gets
+    no invoice for a period after its end.
+    """
+    apply_waiting_changes(session, calendar.local_date(now))
     last_end = (
         select(Invoice.subscription_id, func.max(Invoice.period_end).label("last_end"))
         .group_by(Invoice.subscription_id)
@@ -80,6 +86,7 @@ def issue_due_invoices(session: Session, now: datetime, calendar: BillingCalenda
             Subscription.payment_method,
             Subscription.monthly_price_cents,
             Subscription.starts_on,
+            Subscription.ends_on,
             Account.trial_ends_at,
             last_end.c.last_end,
         )
@@ -90,8 +97,10 @@ def issue_due_invoices(session: Session, now: datetime, calendar: BillingCalenda
     trial_starts: set[tuple[str, date]] = set()
     for row in rows:
         first_day = first_billable_day(row.starts_on, row.trial_ends_at, calendar)
-        next_start = row.last_end + timedelta(days=1) if row.last_end else first_day
+        next_start = max(row.last_end + timedelta(days=1), first_day) if row.last_end else first_day
         for period in due_periods(next_start, Frequency(row.frequency), row.trial_ends_at, now, calendar):
+            if row.ends_on is not None and period.start > row.ends_on:
+                break
             draft = draft_invoice(period, row.monthly_price_cents, row.payment_method)
             if row.trial_ends_at is not None and period.start == first_day and row.last_end is None:
                 trial_starts.add((row.id, period.start))
@@ -102,7 +111,7 @@ def issue_due_invoices(session: Session, now: datetime, calendar: BillingCalenda
             session,
             Invoice,
             drafts[offset : offset + BATCH],
-            index_elements=["subscription_id", "period_start"],
+            index_elements=["subscription_id", "period_start", "kind"],
         )
     issued_set = set(issued)
     trials_ended = sum(
@@ -122,6 +131,8 @@ def _invoice_row(row: Any, draft: InvoiceDraft, now: datetime, calendar: Billing
         "product": row.product,
         "period_start": draft.period.start,
         "period_end": draft.period.end,
+        "kind": InvoiceKind.PERIOD.value,
+        "monthly_price_cents": row.monthly_price_cents,
         "due_date": due_date,
         "block_at": calendar.block_at(due_date),
         "payment_method": row.payment_method,

@@ -33,10 +33,12 @@ from billing.states import (
     ChargeStatus,
     DeclineClass,
     EventStatus,
+    InvoiceKind,
     InvoiceStatus,
     NotificationStatus,
     PaymentMethod,
     PaymentStatus,
+    PriceSource,
     Product,
     RefundReason,
     RefundStatus,
@@ -52,10 +54,12 @@ __all__ = [
     "ChargeStatus",
     "DeclineClass",
     "EventStatus",
+    "InvoiceKind",
     "InvoiceStatus",
     "NotificationStatus",
     "PaymentMethod",
     "PaymentStatus",
+    "PriceSource",
     "Product",
     "RefundReason",
     "RefundStatus",
@@ -129,6 +133,21 @@ class Subscription(Base):
     starts_on: Mapped[date] = mapped_column(Date)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    price_source: Mapped[str] = mapped_column(String(16), default=PriceSource.NEGOTIATED, server_default="negotiated")
+    """Where `monthly_price_cents` comes from: the catalog (plan and modules, repriced with it) or a negotiation."""
+    next_plan: Mapped[str | None] = mapped_column(String(64))
+    """A change that waits for the next period (a downgrade, another frequency): what the subscription becomes."""
+    next_modules: Mapped[list[str] | None]
+    next_monthly_price_cents: Mapped[int | None]
+    next_price_source: Mapped[str | None] = mapped_column(String(16))
+    next_frequency: Mapped[str | None] = mapped_column(String(16))
+    change_effective_on: Mapped[date | None] = mapped_column(Date)
+    """The first day of the period from which the waiting change applies."""
+    canceled_at: Mapped[datetime | None]
+    ends_on: Mapped[date | None] = mapped_column(Date)
+    """The last day of a canceled subscription: the end of the period already issued (rule 3.10)."""
+    ends_at: Mapped[datetime | None]
+    """00:00 of the day after `ends_on` in the billing zone: from then no invoice, email, charge or block."""
 
     account: Mapped[Account] = relationship(back_populates="subscriptions")
 
@@ -136,7 +155,7 @@ class Subscription(Base):
 class Invoice(Base):
     __tablename__ = "invoices"
     __table_args__ = (
-        UniqueConstraint("subscription_id", "period_start"),
+        UniqueConstraint("subscription_id", "period_start", "kind"),
         Index("ix_invoices_unpaid_block_at", "status", "block_at"),
         Index("ix_invoices_account_product", "account_id", "product"),
     )
@@ -147,6 +166,11 @@ class Invoice(Base):
     product: Mapped[str] = mapped_column(String(16))
     period_start: Mapped[date] = mapped_column(Date)
     period_end: Mapped[date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(16), default=InvoiceKind.PERIOD, server_default="period")
+    """A billing period's invoice, or the difference an upgrade owes for the rest of one (rule 3.10)."""
+    monthly_price_cents: Mapped[int | None]
+    """The monthly price in force when it was issued (for a proration: the monthly difference); None before
+    invoices kept it. `regua check` holds the amounts to it."""
     due_date: Mapped[date] = mapped_column(Date)
     block_at: Mapped[datetime]
     payment_method: Mapped[str] = mapped_column(String(16))
@@ -166,11 +190,11 @@ class Invoice(Base):
     cut_from: Mapped[date | None] = mapped_column(Date)
     """The first day of the period this invoice was cut from, when a card plan lost an installment and kept
     only the whole months its money still covers (billing.installments): each part is whole months of it."""
-
-
     verification_started_at: Mapped[datetime | None]
     """When its one verification window opened (the first receipt or pending report), kept once the window
     ends: after it, a receipt lifts nothing by itself and waits for a person (rule 3.7)."""
+
+
 class Charge(Base):
     __tablename__ = "charges"
     __table_args__ = (
@@ -424,3 +448,18 @@ class Notification(Base):
 Index("ix_webhook_events_received_at", WebhookEvent.received_at)
 Index("ix_webhook_events_charge_id", WebhookEvent.charge_id)
 Index("ix_charges_account_id", Charge.account_id)
+
+
+class CatalogItem(Base):
+    """A plan or a module of a product, at its monthly price: subscriptions name them (rule 3.10)."""
+
+    __tablename__ = "catalog_items"
+
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    """`plan` or `module`."""
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200))
+    monthly_price_cents: Mapped[int]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]

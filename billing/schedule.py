@@ -19,6 +19,7 @@ from billing.models import (
     Block,
     Invoice,
 )
+from billing.plan_changes import ended_products
 from billing.policy import Policy
 
 K = NotificationKind
@@ -104,6 +105,8 @@ def scheduled_notifications(
         )
         if is_open_at(invoice, now)
     ]
+    ended = ended_products(session, None, now)
+    invoices = [invoice for invoice in invoices if (invoice.account_id, invoice.product) not in ended]
     trials = trial_invoices(session, invoices, calendar)
     due = []
     for invoice in invoices:

@@ -25,6 +25,20 @@ class InvoiceStatus(StrEnum):
     REFUNDED = "refunded"
 
 
+class InvoiceKind(StrEnum):
+    PERIOD = "period"
+    """A billing period's invoice (a month, or a prepaid 3, 6 or 12)."""
+    PRORATION = "proration"
+    """What an upgrade adds for the rest of the current period, pro rata by days (rule 3.10)."""
+
+
+class PriceSource(StrEnum):
+    CATALOG = "catalog"
+    """The plan's and modules' monthly prices in the catalog, at each invoice."""
+    NEGOTIATED = "negotiated"
+    """`monthly_price_cents` as the product set it, overriding the catalog."""
+
+
 UNPAID = (InvoiceStatus.OPEN, InvoiceStatus.VERIFYING)
 MANUAL_METHODS = (PaymentMethod.BOLETO.value, PaymentMethod.PIX.value)
 """The methods a customer pays by themselves, with a PIX code or a boleto line."""

@@ -19,8 +19,8 @@ from billing.accounts import (
     AccountInput,
     SubscriptionInput,
     get_account,
+    subscribe,
     upsert_account,
-    upsert_subscription,
     validate_account_id,
 )
 from billing.checkout import CheckoutRequest, CheckoutResult, checkout
@@ -30,6 +30,7 @@ from billing.models import Account, Charge, ChargeInvoice, ChargeStatus, Invoice
 from billing.ports import Gateway, GatewayRejected, GatewayUnavailable
 from billing.timeline import Event, account_timeline
 from billing.verification import record_receipt
+from regua.api_catalog import CatalogAPI, catalog_routes, change_json, pending_change_json
 from regua.http import BearerAuthMiddleware, error_response, json_body
 from regua.runtime import Runtime
 
@@ -51,6 +52,7 @@ def invoice_json(invoice: Invoice, open_charge_id: str | None = None) -> dict[st
         "product": invoice.product,
         "period_start": invoice.period_start.isoformat(),
         "period_end": invoice.period_end.isoformat(),
+        "kind": invoice.kind,
         "due_date": invoice.due_date.isoformat(),
         "subtotal_cents": invoice.subtotal_cents,
         "discount_cents": invoice.discount_cents,
@@ -145,6 +147,10 @@ def subscription_json(subscription: Subscription) -> dict[str, Any]:
         "starts_on": subscription.starts_on.isoformat(),
         "has_card_token": bool(subscription.card_token),
         "remote_ip": subscription.remote_ip,
+        "price_source": subscription.price_source,
+        "pending_change": pending_change_json(subscription),
+        "canceled_at": utc_text(subscription.canceled_at),
+        "ends_on": subscription.ends_on.isoformat() if subscription.ends_on else None,
     }
 
 
@@ -273,8 +279,9 @@ class ProductAPI:
         rt = self.runtime
 
         def work(session: Session) -> tuple[dict[str, Any], bool]:
-            subscription, created = upsert_subscription(session, account_id, product, data, rt.clock.now(), rt.calendar)
-            return subscription_json(subscription), created
+            subscribed = subscribe(session, account_id, product, data, rt.clock.now(), rt.calendar)
+            body = {**subscription_json(subscribed.subscription), "change": change_json(subscribed.change)}
+            return body, subscribed.created
 
         body, created = await run_in_threadpool(rt.transaction, work)
         return JSONResponse(body, status_code=201 if created else 200)
@@ -409,6 +416,7 @@ def by_method(**handlers: Endpoint) -> Endpoint:
 
 def api_routes(runtime: Runtime, gateway: Gateway) -> Mount:
     api = ProductAPI(runtime, gateway)
+    catalog_api = CatalogAPI(runtime)
     return Mount(
         "/api",
         routes=[
@@ -417,7 +425,12 @@ def api_routes(runtime: Runtime, gateway: Gateway) -> Mount:
                 by_method(GET=api.get_account, PUT=api.put_account, PATCH=api.patch_account),
                 methods=["GET", "PUT", "PATCH"],
             ),
-            Route("/accounts/{account_id}/subscriptions/{product}", api.put_subscription, methods=["PUT"]),
+            Route(
+                "/accounts/{account_id}/subscriptions/{product}",
+                by_method(PUT=api.put_subscription, DELETE=catalog_api.delete_subscription),
+                methods=["PUT", "DELETE"],
+            ),
+            *catalog_routes(runtime),
             Route("/accounts/{account_id}/access", api.get_access, methods=["GET"]),
             Route("/accounts/{account_id}/invoices", api.get_invoices, methods=["GET"]),
             Route("/accounts/{account_id}/payments", api.get_payments, methods=["GET"]),

@@ -42,6 +42,7 @@ from billing.models import (
     Subscription,
     new_charge_id,
 )
+from billing.plan_changes import ended_products
 from billing.policy import Policy
 
 
@@ -187,7 +188,12 @@ def plan_auto_debits(
         return []
     accounts = sorted({row.account_id for row in candidates})
     oldest = _oldest_unpaid(session)
-    candidates = [row for row in candidates if oldest.get((row.account_id, row.product)) == row.period_start]
+    ended = ended_products(session, accounts, now)
+    candidates = [
+        row
+        for row in candidates
+        if oldest.get((row.account_id, row.product)) == row.period_start and (row.account_id, row.product) not in ended
+    ]
     attempts = _attempts(session, due)
     dead = dead_cards(session, accounts)
     drafts: list[dict[str, Any]] = []

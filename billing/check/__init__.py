@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from billing.check import access, invoices, mails, money
+from billing.check import access, changes, invoices, mails, money
 from billing.check.rules import SPEC_TIMEZONE
 from billing.check.scope import Invariant, Scope
 
@@ -58,6 +58,8 @@ INVARIANTS: dict[str, Invariant] = {
     "paid_invoice_without_paid_at": invoices.paid_without_paid_at,
     "wrong_discount_or_total": invoices.wrong_discounts,
     "invoice_not_at_its_subscription_price": invoices.prices_against_subscriptions,
+    "proration_against_the_rule": changes.prorations_against_the_rule,
+    "invoice_after_the_end": changes.invoices_after_the_end,
     "payment_paying_nothing": money.payments_paying_nothing,
     "account_books_do_not_add_up": money.balances,
     "card_captured_twice_for_an_invoice": money.cards_captured_twice,

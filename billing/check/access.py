@@ -44,6 +44,9 @@ def wrong_blocks(scope: Scope) -> Iterator[dict[str, Any]]:
         for key, invoices in sorted(scope.unpaid.items()):
             if key in scope.active_blocks:
                 continue
+            ended = scope.ends.get(key)
+            if ended is not None and ended <= last_tick:
+                continue  # 3.10: a canceled subscription past its end blocks nothing more
             keeping = rules.keeping_blocked(key[1], invoices, False, last_tick, scope.zone)
             if keeping and not _left_by_a_verification(scope, key, invoices, keeping):
                 yield {

@@ -10,17 +10,19 @@ from sqlalchemy.orm import aliased
 
 from billing.check import rules
 from billing.check.scope import Scope
-from billing.models import Invoice, InvoiceStatus, Payment, PaymentStatus, Subscription
+from billing.models import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentStatus, Subscription
 
 
 def overlapping_invoices(scope: Scope) -> Iterator[dict[str, Any]]:
-    """One invoice per subscription and month: no two invoices of a subscription cover the same day."""
+    """One invoice per subscription and month: no two period invoices of a subscription cover the same day (nor two
+    upgrades' differences)."""
     other = aliased(Invoice)
     query = select(Invoice.subscription_id, Invoice.id, other.id.label("other")).join(
         other,
         and_(
             other.subscription_id == Invoice.subscription_id,
             other.id > Invoice.id,
+            other.kind == Invoice.kind,  # an upgrade's difference lies inside its period: its own invariant
             other.period_start <= Invoice.period_end,
             Invoice.period_start <= other.period_end,
         ),
@@ -96,15 +98,14 @@ def wrong_discounts(scope: Scope) -> Iterator[dict[str, Any]]:
 
 
 def prices_against_subscriptions(scope: Scope) -> Iterator[dict[str, Any]]:
-    """Each invoice's subtotal is its subscription's price for its period (rules 3.1, 3.2, 3.9).
-
-    Invoices keep their amounts when a subscription changes (3.10), and a subscription keeps only its
-    latest price, frequency and start: an invoice is judged only when its subscription has not changed
-    since it was issued (`updated_at` <= `issued_at`), so that the price read is the one in force when
-    it was issued. Invoices issued before a change are not decidable from the books and are left out.
+    """Each period invoice's subtotal is the price for its period (rules 3.1, 3.2, 3.9) at the monthly price in
+    force when it was issued, which the invoice keeps (3.10: invoices keep their amounts when a subscription
+    changes). An invoice issued before invoices kept their price is judged by its subscription's, and only
+    when the subscription has not changed since (`updated_at` <= `issued_at`).
     """
     first = (
         select(Invoice.subscription_id, func.min(Invoice.period_start).label("first_start"))
+        .where(Invoice.kind == InvoiceKind.PERIOD)
         .group_by(Invoice.subscription_id)
         .subquery()
     )
@@ -116,21 +117,29 @@ def prices_against_subscriptions(scope: Scope) -> Iterator[dict[str, Any]]:
             Invoice.period_end,
             Invoice.subtotal_cents,
             Invoice.cut_from,
+            Invoice.monthly_price_cents.label("kept_price"),
             Subscription.monthly_price_cents,
             Subscription.frequency,
+            Subscription.starts_on,
             first.c.first_start,
         )
         .join(Subscription, Subscription.id == Invoice.subscription_id)
         .join(first, first.c.subscription_id == Invoice.subscription_id)
-        .where(Subscription.updated_at <= Invoice.issued_at)
+        .where(
+            Invoice.kind == InvoiceKind.PERIOD,
+            or_(Invoice.monthly_price_cents.is_not(None), Subscription.updated_at <= Invoice.issued_at),
+        )
     )
     for row in scope.session.execute(query):
+        monthly = row.kept_price if row.kept_price is not None else row.monthly_price_cents
+        # With its own price kept, an invoice is whole months of any frequency (one may have changed since).
+        frequency = None if row.kept_price is not None else row.frequency
         price, shape = rules.period_price(
             row.period_start,
             row.period_end,
-            row.monthly_price_cents,
-            row.frequency,
-            first=row.period_start == row.first_start,
+            monthly,
+            frequency,
+            first=row.period_start in (row.first_start, row.starts_on),
             cut_from=row.cut_from,
         )
         if price is None or price != row.subtotal_cents:
@@ -140,7 +149,7 @@ def prices_against_subscriptions(scope: Scope) -> Iterator[dict[str, Any]]:
                 "period": f"{row.period_start.isoformat()}..{row.period_end.isoformat()}",
                 "subtotal_cents": row.subtotal_cents,
                 "rule_subtotal_cents": price,
-                "monthly_price_cents": row.monthly_price_cents,
+                "monthly_price_cents": monthly,
                 "frequency": row.frequency,
                 **({"problem": shape} if shape else {}),
             }

@@ -49,7 +49,7 @@ def _last_of_month(day: date) -> date:
 
 
 def period_price(
-    start: date, end: date, monthly_cents: int, frequency: str, first: bool, cut_from: date | None = None
+    start: date, end: date, monthly_cents: int, frequency: str | None, first: bool, cut_from: date | None = None
 ) -> tuple[int | None, str]:
     """The subtotal the rules give a period, or None and why no price fits its shape.
 
@@ -61,7 +61,8 @@ def period_price(
     if cut_from is not None:  # a card plan lost an installment: each part is whole months of the period cut
         months = (end.year - start.year) * 12 + end.month - start.month + 1
         reach = (end.year - cut_from.year) * 12 + end.month - cut_from.month + 1
-        if start.day != 1 or end != _last_of_month(end) or start < cut_from or reach > MONTHS_OF.get(frequency, 0):
+        longest = MONTHS_OF.get(frequency, 0) if frequency else 12
+        if start.day != 1 or end != _last_of_month(end) or start < cut_from or reach > longest:
             return None, "a part of a cut period that is not whole months of it"
         return monthly_cents * months, ""
     if start.day != 1:
@@ -74,10 +75,26 @@ def period_price(
     if end != _last_of_month(end) or end < start:
         return None, "a period that does not end on the last day of a month"
     months = (end.year - start.year) * 12 + end.month - start.month + 1
-    wanted = MONTHS_OF.get(frequency)
-    if months != wanted:
+    if frequency is None:  # the frequency in force when it was issued is not kept: any of the four
+        if months not in MONTHS_OF.values():
+            return None, f"{months} months is no frequency's period"
+    elif months != MONTHS_OF.get(frequency):
         return None, f"{months} months for a {frequency} subscription"
     return monthly_cents * months, ""
+
+
+def proration(monthly_difference_cents: int, period_start: date, period_end: date, first_day: date) -> int:
+    """Rule 3.10: an upgrade invoices the monthly price difference for the rest of the current period, pro rata by
+    days, rounded half up: the difference times the period's months, times the days left (from `first_day` to the
+    period's end, both counted) over the days of the period. A period that is the rest of one month (a trial's end)
+    is priced by that month's days."""
+    days_left = (period_end - first_day).days + 1
+    if period_start.day != 1:
+        return half_up(
+            monthly_difference_cents * days_left, calendar.monthrange(period_start.year, period_start.month)[1]
+        )
+    months = (period_end.year - period_start.year) * 12 + period_end.month - period_start.month + 1
+    return half_up(monthly_difference_cents * months * days_left, (period_end - period_start).days + 1)
 
 
 class Unpaid(Protocol):

@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from billing.models import UNPAID, Block, Invoice, TickRun
+from billing.models import UNPAID, Block, Invoice, Subscription, TickRun
 
 Key = tuple[str, str]
 """(account id, product): blocks and their rules are per product."""
@@ -66,6 +66,14 @@ class Scope:
             .order_by(Block.lifted_at, Block.id)
         )
         return {(row.account_id, row.product): row for row in self.session.execute(query)}
+
+    @cached_property
+    def ends(self) -> dict[Key, datetime]:
+        """Per account and product, when its canceled subscription ends (rule 3.10: nothing blocks after it)."""
+        query = select(Subscription.account_id, Subscription.product, Subscription.ends_at).where(
+            Subscription.ends_at.is_not(None)
+        )
+        return {(row.account_id, row.product): row.ends_at for row in self.session.execute(query)}
 
 
 Invariant = Callable[[Scope], Iterator[dict[str, Any]]]

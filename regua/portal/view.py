@@ -28,6 +28,7 @@ STATES = {
     "grace": "Aguardando pagamento",
     "verifying": "Verificação de pagamento",
     "blocked": "Acesso bloqueado",
+    "canceled": "Assinatura encerrada",
 }
 METHODS = {"pix": "PIX", "boleto": "Boleto", "card": "Cartão de crédito", "other": "Outro"}
 PAYMENT_STATUSES = {
