@@ -96,6 +96,8 @@ _FAILURE_REASONS = {
     "invalid_token": "dados do cartão inválidos",
     "card_canceled": "cartão cancelado ou bloqueado",
     "generic": "transação não autorizada pelo banco emissor",
+    # Not the bank's: regua does not charge a card saved without the customer's IP (see the README).
+    "remote_ip_missing": "o cartão salvo precisa ser cadastrado de novo",
 }
 _REFUND_REASONS = {
     "duplicate": "pagamento em duplicidade",
