@@ -103,7 +103,8 @@ def keep_covered_months(session: Session, payment: Payment, now: datetime) -> Mo
     for invoice in invoices:
         starts = month_starts(invoice)
         price = invoice.total_cents // len(starts)
-        covered = min(len(starts), max(left, 0) // price) if still_covering else 0
+        affordable = len(starts) if price == 0 else max(left, 0) // price
+        covered = min(len(starts), affordable) if still_covering else 0
         left -= covered * price
         if covered == len(starts):
             continue
@@ -124,7 +125,7 @@ def keep_covered_months(session: Session, payment: Payment, now: datetime) -> Mo
     return kept
 
 
-def _due_at_once(invoice: Invoice, now: datetime) -> tuple[date, datetime]:
+def due_at_once(invoice: Invoice, now: datetime) -> tuple[date, datetime]:
     """Today in the billing calendar and the block instant of an invoice due today.
 
     The calendar's zone is read off the invoice's own dates: its block instant is 00:00 of a local day,
@@ -139,14 +140,14 @@ def _due_at_once(invoice: Invoice, now: datetime) -> tuple[date, datetime]:
 
 
 def _reopen(invoice: Invoice, now: datetime) -> None:
-    invoice.due_date, invoice.block_at = _due_at_once(invoice, now)
+    invoice.due_date, invoice.block_at = due_at_once(invoice, now)
     invoice.status, invoice.paid_at = InvoiceStatus.OPEN.value, None
     invoice.charge_id = invoice.payment_id = None
 
 
 def _cut(session: Session, invoice: Invoice, first_owed: date, covered_cents: int, now: datetime) -> Invoice:
     """Shorten a paid invoice to its months still covered; the rest becomes a new open invoice, due at once."""
-    due_date, block_at = _due_at_once(invoice, now)
+    due_date, block_at = due_at_once(invoice, now)
     invoice.cut_from = invoice.cut_from or invoice.period_start
     rest = Invoice(
         id=new_id("inv"),
