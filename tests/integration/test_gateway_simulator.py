@@ -384,39 +384,3 @@ def test_the_webhook_retry_schedule_is_asaas_s_divided_by_the_simulator_s_diviso
     assert queue["retry_delays_s"][:6] == [1, 2, 7, 10, 30, 50]  # 30 s, 1 min, 3.5 min, 5, 15, 25 min
     assert queue["retry_delays_s"][6:] == [120] * 5 + [240, 240, 360]  # 1 h five times, 2 h twice, 3 h
     assert queue == queue | {"interrupted": False, "failures": 0, "pending": 0}
-
-
-def test_a_customer_is_created_and_found_again_by_its_external_reference(sim: httpx.Client) -> None:
-    body = {"name": "Padaria Central Ltda", "cpfCnpj": "11.222.333/0001-81", "externalReference": "padaria"}
-    headers = {"access_token": "any-key"}
-
-    created = sim.post("/v3/customers", json=body, headers=headers)
-    found = sim.get("/v3/customers", params={"externalReference": "padaria"}, headers=headers)
-    other = sim.get("/v3/customers", params={"externalReference": "another"}, headers=headers)
-
-    assert created.status_code == 200
-    customer = created.json()
-    assert customer["id"].startswith("cus_")
-    assert (customer["object"], customer["cpfCnpj"], customer["personType"]) == (
-        "customer",
-        "11222333000181",
-        "JURIDICA",
-    )
-    assert found.json()["totalCount"] == 1
-    assert found.json()["data"] == [customer]
-    assert sim.get(f"/v3/customers/{customer['id']}", headers=headers).json() == customer
-    assert other.json()["data"] == []
-
-
-def test_a_customer_needs_a_name_and_a_valid_document(sim: httpx.Client) -> None:
-    headers = {"access_token": "any-key"}
-
-    nameless = sim.post("/v3/customers", json={"cpfCnpj": "11222333000181"}, headers=headers)
-    bad_document = sim.post("/v3/customers", json={"name": "Ana", "cpfCnpj": "123"}, headers=headers)
-
-    assert (nameless.status_code, nameless.json()["errors"][0]["code"]) == (400, "invalid_name")
-    assert bad_document.status_code == 400
-    assert bad_document.json()["errors"] == [
-        {"code": "invalid_object", "description": "O CPF/CNPJ informado é inválido."}  # as Asaas's sandbox answers
-    ]
-    assert sim.get("/v3/customers/cus_000000000404", headers=headers).status_code == 404
