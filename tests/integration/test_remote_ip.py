@@ -358,3 +358,20 @@ def test_a_card_page_checkout_from_the_api_sends_the_ip_it_is_given(
     assert with_ip.json()["card"]["page_url"]
     [card_page] = [sent for sent in asaas.sent() if sent["billingType"] == "CREDIT_CARD"]
     assert card_page["remoteIp"] == IP
+
+
+@SQLITE
+def test_after_a_missing_ip_decline_the_payment_page_offers_pix_boleto_and_a_card_typed_anew(
+    client: TestClient, runtime: Runtime, api: Api, context: WorkerContext, asaas: FakeAsaas
+) -> None:
+    api.put_account(ACCOUNT)
+    api.subscribe(ACCOUNT, "platform", payment_method="card_auto_debit", card_token="tok_ok", remote_ip=IP)
+    forget_ip(runtime)
+    tick(context, None, DAY_1)
+
+    page = client.get(portal_link(runtime))
+
+    assert page.status_code == 200
+    for method in ("pix", "boleto", "card"):
+        assert f'name="method" value="{method}"' in page.text
+    assert "R$ 189,90" in page.text
