@@ -27,7 +27,6 @@ from billing.models import (
     Notification,
     Payment,
     Refund,
-    Subscription,
     new_id,
 )
 from regua.cli import main, tick_once
@@ -316,43 +315,47 @@ def test_a_block_lifted_by_a_verification_that_ended_and_not_put_back_is_named(
     assert names(runtime) == {"verification_past_its_window"}
 
 
-def test_a_month_issued_inside_a_prepaid_quarter_is_named(
+def test_a_quarter_issued_a_month_early_is_named(
     api: Api,
     runtime: Runtime,
     clock: FrozenClock,
 ) -> None:
-    """A quarterly subscription changed to monthly: the change waits for the next period (rule 3.10), so a January
-    issued inside the quarter already issued is a month invoiced twice."""
+    """A quarterly subscription's next invoice comes on day 1 after its period ends (rule 3.2): a January-March
+    issued while December-February runs invoices January and February twice."""
     api.put_account("quitanda")
     api.subscribe("quitanda", "platform", frequency="quarterly")
     tick_once(runtime)
-    clock.set(clock.now() + timedelta(minutes=1))
-    api.subscribe("quitanda", "platform", frequency="monthly")
+    [quarter] = runtime.read(lambda session: list(session.scalars(select(Invoice))))
+    assert (quarter.period_start, quarter.period_end, quarter.subtotal_cents) == (
+        date(2026, 12, 1),
+        date(2027, 2, 28),
+        3 * PRICE,
+    )
     assert names(runtime) == set()
 
-    def january_issued_anyway(session: Session) -> None:
-        subscription = session.scalars(select(Subscription).where(Subscription.account_id == "quitanda")).one()
+    def next_quarter_a_month_early(session: Session) -> None:
         due = date(2027, 1, 1)
         session.add(
             Invoice(
                 id=new_id("inv"),
-                subscription_id=subscription.id,
+                subscription_id=quarter.subscription_id,
                 account_id="quitanda",
                 product="platform",
                 period_start=due,
-                period_end=date(2027, 1, 31),
+                period_end=date(2027, 3, 31),
+                monthly_price_cents=PRICE,
                 due_date=due,
                 block_at=datetime(2027, 1, 7, tzinfo=SAO_PAULO).astimezone(UTC),
                 payment_method="boleto",
-                subtotal_cents=PRICE,
+                subtotal_cents=3 * PRICE,
                 discount_cents=0,
-                total_cents=PRICE,
+                total_cents=3 * PRICE,
                 status="open",
                 issued_at=clock.now(),
             )
         )
 
-    runtime.transaction(january_issued_anyway)
+    runtime.transaction(next_quarter_a_month_early)
     assert names(runtime) == {"invoice_twice_for_a_month"}
 
 
