@@ -538,7 +538,7 @@ def _payment(data: Mapping[str, Any]) -> GatewayPayment:
         external_reference=reference if isinstance(reference, str) and reference else None,
         due_date=_date(data, "dueDate"),
         confirmed_on=_date(data, "confirmedDate"),
-        paid_on=_date(data, "paymentDate", "clientPaymentDate"),
+        paid_on=_date(data, "clientPaymentDate", "paymentDate"),  # the day the customer paid; paymentDate is the credit
         invoice_url=_optional_text(data, "invoiceUrl"),
         deleted=data.get("deleted") is True,
         installment_id=installment if isinstance(installment, str) and installment else None,
