@@ -410,3 +410,62 @@ def test_the_command_names_a_new_invariant_and_exits_one(
     out = capsys.readouterr().out
     assert f"paid_invoice_without_paid_at: invoice={december}" in out
     assert "broken: paid_invoice_without_paid_at=1" in out
+
+
+def test_an_upgrades_difference_is_held_to_its_pro_rata_price(
+    api: Api,
+    runtime: Runtime,
+    books: str,  # noqa: F811
+) -> None:
+    """Rule 3.10: on 9/12 the mentorship goes from R$ 199,90 to R$ 299,90 a month: the R$ 100,00 difference is
+    invoiced for the 23 days left of December's 31, rounded half up."""
+    api.subscribe(ACCOUNT, "mentorship", payment_method="pix", starts_on="2026-12-01", monthly_price_cents=29990)
+    [upgrade] = runtime.read(lambda session: list(session.scalars(select(Invoice).where(Invoice.kind == "proration"))))
+    assert (upgrade.period_start, upgrade.period_end) == (date(2026, 12, 9), date(2026, 12, 31))
+    assert upgrade.subtotal_cents == half_up(Fraction(10000 * 23, 31)) == 7419
+    assert names(runtime) == set()
+
+    runtime.transaction(
+        lambda session: session.execute(
+            update(Invoice).where(Invoice.id == upgrade.id).values(subtotal_cents=10000, total_cents=10000)
+        )
+    )
+    assert names(runtime) == {"proration_against_the_rule"}
+
+
+def test_an_invoice_after_a_canceled_subscriptions_end_is_named(
+    client: TestClient,
+    runtime: Runtime,
+    clock: FrozenClock,
+    books: str,  # noqa: F811
+) -> None:
+    """Rule 3.10: canceled on 9/12, the mentorship ends with December, the period already issued."""
+    response = client.delete(f"/api/accounts/{ACCOUNT}/subscriptions/mentorship", headers=AUTH)
+    assert response.status_code == 200, response.text
+    assert names(runtime) == set()
+
+    def january_issued_anyway(session: Session) -> None:
+        december = invoice_of(session, "mentorship")
+        due = date(2027, 1, 1)
+        session.add(
+            Invoice(
+                id=new_id("inv"),
+                subscription_id=december.subscription_id,
+                account_id=ACCOUNT,
+                product="mentorship",
+                period_start=due,
+                period_end=date(2027, 1, 31),
+                monthly_price_cents=PRICE,
+                due_date=due,
+                block_at=datetime(2027, 1, 7, tzinfo=SAO_PAULO).astimezone(UTC),
+                payment_method="pix",
+                subtotal_cents=PRICE,
+                discount_cents=0,
+                total_cents=PRICE,
+                status="open",
+                issued_at=clock.now(),
+            )
+        )
+
+    runtime.transaction(january_issued_anyway)
+    assert names(runtime) == {"invoice_after_the_end"}
