@@ -30,6 +30,7 @@ from billing.calendar import add_months, last_of_month
 from billing.clock import as_utc
 from billing.models import (
     OWED_BACK,
+    UNPAID,
     Invoice,
     InvoiceStatus,
     Payment,
@@ -123,6 +124,57 @@ def keep_covered_months(session: Session, payment: Payment, now: datetime) -> Mo
         kept.canceled_back_cents = _take_off_owed_refunds(session, payment, -left)
     session.flush()
     return kept
+
+
+def pay_lost_months(session: Session, payment: Payment, now: datetime) -> list[str]:
+    """Money came back to the plan (a dispute won): the months it lost that are still open are paid again, in
+    order and whole months only. Part of a month it owed back is counted in again; what is left is owed back
+    (as a duplicate when the plan pays no month at all). Returns the invoices paid again."""
+    leftovers = session.scalars(
+        select(Refund).where(
+            Refund.payment_id == payment.id,
+            Refund.status == RefundStatus.OWED,
+            Refund.reason == RefundReason.OVERPAYMENT,
+        )
+    )
+    for refund in leftovers:
+        refund.status, refund.note = RefundStatus.CANCELED.value, "the plan holds it again (a dispute won)"
+    session.flush()
+    paid = session.scalar(
+        select(func.coalesce(func.sum(Invoice.total_cents), 0)).where(
+            Invoice.payment_id == payment.id, Invoice.status == InvoiceStatus.PAID
+        )
+    )
+    extra = held_for_months(session, payment) - int(paid or 0)
+    lost = session.scalars(
+        select(Invoice)
+        .where(Invoice.id.in_(payment.invoice_ids), Invoice.status.in_(UNPAID))
+        .order_by(Invoice.period_start)
+        .with_for_update()
+    )
+    repaid: list[str] = []
+    for invoice in lost:
+        starts = month_starts(invoice)
+        price = invoice.total_cents // len(starts)
+        affordable = min(len(starts), len(starts) if price == 0 else max(extra, 0) // price)
+        if affordable == 0:
+            break
+        if affordable < len(starts):
+            rest = _cut(session, invoice, starts[affordable], affordable * price, now)
+            payment.invoice_ids = [*payment.invoice_ids, rest.id]
+        invoice.status, invoice.paid_at = InvoiceStatus.PAID.value, payment.paid_at
+        invoice.charge_id, invoice.payment_id = payment.charge_id, payment.id
+        invoice.verifying_until = invoice.verifying_charge_id = None
+        extra -= invoice.total_cents
+        repaid.append(invoice.id)
+        if affordable < len(starts):
+            break
+    if extra > 0:
+        pays_a_month = bool(repaid) or int(paid or 0) > 0
+        reason = RefundReason.OVERPAYMENT if pays_a_month else RefundReason.DUPLICATE
+        session.add(refund_of(payment, extra, reason.value, now))
+    session.flush()
+    return repaid
 
 
 def due_at_once(invoice: Invoice, now: datetime) -> tuple[date, datetime]:

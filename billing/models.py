@@ -327,6 +327,8 @@ class InstallmentChargeback(Base):
     """The installment's own payment at the gateway."""
     amount_cents: Mapped[int]
     charged_back_at: Mapped[datetime]
+    reversed_at: Mapped[datetime | None]
+    """When the merchant won this installment's dispute and its money came back to the plan."""
 
 
 class Refund(Base):

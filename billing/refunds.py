@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from billing.blocking import reconcile_blocks
 from billing.errors import Conflict, NotFound
-from billing.installments import keep_covered_months
+from billing.installments import keep_covered_months, pay_lost_months
 from billing.models import (
     Charge,
     ChargeStatus,
@@ -24,7 +24,7 @@ from billing.models import (
     RefundStatus,
     new_id,
 )
-from billing.settlement import PaymentNotYetKnown, find_payment, lock_charge, refund_of
+from billing.settlement import PaymentNotYetKnown, cancel_other_charges, find_payment, lock_charge, refund_of
 from billing.states import Applied
 
 REFUNDABLE_GATEWAYS = ("asaas",)
@@ -261,6 +261,36 @@ def _installment_chargeback(
     session.flush()
     reconcile_blocks(session, [charge.account_id], now)
     return Applied.CHARGEBACK
+
+
+def reverse_installment_chargeback(
+    session: Session, charge: Charge, payment: Payment, gateway: str, gateway_payment_id: str, now: datetime
+) -> Applied | None:
+    """The merchant won the dispute of one installment of a plan: its amount is the plan's again (once), and the
+    months the plan lost are paid again as far as it reaches (billing.installments). None when no chargeback of
+    that installment is on record: the whole payment's reversal applies."""
+    row = session.scalar(
+        select(InstallmentChargeback).where(
+            InstallmentChargeback.gateway == gateway, InstallmentChargeback.gateway_payment_id == gateway_payment_id
+        )
+    )
+    if row is None:
+        return None
+    if row.reversed_at is not None:
+        return Applied.ALREADY_RECORDED
+    row.reversed_at = now
+    payment.chargeback_cents -= row.amount_cents
+    payment.reinstated_at = now
+    repaid = pay_lost_months(session, payment, now)
+    pays = select(Invoice.id).where(Invoice.payment_id == payment.id, Invoice.status == InvoiceStatus.PAID)
+    if session.scalar(pays.limit(1)) is not None:
+        payment.status = PaymentStatus.CONFIRMED.value
+    elif payment.status == PaymentStatus.CHARGEBACK:
+        payment.status = PaymentStatus.DUPLICATE.value  # its months were paid by others meanwhile: owed back
+    session.flush()
+    cancel_other_charges(session, charge.id, repaid)
+    reconcile_blocks(session, [charge.account_id], now)
+    return Applied.CHARGEBACK_REVERSED
 
 
 def refunds_by_hand(session: Session) -> list[Refund]:

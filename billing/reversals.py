@@ -30,7 +30,7 @@ from billing.models import (
     RefundReason,
     RefundStatus,
 )
-from billing.refunds import plan_payment, refunded_cents
+from billing.refunds import plan_payment, refunded_cents, reverse_installment_chargeback
 from billing.settlement import PaymentNotYetKnown, cancel_other_charges, find_payment, lock_charge, refund_of
 from billing.states import Applied
 
@@ -45,6 +45,9 @@ def reverse_chargeback(
     payment = plan_payment(session, charge, gateway, gateway_payment_id)
     if payment is None:
         raise PaymentNotYetKnown(f"chargeback reversal for {gateway_payment_id} before its confirmation")
+    installment = reverse_installment_chargeback(session, charge, payment, gateway, gateway_payment_id, now)
+    if installment is not None:  # one installment of a card plan: only its amount comes back
+        return installment
     if payment.status != PaymentStatus.CHARGEBACK:
         return Applied.ALREADY_RECORDED
     reinstate(session, charge, payment, now)

@@ -9,6 +9,7 @@ checked whole after every step, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -31,7 +32,7 @@ from tests.integration.test_webhook_settlement import (  # noqa: F401  (fixtures
     rows,
     settle_jobs,
 )
-from tests.integration.webhook_helpers import event_rows
+from tests.integration.webhook_helpers import asaas_delivery, asaas_headers, event_rows
 from workers.actors import Jobs
 
 ACCOUNT = "padaria-central"
@@ -102,6 +103,28 @@ class Plan:
         event_id = event_id or f"evt_cb{number}"
         value = self.cents[number] / 100
         post_asaas(self.client, "PAYMENT_CHARGEBACK_REQUESTED", event_id, f"pay_i{number}", self.charge_id, value)
+        settle_jobs(self.jobs, self.runtime)
+        [event] = [event for event in event_rows(self.runtime) if event.dedupe_key == event_id]
+        return str(event.outcome)
+
+    def dispute_won(self, number: int, event_id: str | None = None) -> str:
+        """Asaas says the merchant won the installment's dispute (the money is on its way back)."""
+        won = {**self.payments[number], "status": "AWAITING_CHARGEBACK_REVERSAL"}
+        api_answers(self.router, won)
+        event_id = event_id or f"evt_won{number}"
+        value = self.cents[number] / 100
+        body = json.loads(
+            asaas_delivery(
+                "PAYMENT_CHARGEBACK_REQUESTED",
+                event_id=event_id,
+                payment_id=f"pay_i{number}",
+                reference=self.charge_id,
+                value=value,
+            )
+        )
+        body["event"] = "PAYMENT_AWAITING_CHARGEBACK_REVERSAL"
+        response = self.client.post("/webhooks/asaas", content=json.dumps(body).encode(), headers=asaas_headers())
+        assert response.status_code == 200, response.text
         settle_jobs(self.jobs, self.runtime)
         [event] = [event for event in event_rows(self.runtime) if event.dedupe_key == event_id]
         return str(event.outcome)
@@ -356,3 +379,64 @@ def test_an_installment_charged_back_from_a_plan_owed_back_whole_takes_its_amoun
     assert (duplicate.status, duplicate.chargeback_cents) == ("chargeback", MONTH)
     assert invoices(api) == [("2026-12-01", "2027-02-28", QUARTER, "paid")]
     assert_books_clean(runtime)
+
+
+def test_a_dispute_won_over_one_installment_gives_the_plan_its_months_back(
+    client: TestClient,
+    api: Api,
+    runtime: Runtime,
+    jobs: Jobs,
+    quarter: str,
+    asaas_api: respx.MockRouter,  # noqa: F811
+) -> None:
+    plan = Plan(client, runtime, jobs, asaas_api, quarter, 2)
+    plan.confirm_every_installment()
+    plan.charge_back(2)
+    assert [status for *_, status in invoices(api)] == ["paid", "open"]
+
+    assert plan.dispute_won(2) == "chargeback_reversed"
+
+    assert invoices(api) == [
+        ("2026-12-01", "2026-12-31", MONTH, "paid"),
+        ("2027-01-01", "2027-02-28", 2 * MONTH, "paid"),
+    ]
+    assert (the_plan(runtime).status, the_plan(runtime).chargeback_cents) == ("confirmed", 0)
+    assert [refund.status for refund in rows(runtime, Refund)] == ["canceled"]  # the part of January it owed
+    assert api.access(ACCOUNT, "platform")["state"] == "active"
+    assert_books_clean(runtime)
+    assert plan.dispute_won(2, "evt_won2_again") == "already_recorded"
+    assert the_plan(runtime).chargeback_cents == 0
+
+
+def test_a_dispute_won_after_the_month_was_paid_again_owes_the_installment_back(
+    client: TestClient,
+    api: Api,
+    runtime: Runtime,
+    clock: FrozenClock,
+    jobs: Jobs,
+    quarter: str,
+    asaas_api: respx.MockRouter,  # noqa: F811
+) -> None:
+    plan = Plan(client, runtime, jobs, asaas_api, quarter, 3)
+    plan.confirm_every_installment()
+    plan.charge_back(3)
+    february = next(i["id"] for i in api.invoices(ACCOUNT) if i["status"] == "open")
+    pix = runtime.transaction(lambda session: open_charge(session, [february], "pix", clock.now()).id)
+    deliver_standard(client, clock, "payment.confirmed", pix, "msg_feb", payment_id="gw_feb", amount_cents=MONTH)
+    settle_jobs(jobs, runtime)
+
+    assert plan.dispute_won(3) == "chargeback_reversed"
+
+    assert [status for *_, status in invoices(api)] == ["paid", "paid"]
+    [owed] = rows(runtime, Refund)
+    assert (owed.reason, owed.status, owed.amount_cents, owed.payment_id) == (
+        "overpayment",
+        "owed",
+        MONTH,
+        the_plan_id(runtime),
+    )
+    assert_books_clean(runtime)
+
+
+def the_plan_id(runtime: Runtime) -> str:
+    return str(next(payment.id for payment in rows(runtime, Payment) if payment.gateway_payment_id == "pay_i1"))

@@ -37,6 +37,7 @@ def upgrade() -> None:
         sa.Column("gateway_payment_id", sa.String(length=100), nullable=False),
         sa.Column("amount_cents", sa.Integer(), nullable=False),
         sa.Column("charged_back_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("reversed_at", sa.DateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["payment_id"], ["payments.id"], name=op.f("fk_installment_chargebacks_payment_id_payments")
         ),
