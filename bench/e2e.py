@@ -27,9 +27,10 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import redis
@@ -70,10 +71,22 @@ def percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def boleto_accounts(engine: Engine, count: int) -> None:
-    """`count` accounts paying by boleto since the 1st of this month: the tick issues, and blocks them
-    once the month is past its tolerance (bulk-inserted: thousands through the API take minutes)."""
-    created, first = datetime.now(UTC), date.today().replace(day=1)
+def blocked_month(today: date) -> date:
+    """The first day of the latest month already past its tolerance on `today`: this month from its 7th on, the
+    month before on days 1 to 6 (the benchmark then blocks accounts whatever the day it runs)."""
+    first = today.replace(day=1)
+    return first if today.day >= 7 else (first - timedelta(days=1)).replace(day=1)
+
+
+def blocking_tick_instant(first: date) -> datetime:
+    """00:10 of that month's day 7 in São Paulo: the tick there issues the month and blocks it."""
+    return datetime(first.year, first.month, 7, 0, 10, tzinfo=ZoneInfo("America/Sao_Paulo"))
+
+
+def boleto_accounts(engine: Engine, count: int, first: date) -> None:
+    """`count` accounts paying by boleto since `first`: the tick at that month's day 7 issues and blocks them
+    (bulk-inserted: thousands through the API take minutes)."""
+    created = datetime.now(UTC)
     with engine.begin() as connection:
         for offset in range(0, count, 5_000):
             numbers = range(offset, min(offset + 5_000, count))
@@ -263,8 +276,12 @@ def main() -> None:
     try:
         wait_up(f"{sim}/sim/state")
         wait_up(f"{base}/healthz")
-        boleto_accounts(engine, args.accounts)
-        subprocess.run([sys.executable, "-m", "regua.cli", "tick"], env=env, check=True, capture_output=True)
+        first = blocked_month(date.today())
+        boleto_accounts(engine, args.accounts, first)
+        at = blocking_tick_instant(first).isoformat()
+        subprocess.run(
+            [sys.executable, "-m", "regua.cli", "tick", "--now", at], env=env, check=True, capture_output=True
+        )
         deadline = time.monotonic() + 1200
         while not (found := charges(engine)) or not all(charge["gateway_payment_id"] for charge in found):
             if time.monotonic() > deadline:
