@@ -35,7 +35,11 @@ def half_up(value: Fraction) -> int:
 
 def issued_row(period: Period, payment_method: str, now: datetime) -> dict[str, object]:
     subscription = SimpleNamespace(
-        id="sub_1", account_id="padaria-central", product="platform", payment_method=payment_method
+        id="sub_1",
+        account_id="padaria-central",
+        product="platform",
+        payment_method=payment_method,
+        monthly_price_cents=PRICE,
     )
     return _invoice_row(subscription, draft_invoice(period, PRICE, payment_method), now, CALENDAR)
 
