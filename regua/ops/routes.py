@@ -27,6 +27,7 @@ from regua.http import error_response
 from regua.ops import broker as queues
 from regua.ops import person, queries
 from regua.ops.auth import REALM, csrf_token, csrf_valid, operator
+from regua.ops.catalog import catalog_page
 from regua.ops.charts import chart
 from regua.runtime import Runtime
 from workers.broker import QUEUES
@@ -219,6 +220,11 @@ class OpsPages:
             },
         )
 
+    async def catalog(self, request: Request) -> Response:
+        """Each product's plans and modules, and how many subscriptions follow each plan (rule 3.10)."""
+        found = await run_in_threadpool(self.runtime.read, catalog_page)
+        return self.render(request, "catalog.html", products=found)
+
     async def actions_log(self, request: Request) -> Response:
         found = await run_in_threadpool(self.runtime.read, lambda s: queries.recent_actions(s, 200))
         return self.render(request, "actions.html", actions=found)
@@ -351,6 +357,7 @@ def ops_routes(runtime: Runtime, broker: dramatiq.Broker | None, enqueue: Enqueu
         ("/ops/accounts", pages.accounts, "GET"),
         ("/ops/accounts/{account_id}", pages.account, "GET"),
         ("/ops/receipts/{receipt_id}", pages.receipt, "GET"),
+        ("/ops/catalog", pages.catalog, "GET"),
         ("/ops/actions", pages.actions_log, "GET"),
         ("/ops/actions/{name}", pages.act, "POST"),
     ]
