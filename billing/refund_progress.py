@@ -11,21 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billing.models import Refund, RefundStatus
-from billing.refunds import plan_payment
+from billing.refunds import STUCK_AFTER, plan_payment
 from billing.settlement import lock_charge
 from billing.states import Applied
 
 DONE = "DONE"
 DENIED = ("CANCELLED", "REFUSED", "DENIED")
 """The gateway's words for a refund it will not make."""
-STUCK_AFTER = timedelta(days=3)
-"""A refund the gateway accepted and has not finished after this long is shown to a person."""
 
 
 @dataclass(frozen=True)

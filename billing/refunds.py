@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, false, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from billing.blocking import reconcile_blocks
@@ -293,17 +293,32 @@ def reverse_installment_chargeback(
     return Applied.CHARGEBACK_REVERSED
 
 
-def refunds_by_hand(session: Session) -> list[Refund]:
-    """Refunds owed that no gateway can make for regua (PIX by the BACEN API, Standard Webhooks gateways,
-    card plans in installments): a person makes them and records them done."""
+STUCK_AFTER = timedelta(days=3)
+"""A refund the gateway accepted and has not finished after this long is shown to a person."""
+
+
+def refunds_by_hand(session: Session, now: datetime | None = None) -> list[Refund]:
+    """Refunds a person must see to: owed ones no gateway can make for regua (PIX by the BACEN API, Standard
+    Webhooks gateways, card plans in installments), ones the gateway denied, and, given `now`, ones the
+    gateway accepted and has not finished for three days. A person makes them and records them done."""
+    stuck = Refund.sent_at <= now - STUCK_AFTER if now is not None else false()
     return list(
         session.scalars(
             select(Refund)
             .join(Charge, Charge.id == Refund.charge_id)
             .join(Payment, Payment.id == Refund.payment_id)
             .where(
-                Refund.status == RefundStatus.OWED,
-                (Payment.gateway.not_in(REFUNDABLE_GATEWAYS)) | (Charge.installments > 1),
+                or_(
+                    and_(
+                        Refund.status == RefundStatus.OWED,
+                        or_(
+                            Payment.gateway.not_in(REFUNDABLE_GATEWAYS),
+                            Charge.installments > 1,
+                            Refund.denied_at.is_not(None),
+                        ),
+                    ),
+                    and_(Refund.status == RefundStatus.PENDING, stuck),
+                )
             )
             .order_by(Refund.created_at, Refund.id)
         )
@@ -318,8 +333,8 @@ def mark_refund_done(session: Session, refund_id: str, *, by: str, note: str | N
     lock_charge(session, charge_id)
     refund = session.get(Refund, refund_id, with_for_update=True)
     assert refund is not None
-    if refund.status != RefundStatus.OWED:
-        raise Conflict(f"refund {refund_id} is {refund.status}: only an owed refund can be recorded done")
+    if refund.status not in (RefundStatus.OWED, RefundStatus.PENDING):
+        raise Conflict(f"refund {refund_id} is {refund.status}: only an owed or pending refund can be recorded done")
     refund.status, refund.refunded_at, refund.done_by, refund.note = RefundStatus.DONE.value, now, by, note
     refund.gateway_refund_id = refund.gateway_refund_id or f"manual:{refund.id}"
     session.flush()

@@ -95,9 +95,11 @@ def cmd_refunds(settings: Settings, args: argparse.Namespace) -> int:
                 "payment": refund.payment_id,
                 "amount_cents": refund.amount_cents,
                 "reason": refund.reason,
+                "status": refund.status,
+                "gateway_status": refund.gateway_status,
                 "since": refund.created_at.isoformat(),
             }
-            for refund in runtime.read(refunds_by_hand)
+            for refund in runtime.read(lambda session: refunds_by_hand(session, runtime.clock.now()))
         ]
     finally:
         runtime.close()

@@ -101,7 +101,7 @@ def needs_person(session: Session, now: datetime) -> NeedsPerson:
         .limit(PAGE)
     )
     return NeedsPerson(
-        refunds=refunds_by_hand(session)[:PAGE],
+        refunds=refunds_by_hand(session, now)[:PAGE],
         duplicates=list(duplicates),
         verifications=list(verifications),
         stuck_charges=[charge_facts(charge, found) for charge, found in with_attempts(session, list(stuck))],

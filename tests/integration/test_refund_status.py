@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+from starlette.testclient import TestClient
 
 from billing.charging import owed_refunds, send_refund
 from billing.check import check_books
@@ -13,7 +16,9 @@ from billing.models import Invoice, Payment, Refund
 from billing.refund_progress import STUCK_AFTER, refunds_for_a_person
 from regua.gateway.asaas import AsaasGateway
 from regua.runtime import Runtime
+from regua.settings import Settings
 from tests.integration.asaas_fake import FakeAsaas
+from tests.integration.ops_helpers import OPS_TOKEN, basic, ops_app
 from tests.integration.test_charging import (  # the fixtures of the charging tests
     asaas,
     auto_debit,
@@ -21,10 +26,18 @@ from tests.integration.test_charging import (  # the fixtures of the charging te
     paid_twice,
     rows,
 )
+from tests.integration.test_cli import regua
+from webhooks.base import Provider
+from workers.actors import Jobs
 
 __all__ = ["asaas", "auto_debit", "gateway", "paid_twice"]
 
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return replace(settings, ops_token=OPS_TOKEN)
 
 
 def the_refund(runtime: Runtime) -> Refund:
@@ -101,3 +114,33 @@ def test_a_refund_still_not_done_after_three_days_is_shown_to_a_person(
     assert runtime.read(lambda session: refunds_for_a_person(session, clock.now())) == []
     clock.set(sent + STUCK_AFTER)
     assert [r.id for r in runtime.read(lambda session: refunds_for_a_person(session, clock.now()))] == [refund_id]
+
+
+@SQLITE
+def test_a_denied_refund_is_listed_on_the_ops_page_and_by_regua_refunds(
+    runtime: Runtime,
+    clock: FrozenClock,
+    gateway: AsaasGateway,
+    asaas: FakeAsaas,
+    paid_twice: tuple[str, str],
+    database_url: str,
+    providers: dict[str, Provider],
+    jobs: Jobs,
+) -> None:
+    _charge_id, duplicate = paid_twice
+    asaas.refund_status = "PENDING"
+    [refund_id] = runtime.read(lambda session: owed_refunds(session, clock.now()))
+    send_refund(runtime, gateway, refund_id)
+    asaas.set_refund_status(duplicate, "CANCELLED")
+    clock.set(clock.now() + timedelta(hours=2))
+    send_refund(runtime, gateway, refund_id)
+
+    with TestClient(ops_app(runtime, providers, jobs)) as client:
+        page = client.get("/ops/person", headers=basic()).text
+    assert f'data-refund="{refund_id}"' in page
+    assert "denied (CANCELLED)" in page
+
+    listed = regua(database_url, "refunds", "--json", env={"REGUA_NOW": clock.now().isoformat()})
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert (row["id"], row["status"], row["gateway_status"]) == (refund_id, "owed", "CANCELLED")
