@@ -21,6 +21,7 @@ from billing.models import Account, Contact, PaymentMethod, PriceSource, Product
 from billing.plan_changes import Change, Terms, cancel, change_terms, reactivate
 from billing.remote_ip import FIELD as REMOTE_IP
 from billing.remote_ip import read_remote_ip
+from billing.subscription_changes import record_change
 
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EMAIL = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+")
@@ -213,6 +214,7 @@ def subscribe(
     )
     terms = _terms(session, checked.value, data)
     created = subscription is None
+    before = None if subscription is None else Terms.of(subscription)
     card_token, remote_ip = card_and_ip(subscription, data)
     if subscription is None:
         subscription = Subscription(
@@ -243,6 +245,8 @@ def subscribe(
     subscription.installments = data.installments
     subscription.updated_at = now
     session.flush()
+    if before is not None:
+        record_change(session, subscription, before, terms, change, now)
     return Subscribed(subscription, created, change)
 
 
@@ -272,9 +276,12 @@ def cancel_subscription(
     )
     if subscription is None:
         raise NotFound(f"account {account_id} has no {checked.value} subscription")
+    already = subscription.canceled_at is not None
     change = cancel(session, subscription, now, calendar)
     subscription.updated_at = now
     session.flush()
+    if not already:
+        record_change(session, subscription, Terms.of(subscription), None, change, now)
     return subscription, change
 
 

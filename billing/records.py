@@ -1,13 +1,13 @@
 """Records kept beside the books: what ops did on the dashboard, the receipts customers sent and their
-reviews, the shared test clock. They hold no money; `billing.db` loads them with the models so the schema
-is whole."""
+reviews, the shared test clock, each change of a subscription. They hold no money; `billing.db` loads them
+with the models so the schema is whole."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, Integer, String, text
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from billing.models import Base
@@ -92,3 +92,35 @@ class SharedClock(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     instant: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+
+
+class SubscriptionChange(Base):
+    """One change of a subscription by rule 3.10, as it was made: what it was, what it became, from when.
+
+    Written when the change is made; the notification pass tells it (`subscription_changed`,
+    `subscription_canceled`) once per row. A cancellation keeps no new terms.
+    """
+
+    __tablename__ = "subscription_changes"
+    __table_args__ = (Index("ix_subscription_changes_at", "at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subscription_id: Mapped[str] = mapped_column(ForeignKey("subscriptions.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    product: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime]
+    effect: Mapped[str] = mapped_column(String(16))
+    """`now` (an upgrade, or a change before anything was issued), `next_period`, `canceled` or `reactivated`."""
+    effective_on: Mapped[date | None] = mapped_column(Date)
+    """The first day of the new terms; for a cancellation, the subscription's last day."""
+    old_plan: Mapped[str] = mapped_column(String(64))
+    old_modules: Mapped[list[str]]
+    old_monthly_price_cents: Mapped[int]
+    old_frequency: Mapped[str] = mapped_column(String(16))
+    new_plan: Mapped[str | None] = mapped_column(String(64))
+    new_modules: Mapped[list[str] | None]
+    new_monthly_price_cents: Mapped[int | None]
+    new_frequency: Mapped[str | None] = mapped_column(String(16))
+    payment_method: Mapped[str] = mapped_column(String(16))
+    """The method the subscription is paid with after the change (an upgrade's difference is charged by it)."""
+    proration_invoice_id: Mapped[str | None] = mapped_column(ForeignKey("invoices.id"))
