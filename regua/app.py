@@ -62,6 +62,7 @@ def create_app(
     intake = Intake(runtime.engine, runtime.clock, enqueue)
     metrics = Metrics(runtime, broker)
     endpoint = WebhookEndpoint(providers, intake, runtime.clock, runtime.settings.max_body_bytes)
+    gateway = gateway or AsaasGateway(runtime.settings.asaas_api_url, runtime.settings.asaas_api_key)
 
     async def healthz(_request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -107,10 +108,9 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         *docs_routes(),
         *extra_routes,
-        *ops_routes(runtime, broker, enqueue),
+        *ops_routes(runtime, broker, enqueue, gateway),
         metrics.route(),
     ]
-    gateway = gateway or AsaasGateway(runtime.settings.asaas_api_url, runtime.settings.asaas_api_key)
     routes += [api_routes(runtime, gateway), *portal_routes(runtime, gateway, send_mails)]
     return Starlette(
         routes=routes,

@@ -65,6 +65,7 @@ from billing.ports import (
     PaymentNotFound,
     PixCode,
 )
+from regua.ops.gateway_queue import WebhookQueue
 
 DEFAULT_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
 
@@ -399,6 +400,32 @@ class AsaasGateway:
             nosso_numero=_optional_text(data, "nossoNumero"),
             bar_code=_optional_text(data, "barCode"),
         )
+
+    def webhook_queues(self, timeout: float) -> list[WebhookQueue]:
+        """Asaas's webhook configurations (`GET /v3/webhooks`), asked once within `timeout` seconds for the
+        ops overview: `interrupted` is a queue paused after 15 failed deliveries ("fila pausada")."""
+        try:
+            response = self._client.request(
+                "GET", f"{self._api}/webhooks", params={"limit": "100"}, headers=self._headers, timeout=timeout
+            )
+        except httpx.HTTPError as error:
+            raise GatewayUnavailable(f"GET /webhooks: {type(error).__name__}: {error}") from error
+        if response.status_code != 200:
+            raise _rejection(response, "list webhooks")
+        items = _json_object(response).get("data")
+        if not isinstance(items, list):
+            raise GatewayUnavailable("Asaas listed webhooks without a data list")
+        return [
+            WebhookQueue(
+                name=str(item.get("name") or item.get("id") or ""),
+                url=str(item.get("url") or ""),
+                enabled=item.get("enabled") is not False,
+                interrupted=item.get("interrupted") is True,
+                penalized=int(item.get("penalizedRequestsCount") or 0),
+            )
+            for item in items
+            if isinstance(item, Mapping)
+        ]
 
     # -- one request, and the retry policy ------------------------------------------------------
 

@@ -29,6 +29,7 @@ from regua.ops import person, queries
 from regua.ops.auth import REALM, csrf_token, csrf_valid, operator
 from regua.ops.catalog import catalog_page
 from regua.ops.charts import chart
+from regua.ops.gateway_queue import GatewayDeliveryWatch, WebhookQueueReader
 from regua.runtime import Runtime
 from workers.broker import QUEUES
 from workers.processing import replay_events
@@ -91,10 +92,17 @@ class Action:
 
 
 class OpsPages:
-    def __init__(self, runtime: Runtime, broker: dramatiq.Broker | None, enqueue: Enqueue) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        broker: dramatiq.Broker | None,
+        enqueue: Enqueue,
+        delivery: GatewayDeliveryWatch | None = None,
+    ) -> None:
         self.runtime = runtime
         self.broker = broker
         self.enqueue = enqueue
+        self.delivery = delivery
         self.env = environment()
 
     # -- rendering ----------------------------------------------------------------------------------------
@@ -136,7 +144,8 @@ class OpsPages:
                 chart("Jobs per minute, last hour", minutes, "%H:%M UTC"),
                 chart("Jobs per hour, last 24 hours", hours, "%d %H:00 UTC"),
             ]
-        return self.render(request, "overview.html", data=data, broker=view, charts=charts)
+        gateway = await run_in_threadpool(self.delivery.status) if self.delivery is not None else None
+        return self.render(request, "overview.html", data=data, broker=view, charts=charts, gateway=gateway)
 
     async def needs_person(self, request: Request) -> Response:
         rt = self.runtime
@@ -344,9 +353,13 @@ def _digits(request: Request) -> bool:
     return request.query_params.get("offset", "0").isdigit()
 
 
-def ops_routes(runtime: Runtime, broker: dramatiq.Broker | None, enqueue: Enqueue) -> list[Route]:
-    """Plain routes, not a mount: /ops/mail and /ops/mail.json belong to the development mail viewer."""
-    pages = OpsPages(runtime, broker, enqueue)
+def ops_routes(
+    runtime: Runtime, broker: dramatiq.Broker | None, enqueue: Enqueue, gateway: object | None = None
+) -> list[Route]:
+    """Plain routes, not a mount: /ops/mail and /ops/mail.json belong to the development mail viewer.
+    A `gateway` that can tell whether its webhook queue still delivers is asked at each overview."""
+    watch = GatewayDeliveryWatch(gateway) if isinstance(gateway, WebhookQueueReader) else None
+    pages = OpsPages(runtime, broker, enqueue, watch)
     auth = [Middleware(OpsAuthMiddleware, runtime=runtime)]
     table: list[tuple[str, Callable[[Request], Any], str]] = [
         ("/ops", pages.overview, "GET"),

@@ -2,10 +2,12 @@
 
 It speaks `/v3/payments` (create, list newest first by externalReference, customer, status,
 billingType or installment, get, delete, refund, pixQrCode, identificationField, receiveInCash,
-undoReceivedInCash, restore) and `/v3/customers` (create, list by externalReference or cpfCnpj, get)
-with the `access_token` header, keeps its state in memory, serves the payer's pages (`invoiceUrl`,
-the boleto PDF), and posts Asaas-format webhooks from a background thread as Asaas does. The parity
-test (tests/integration/test_simulator_parity.py) replays captured sandbox sessions against it.
+undoReceivedInCash, restore), `/v3/customers` (create, list by externalReference or cpfCnpj, get) and
+`/v3/webhooks` (its one webhook configuration: list, get, and PUT `{"interrupted": false}` to start an
+interrupted queue again) with the `access_token` header, keeps its state in memory, serves the payer's
+pages (`invoiceUrl`, the boleto PDF), and posts Asaas-format webhooks from a background thread as Asaas
+does. The parity test (tests/integration/test_simulator_parity.py) replays captured sandbox sessions
+against it.
 
 Card tokens script outcomes (any other token approves, as in Asaas's sandbox):
 

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from billing.clock import Clock, SystemClock
 from regua.sandbox.simulator import controls
-from regua.sandbox.simulator.common import AsaasJSONResponse, SimulatorError, error_response, json_body
+from regua.sandbox.simulator.common import AsaasJSONResponse, SimulatorError, error_response, json_body, listing
 from regua.sandbox.simulator.ledger import AsaasSimulator
 from regua.sandbox.simulator.pages import page_routes
 from regua.sandbox.simulator.refunds import DEFAULT_REFUND_DELAY_S
@@ -145,6 +145,25 @@ def _routes(sim: AsaasSimulator) -> list[BaseRoute]:
     async def resume(_request: Request) -> tuple[object, int]:
         return {"requeued": sim.dispatcher.resume()}, 200
 
+    def webhook_config(request: Request) -> dict[str, object]:
+        config = sim.dispatcher.config()
+        if request.path_params["webhook_id"] != config["id"]:
+            raise SimulatorError(404, "not_found", "Webhook não encontrado.")
+        return config
+
+    async def list_webhooks(request: Request) -> tuple[object, int]:
+        return listing([sim.dispatcher.config()], request.query_params, lambda config: config), 200
+
+    async def get_webhook(request: Request) -> tuple[object, int]:
+        return webhook_config(request), 200
+
+    async def update_webhook(request: Request) -> tuple[object, int]:
+        """Asaas's way to start an interrupted queue again: `{"interrupted": false}`."""
+        webhook_config(request)
+        if (await json_body(request)).get("interrupted") is False:
+            sim.dispatcher.resume()
+        return sim.dispatcher.config(), 200
+
     async def clock_tick(_request: Request) -> tuple[object, int]:
         sim.advance()
         return {"now": sim.now().isoformat()}, 200
@@ -165,6 +184,9 @@ def _routes(sim: AsaasSimulator) -> list[BaseRoute]:
         Route("/v3/customers", _endpoint(create_customer), methods=["POST"]),
         Route("/v3/customers", _endpoint(list_customers), methods=["GET"]),
         Route("/v3/customers/{customer_id}", _endpoint(get_customer), methods=["GET"]),
+        Route("/v3/webhooks", _endpoint(list_webhooks), methods=["GET"]),
+        Route("/v3/webhooks/{webhook_id}", _endpoint(get_webhook), methods=["GET"]),
+        Route("/v3/webhooks/{webhook_id}", _endpoint(update_webhook), methods=["PUT"]),
         Route("/sim/payments/{payment_id}/pay-again", _endpoint(pay_again), methods=["POST"]),
         Route("/sim/payments/{payment_id}/{action}", _endpoint(control), methods=["POST"]),
         Route("/sim/state", _endpoint(state), methods=["GET"]),

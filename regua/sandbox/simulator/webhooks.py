@@ -3,8 +3,9 @@
 A failing event holds every event behind it. It is tried again after Asaas's schedule (30 s, 1 min,
 3.5 min, 5 min, 15 min, 25 min, 1 h five times, 2 h twice, 3 h), divided by `delay_divisor` so that a
 test or a demo need not wait hours; after the 15th failure in a row the queue is interrupted ("fila
-pausada") until `resume()` (`POST /sim/webhooks/resume`), and `/sim/state` shows it under
-"webhook_queue".
+pausada") until `resume()` (`POST /sim/webhooks/resume`, or Asaas's own `PUT /v3/webhooks/{id}` with
+`{"interrupted": false}`), and `/sim/state` shows it under "webhook_queue". `GET /v3/webhooks` describes
+the queue as Asaas describes a webhook configuration (`config()`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,29 @@ ASAAS_RETRY_SCHEDULE_S += (7200.0, 7200.0, 10800.0)
 FAILURES_BEFORE_INTERRUPTION = 15
 DEFAULT_DELAY_DIVISOR = 60.0  # the real schedule a minute to the hour: 30 s becomes 0.5 s
 PULSE_S = 0.05
+WEBHOOK_CONFIG_ID = "5f1c0e4a-8d2b-4c3e-9a1f-6b7d8e9f0a1b"
+"""The one webhook configuration the simulator has: Asaas gives each an id of this shape."""
+SENT_EVENTS = (
+    "PAYMENT_CREATED",
+    "PAYMENT_CONFIRMED",
+    "PAYMENT_RECEIVED",
+    "PAYMENT_OVERDUE",
+    "PAYMENT_DELETED",
+    "PAYMENT_RESTORED",
+    "PAYMENT_REFUNDED",
+    "PAYMENT_PARTIALLY_REFUNDED",
+    "PAYMENT_REFUND_IN_PROGRESS",
+    "PAYMENT_REFUND_DENIED",
+    "PAYMENT_RECEIVED_IN_CASH_UNDONE",
+    "PAYMENT_CREDIT_CARD_CAPTURE_REFUSED",
+    "PAYMENT_AWAITING_RISK_ANALYSIS",
+    "PAYMENT_APPROVED_BY_RISK_ANALYSIS",
+    "PAYMENT_REPROVED_BY_RISK_ANALYSIS",
+    "PAYMENT_CHARGEBACK_REQUESTED",
+    "PAYMENT_CHARGEBACK_DISPUTE",
+    "PAYMENT_AWAITING_CHARGEBACK_REVERSAL",
+)
+"""The events the simulator emits, which its one webhook configuration lists as subscribed."""
 
 
 @dataclass
@@ -115,6 +139,23 @@ class WebhookDispatcher:
                 "pending": len(self._queue),
                 "next_attempt_in_s": _seconds(waiting),
                 "retry_delays_s": [_seconds(delay / self.delay_divisor) for delay in self.retry_delays],
+            }
+
+    def config(self) -> dict[str, object]:
+        """The queue as Asaas's `GET /v3/webhooks` describes a webhook configuration: `interrupted` once
+        15 deliveries in a row failed ("fila pausada"), `penalizedRequestsCount` the failures so far."""
+        with self._lock:
+            return {
+                "id": WEBHOOK_CONFIG_ID,
+                "name": "regua",
+                "url": self.url,
+                "enabled": bool(self.url),
+                "interrupted": self._interrupted,
+                "apiVersion": 3,
+                "hasAuthToken": bool(self.token),
+                "sendType": "SEQUENTIALLY",
+                "penalizedRequestsCount": self._failures,
+                "events": list(SENT_EVENTS),
             }
 
     def resume(self) -> int:
