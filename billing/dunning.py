@@ -22,6 +22,8 @@ class NotificationKind(StrEnum):
     VERIFICATION_PENDING = "verification_pending"
     TRIAL_ENDED = "trial_ended"
     REFUND_ISSUED = "refund_issued"
+    SUBSCRIPTION_CHANGED = "subscription_changed"
+    SUBSCRIPTION_CANCELED = "subscription_canceled"
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from billing.schedule import (
     dedupe_key,
     invoices_by_id,
 )
+from billing.subscription_changes import changes_to_tell
 
 
 def happenings(
@@ -98,6 +99,7 @@ def happenings(
         *_blocks_lifted(lifted, lifting, still_blocked, lines, calendar),
         *_verifications(verifying, lifted, lines, calendar, policy),
         *_refunds_done(refunds, lines),
+        *changes_to_tell(session, since=since),
     ]
 
 

@@ -98,7 +98,7 @@ def record_due_notifications(
     codes = codes_by_invoices(
         session, [[invoice.id for invoice in item.invoices] for item in due if item.kind in PAYMENT_DUE_KINDS]
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
     for item in due:
         recipients = contacts.get(item.account_id, [])
         invoice_ids = tuple(invoice.id for invoice in item.invoices)
@@ -114,7 +114,7 @@ def record_due_notifications(
                 "id": new_id("ntf"),
                 "dedupe_key": item.key,
                 "account_id": item.account_id,
-                "invoice_id": invoice_ids[0],
+                "invoice_id": invoice_ids[0] if invoice_ids else None,  # a downgrade is about no invoice
                 "kind": item.kind,
                 "step": item.step,
                 "recipients": [contact.email for contact in recipients],

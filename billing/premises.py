@@ -42,7 +42,7 @@ _BLOCK_FACTS = select(
 ).where(Block.id.in_(bindparam("ids", expanding=True)))
 """A block's end, and how many blocks of its account and product are in force now."""
 _BLOCK_KINDS = (K.ACCOUNT_BLOCKED, K.ACCOUNT_UNBLOCKED)
-_ALWAYS_TRUE = (K.PAYMENT_CONFIRMED, K.REFUND_ISSUED)
+_ALWAYS_TRUE = (K.PAYMENT_CONFIRMED, K.REFUND_ISSUED, K.SUBSCRIPTION_CHANGED, K.SUBSCRIPTION_CANCELED)
 
 
 @dataclass(frozen=True)

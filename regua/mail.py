@@ -12,8 +12,8 @@ import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields, replace
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import date, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
@@ -23,9 +23,9 @@ import css_inline
 import jinja2
 from jinja2.runtime import Context
 
-from billing.calendar import TOLERANCE_DAYS
 from billing.clock import as_utc
-from billing.money import AUTO_DEBIT_DISCOUNT_PERCENT, format_brl
+from billing.money import format_brl
+from regua import mail_variables
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "email"
 
@@ -40,31 +40,10 @@ KINDS: tuple[str, ...] = (
     "verification_pending",
     "trial_ended",
     "refund_issued",
+    "subscription_changed",
+    "subscription_canceled",
 )
 
-# Payment codes are shown only where money is still owed: a PIX code in a receipt invites a second payment.
-_PAYMENT_DUE_KINDS = frozenset(
-    {
-        "invoice_issued",
-        "payment_failed",
-        "payment_reminder",
-        "block_warning",
-        "account_blocked",
-        "trial_ended",
-    }
-)
-# Kinds that tell the customer when the block starts; the date follows from the due date when not given.
-_BLOCK_DATE_KINDS = frozenset({"invoice_issued", "payment_failed", "payment_reminder", "block_warning", "trial_ended"})
-
-_PRODUCTS = {"platform": "Plataforma", "mentorship": "Mentoria"}
-_PAYMENT_METHODS = {
-    "card_auto_debit": "cartão de crédito (débito automático)",
-    "card": "cartão de crédito",
-    "boleto": "boleto",
-    "pix": "PIX",
-}
-_MANUAL_METHODS = frozenset({"boleto", "pix"})
-_PREPAID_PLANS = {3: "plano trimestral", 6: "plano semestral", 12: "plano anual"}
 MONTH_NAMES = (
     "janeiro",
     "fevereiro",
@@ -79,31 +58,6 @@ MONTH_NAMES = (
     "novembro",
     "dezembro",
 )
-# Gateway codes worth translating; anything else is shown as the caller gave it.
-_FAILURE_REASONS = {
-    "insufficient_funds": "saldo ou limite insuficiente",
-    "card_declined": "cartão recusado pelo banco emissor",
-    "do_not_honor": "cartão recusado pelo banco emissor",
-    "expired_card": "cartão vencido",
-    "card_expired": "cartão vencido",
-    "invalid_card": "dados do cartão inválidos",
-    "stolen_card": "cartão bloqueado pelo banco emissor",
-    "lost_card": "cartão bloqueado pelo banco emissor",
-    "timeout": "o banco emissor não respondeu a tempo",
-    # The reasons regua.gateway.asaas gives a refused card.
-    "expired": "cartão vencido",
-    "stolen_or_lost": "cartão bloqueado pelo banco emissor",
-    "invalid_token": "dados do cartão inválidos",
-    "card_canceled": "cartão cancelado ou bloqueado",
-    "generic": "transação não autorizada pelo banco emissor",
-    # Not the bank's: regua does not charge a card saved without the customer's IP (see the README).
-    "remote_ip_missing": "o cartão salvo precisa ser cadastrado de novo",
-}
-_REFUND_REASONS = {
-    "duplicate": "pagamento em duplicidade",
-    "requested_by_customer": "solicitação do cliente",
-    "canceled": "cancelamento do serviço",
-}
 
 
 @dataclass(frozen=True)
@@ -143,6 +97,8 @@ class EmailContext:
     refund_reason: str | None = None
     verifying_until: date | None = None
     trial_ended_on: date | None = None
+    change: dict[str, Any] | None = None
+    """A subscription mail's change, as recorded (`billing.subscription_changes.change_facts`)."""
 
 
 @dataclass(frozen=True)
@@ -150,9 +106,6 @@ class RenderedEmail:
     subject: str
     html: str
     text: str
-
-
-_CONTEXT_FIELDS = tuple(f.name for f in fields(EmailContext))
 
 
 def render_email(context: EmailContext) -> RenderedEmail:
@@ -354,19 +307,6 @@ def _data(day: date, style: str = "dia") -> str:
     raise ValueError(f"unknown date style {style!r}: use 'dia' or 'mes'")
 
 
-def _product_label(line: InvoiceLine) -> str:
-    """What the invoice pays for: the product and, for the platform, which kind of period."""
-    label = _PRODUCTS[line.product]
-    if line.product != "platform":
-        return label
-    months = (line.period_end.year - line.period_start.year) * 12 + line.period_end.month - line.period_start.month + 1
-    if months == 1:
-        prorated = line.period_start.day != 1
-        return f"{label} (mensalidade{' proporcional' if prorated else ''})"
-    plan = _PREPAID_PLANS.get(months)
-    return f"{label} ({plan})" if plan else label
-
-
 # Rendering.
 
 
@@ -374,56 +314,12 @@ def _render(context: EmailContext, environment: jinja2.Environment) -> RenderedE
     if context.kind not in KINDS:
         raise ValueError(f"unknown email kind {context.kind!r}; kinds are: {', '.join(KINDS)}")
     subject_block, html_template, text_template = _templates(environment, context.kind)
-    variables = _variables(context)
+    variables = mail_variables.variables(context)
     subject = " ".join("".join(subject_block(text_template.new_context(variables))).split())
     if not subject:
         raise ValueError(f"the {context.kind} template rendered an empty subject")
     variables["subject"] = subject
     return RenderedEmail(subject=subject, html=html_template.render(variables), text=text_template.render(variables))
-
-
-def _variables(context: EmailContext) -> dict[str, Any]:
-    """The template's namespace: the context's fields and what follows from them."""
-    if not context.invoices:
-        raise ValueError(f"a {context.kind} email names the invoices it is about; none were given")
-    for line in context.invoices:
-        if line.product not in _PRODUCTS:
-            raise ValueError(f"unknown product {line.product!r} on invoice {line.invoice_id!r}")
-    if context.payment_method is not None and context.payment_method not in _PAYMENT_METHODS:
-        raise ValueError(f"unknown payment method {context.payment_method!r}")
-
-    values: dict[str, Any] = {name: getattr(context, name) for name in _CONTEXT_FIELDS}
-    invoices = context.invoices
-    first_due = min((line.due_date for line in invoices), default=None)
-    block_on = context.block_on
-    if block_on is None and first_due is not None and context.kind in _BLOCK_DATE_KINDS:
-        block_on = first_due + timedelta(days=TOLERANCE_DAYS)
-    products = tuple(dict.fromkeys(_PRODUCTS[line.product] for line in invoices))
-    total_cents = sum(line.total_cents for line in invoices)
-    last_end = max((line.period_end for line in invoices), default=None)
-    amount_cents = total_cents if context.amount_cents is None else context.amount_cents
-    names = [name for name, _ in context.recipients]
-    values.update(
-        block_on=block_on,
-        last_day_to_pay=block_on - timedelta(days=1) if block_on is not None else None,
-        amount_cents=amount_cents,
-        refund_amount_cents=amount_cents if context.refund_amount_cents is None else context.refund_amount_cents,
-        invoices_total_cents=total_cents,
-        product=" e ".join(products),
-        mentorship=any(line.product == "mentorship" for line in invoices),
-        first_month=min((line.period_start for line in invoices), default=None),
-        last_month=max((line.period_start for line in invoices), default=None),
-        next_invoice_on=last_end + timedelta(days=1) if last_end is not None else None,
-        method=_PAYMENT_METHODS.get(context.payment_method or ""),
-        auto_debit=context.payment_method == "card_auto_debit",
-        manual=context.payment_method in _MANUAL_METHODS,
-        payment_due=context.kind in _PAYMENT_DUE_KINDS,
-        greeting=names[0].strip() if len(names) == 1 else "",
-        failure_text=_FAILURE_REASONS.get(context.failure_reason or "", context.failure_reason),
-        refund_reason_text=_REFUND_REASONS.get(context.refund_reason or "", context.refund_reason),
-        discount_percent=AUTO_DEBIT_DISCOUNT_PERCENT,
-    )
-    return values
 
 
 _SubjectBlock = Callable[[Context], Iterator[str]]
@@ -460,7 +356,7 @@ def _build_environment(*, inline_css_at_load: bool) -> jinja2.Environment:
     environment.filters["brl"] = _brl
     environment.filters["data"] = _data
     environment.filters["wordwrap"] = _wordwrap
-    environment.globals["produto"] = _product_label
+    environment.globals["produto"] = mail_variables.product_label
     return environment
 
 
@@ -598,6 +494,16 @@ def _sample_contexts() -> dict[str, EmailContext]:
         subtotal_cents=14186,
         total_cents=14186,
     )
+    # Pro with Delivery from 16/12 instead of Básico: R$ 130,00 a month more, 16 of December's 31 days.
+    upgrade = replace(
+        auto_debit,
+        invoice_id="inv_20261216_pc",
+        period_start=date(2026, 12, 16),
+        due_date=date(2026, 12, 16),
+        subtotal_cents=6710,
+        discount_cents=336,
+        total_cents=6374,
+    )
     return {
         "invoice_issued_boleto_pix": EmailContext(
             kind="invoice_issued",
@@ -711,6 +617,38 @@ def _sample_contexts() -> dict[str, EmailContext]:
             amount_cents=19990,
             refund_amount_cents=19990,
             refund_reason="duplicate",
+        ),
+        "subscription_changed_upgrade": EmailContext(
+            kind="subscription_changed",
+            account_id="padaria-central",
+            account_name="Padaria Central Ltda",
+            recipients=(("Ana", "ana@padaria.example"),),
+            invoices=(upgrade,),
+            portal_url=_SAMPLE_PORTAL,
+            payment_method="card_auto_debit",
+            change={
+                "product": "platform",
+                "effect": "now",
+                "effective_on": "2026-12-16",
+                "old": {"plan": "Básico", "modules": [], "monthly_price_cents": 9990, "frequency": "monthly"},
+                "new": {"plan": "Pro", "modules": ["Delivery"], "monthly_price_cents": 22990, "frequency": "monthly"},
+            },
+        ),
+        "subscription_canceled_owing": EmailContext(
+            kind="subscription_canceled",
+            account_id="mercearia-boa-vista",
+            account_name="Mercearia Boa Vista Ltda",
+            recipients=(("Carla Souza", "carla@boavista.example"),),
+            invoices=(manual,),
+            portal_url=_SAMPLE_PORTAL,
+            payment_method="boleto",
+            change={
+                "product": "platform",
+                "effect": "canceled",
+                "effective_on": "2026-12-31",
+                "old": {"plan": "Pro", "modules": [], "monthly_price_cents": 19990, "frequency": "monthly"},
+                "new": None,
+            },
         ),
     }
 

@@ -38,6 +38,19 @@ DECEMBER_MANUAL = dataclasses.replace(
 )
 PIX_CODE = "00020101021226880014br.gov.bcb.pix2566qr.example.com/v2/cobv/abc5204000053039865406199.905802BR6304ABCD"
 BOLETO_LINE = "23793.38128 60000.000003 00000.000406 1 97100000019990"
+BASIC = {"plan": "Básico", "modules": [], "monthly_price_cents": 9990, "frequency": "monthly"}
+SUBSCRIPTION_CHANGES: dict[str, dict[str, Any]] = {
+    "subscription_changed": {
+        "product": "platform",
+        "effect": "now",
+        "effective_on": "2026-12-01",
+        "old": BASIC,
+        "new": {**BASIC, "plan": "Pro", "monthly_price_cents": 19990},
+    },
+    "subscription_canceled": {"product": "platform", "effect": "canceled", "effective_on": "2026-12-31", "old": BASIC},
+}
+"""The change each subscription mail tells, for the tests of every kind (tests/unit/test_subscription_mail_render.py
+tells each case)."""
 
 
 def context(kind: str, **changes: Any) -> EmailContext:
@@ -52,6 +65,7 @@ def context(kind: str, **changes: Any) -> EmailContext:
         "payment_method": "pix",
         "pix_code": PIX_CODE,
         "boleto_line": BOLETO_LINE,
+        "change": SUBSCRIPTION_CHANGES.get(kind),
     }
     values.update(changes)
     return EmailContext(**values)
@@ -103,7 +117,7 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def test_kinds_are_exactly_the_ten_kinds_of_the_spec() -> None:
+def test_kinds_are_the_ten_kinds_of_the_spec_and_the_two_of_a_subscription_that_changes() -> None:
     assert set(KINDS) == {
         "invoice_issued",
         "payment_confirmed",
@@ -115,8 +129,10 @@ def test_kinds_are_exactly_the_ten_kinds_of_the_spec() -> None:
         "verification_pending",
         "trial_ended",
         "refund_issued",
+        "subscription_changed",
+        "subscription_canceled",
     }
-    assert len(KINDS) == 10
+    assert len(KINDS) == 12
 
 
 @pytest.mark.parametrize("kind", KINDS)
