@@ -79,6 +79,23 @@ class Attempt:
     status: str
     hard_decline: bool = False
     card_ref: str | None = None
+    source: str = ChargeSource.AUTO_DEBIT.value
+    created_at: datetime | None = None
+    charge_id: str | None = None
+
+    def holds(self, now: datetime) -> bool:
+        """Whether this charge keeps the next auto-debit attempt from starting: an attempt of regua's still in
+        flight, or a payment the customer opened (on the payment page, by the product's checkout) less than
+        `CUSTOMER_HOLD` ago. One left open longer is superseded by the attempt (canceled at the gateway first)."""
+        if self.status != ChargeStatus.PENDING:
+            return False
+        if self.source == ChargeSource.AUTO_DEBIT or self.created_at is None:
+            return True
+        return now - self.created_at < CUSTOMER_HOLD
+
+
+CUSTOMER_HOLD = timedelta(hours=1)
+"""How long a payment the customer opened and left pending keeps a due auto-debit attempt waiting."""
 
 
 def due_attempt(
@@ -95,14 +112,14 @@ def due_attempt(
     """The attempt to make now for the oldest open invoice of a product (see the module docstring), or None.
 
     Only the latest attempt day reached counts, so a pass after a gap makes one attempt, not a burst.
-    Nothing while another charge is pending, once this step was tried, or with a card declined hard or
-    charged back. A card the invoice was never tried with (the account gave a new one) is charged now,
+    Nothing while another charge holds it (see `Attempt.holds`), once this step was tried, or with a card
+    declined hard or charged back. A card the invoice was never tried with (the account gave a new one) is charged now,
     retry day or not. Catching up on attempt days ends with the billing period (or the last attempt
     day, for a short pro-rata period).
     """
     if current_card is None or current_card in dead_cards:
         return None
-    if any(attempt.status == ChargeStatus.PENDING for attempt in attempts):
+    if any(attempt.holds(now) for attempt in attempts):
         return None
     if any(attempt.hard_decline and attempt.card_ref in (None, current_card) for attempt in attempts):
         return None
@@ -197,6 +214,7 @@ def plan_auto_debits(
     attempts = _attempts(session, due)
     dead = dead_cards(session, accounts)
     drafts: list[dict[str, Any]] = []
+    superseded: list[tuple[str, str]] = []
     for row in candidates:
         current = card_ref(row.card_token)
         step = due_attempt(
@@ -210,6 +228,8 @@ def plan_auto_debits(
             dead_cards=dead.get(row.account_id, frozenset()),
         )
         if step is not None:
+            stale = [a.charge_id for a in attempts.get(row.id, ()) if a.status == ChargeStatus.PENDING and a.charge_id]
+            superseded += [(charge_id, row.id) for charge_id in stale]
             drafts.append(
                 {
                     "id": new_charge_id(),
@@ -228,7 +248,18 @@ def plan_auto_debits(
                     "invoice_id": row.id,
                 }
             )
+    _supersede(session, superseded, {draft["invoice_id"]: draft["id"] for draft in drafts})
     return insert_charges(session, drafts, on_batch)
+
+
+def _supersede(session: Session, stale: list[tuple[str, str]], attempt_of: dict[str, str]) -> None:
+    """The customer's payments left open past `CUSTOMER_HOLD`, superseded by the attempt due for their invoice:
+    canceled here and owed a cancel at the gateway (paid meanwhile, it arrives as a duplicate, owed back)."""
+    for charge_id, invoice_id in stale:
+        charge = session.get(Charge, charge_id, with_for_update=True)
+        if charge is not None and charge.status == ChargeStatus.PENDING:
+            charge.status, charge.canceled_reason = ChargeStatus.CANCELED.value, "auto_debit_retry"
+            charge.gateway_cancel_owed, charge.superseded_by = True, attempt_of[invoice_id]
 
 
 def _oldest_unpaid(session: Session) -> dict[tuple[str, str], date]:
@@ -252,12 +283,23 @@ def _attempts(session: Session, due: tuple[Any, ...]) -> dict[str, list[Attempt]
         .exists()
     )
     for link in session.execute(
-        select(ChargeInvoice.invoice_id, Charge.status, Charge.regua_day, Charge.card_ref, hard.label("hard"))
+        select(
+            ChargeInvoice.invoice_id,
+            Charge.id,
+            Charge.status,
+            Charge.regua_day,
+            Charge.card_ref,
+            Charge.source,
+            Charge.created_at,
+            hard.label("hard"),
+        )
         .join(Charge, Charge.id == ChargeInvoice.charge_id)
         .join(Invoice, Invoice.id == ChargeInvoice.invoice_id)
         .where(*due)
     ):
-        attempts[link.invoice_id].append(Attempt(link.regua_day, link.status, bool(link.hard), link.card_ref))
+        attempts[link.invoice_id].append(
+            Attempt(link.regua_day, link.status, bool(link.hard), link.card_ref, link.source, link.created_at, link.id)
+        )
     return attempts
 
 
