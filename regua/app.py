@@ -61,7 +61,7 @@ def create_app(
     """
     intake = Intake(runtime.engine, runtime.clock, enqueue)
     metrics = Metrics(runtime, broker)
-    endpoint = WebhookEndpoint(providers, intake, runtime.clock, runtime.settings.max_body_bytes)
+    endpoint = WebhookEndpoint(providers, intake, runtime.wall_clock, runtime.settings.max_body_bytes)
     gateway = gateway or AsaasGateway(runtime.settings.asaas_api_url, runtime.settings.asaas_api_key)
 
     async def healthz(_request: Request) -> JSONResponse:

@@ -6,12 +6,14 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import dramatiq
 
 from billing.clock import Clock
 from regua.gateway.asaas import AsaasGateway
+from regua.gateway.throttle import gateway_limiter
 from regua.mailer import SmtpPostman
 from regua.runtime import Runtime, build_runtime
 from regua.settings import Settings
@@ -40,7 +42,8 @@ class GatewayPaymentSource:
 
 
 def build_gateway(settings: Settings, *, max_attempts: int = 3) -> AsaasGateway:
-    return AsaasGateway(settings.asaas_api_url, settings.asaas_api_key, max_attempts=max_attempts)
+    limiter = gateway_limiter(settings.gateway_max_rps, settings.broker_url)
+    return AsaasGateway(settings.asaas_api_url, settings.asaas_api_key, max_attempts=max_attempts, limiter=limiter)
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
@@ -101,5 +104,16 @@ class InProcessWorker:
             self._worker = None
 
 
+class ContextClock:
+    """The worker context's clock, read through the context (built after the fork, like it): jobs are
+    counted at regua's instant, the shared one outside production, where the ops charts look for them."""
+
+    def __init__(self, context: Callable[[], WorkerContext]) -> None:
+        self._context = context
+
+    def now(self) -> datetime:
+        return self._context().runtime.clock.now()
+
+
 def build_jobs(settings: Settings, context: Callable[[], WorkerContext], clock: Clock | None = None) -> Jobs:
-    return declare_actors(build_broker(settings.broker_url, clock or settings.clock()), context)
+    return declare_actors(build_broker(settings.broker_url, clock or ContextClock(context)), context)

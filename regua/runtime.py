@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sqlalchemy import Engine
@@ -27,6 +27,9 @@ class Runtime:
     clock: Clock
     calendar: BillingCalendar
     policy: Policy
+    wall_clock: Clock = field(default_factory=SystemClock)
+    """The real time, whatever `clock` says: what protects a transport (a signature's 5-minute tolerance)
+    is measured on it, while `clock` (shared or frozen outside production) is the business instant."""
 
     def transaction(self, work: Callable[[Session], T]) -> T:
         """Run `work` in a unit of work and commit it; any exception rolls everything back."""
@@ -55,7 +58,9 @@ def build_clock(settings: Settings, sessions: sessionmaker[Session]) -> Clock:
     return StoredClock(sessions, SystemClock())
 
 
-def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
+def build_runtime(settings: Settings, *, clock: Clock | None = None, wall_clock: Clock | None = None) -> Runtime:
+    """A `clock` given is the whole world's time (the wall clock too) unless `wall_clock` is given as well:
+    a test that freezes time freezes its senders' with it."""
     engine = create_db_engine(settings.database_url)
     sessions = session_factory(engine)
     return Runtime(
@@ -65,4 +70,5 @@ def build_runtime(settings: Settings, *, clock: Clock | None = None) -> Runtime:
         clock=clock or build_clock(settings, sessions),
         calendar=settings.calendar,
         policy=settings.policy,
+        wall_clock=wall_clock or clock or SystemClock(),
     )

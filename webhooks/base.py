@@ -69,7 +69,8 @@ class Provider(Protocol):
     name: str
 
     def authenticate(self, delivery: Delivery, now: datetime) -> None:
-        """Raise Unauthorized unless the delivery proves it comes from this provider."""
+        """Raise Unauthorized unless the delivery proves it comes from this provider; `now` is the wall
+        clock's, which a signature's tolerance is measured against (not the business clock)."""
 
     def parse(self, delivery: Delivery) -> list[IncomingEvent]:
         """The events of an authenticated delivery; raise BadPayload naming the field that is wrong."""

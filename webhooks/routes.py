@@ -65,10 +65,14 @@ _NO_QUERY = QueryParams()
 
 
 class WebhookEndpoint:
-    def __init__(self, providers: Mapping[str, Provider], intake: Intake, clock: Clock, max_body_bytes: int) -> None:
+    def __init__(
+        self, providers: Mapping[str, Provider], intake: Intake, wall_clock: Clock, max_body_bytes: int
+    ) -> None:
+        """`wall_clock` is the real time that signatures' tolerances protect the transport with, never the
+        shared or frozen business clock: a delivery signed now is fresh whatever `regua clock set` did."""
         self.providers = providers
         self.intake = intake
-        self.clock = clock
+        self.wall_clock = wall_clock
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,7 +97,7 @@ class WebhookEndpoint:
         query = request.query_params if request.scope["query_string"] else _NO_QUERY
         delivery = Delivery(headers=request.headers, query=query, body=body)
         try:
-            provider.authenticate(delivery, self.clock.now())
+            provider.authenticate(delivery, self.wall_clock.now())
             events = provider.parse(delivery)
             check_storable(events)
         except WebhookError as error:

@@ -1,4 +1,9 @@
-"""Standard Webhooks (any gateway or relay): HMAC-SHA256 signatures, several secrets, 5-minute tolerance."""
+"""Standard Webhooks (any gateway or relay): HMAC-SHA256 signatures, several secrets, 5-minute tolerance.
+
+The tolerance protects the transport against replays, so it is measured on the wall clock that
+`authenticate` is handed, whatever the shared test clock says; the business instant of an event is
+its own `data.occurred_at`.
+"""
 
 from __future__ import annotations
 
@@ -50,6 +55,7 @@ class StandardProvider:
         self._webhooks = [Webhook(secret) for secret in secrets]
 
     def authenticate(self, delivery: Delivery, now: datetime) -> None:
+        """`now` is the wall clock's: a delivery signed more than 5 minutes from it is refused."""
         message_id = delivery.headers.get("webhook-id", "")
         timestamp_text = delivery.headers.get("webhook-timestamp", "")
         signatures = delivery.headers.get("webhook-signature", "")
@@ -61,7 +67,7 @@ class StandardProvider:
         except (ValueError, OverflowError, UnicodeDecodeError):
             raise Unauthorized("webhook-timestamp is not a Unix time, or the body is not UTF-8") from None
         if abs(now - timestamp) > TOLERANCE:
-            raise Unauthorized("webhook-timestamp is outside the 5-minute tolerance")
+            raise Unauthorized("webhook-timestamp is more than 5 minutes from the real time")
         given = []
         for candidate in signatures.split():
             version, _, signature = candidate.partition(",")

@@ -117,7 +117,9 @@ class Wire:
         secrets = self.runtime.settings.standard_webhook_secrets
         if not secrets:
             raise TriggerError("REGUA_STANDARD_WEBHOOK_SECRETS is empty: nothing to sign a Standard Webhook with")
-        now = self.runtime.clock.now()
+        # The event happens at regua's instant (the shared clock, perhaps moved); the signature is
+        # stamped with the real time, which the receiver's 5-minute tolerance is measured against.
+        now, signed_at = self.runtime.clock.now(), self.runtime.wall_clock.now()
         data: dict[str, Any] = {
             "charge_id": charge.id,
             "payment_id": f"trg_{uuid.uuid4().hex[:16]}",
@@ -132,8 +134,8 @@ class Wire:
         headers = {
             "Content-Type": "application/json",
             "webhook-id": message_id,
-            "webhook-timestamp": str(int(now.timestamp())),
-            "webhook-signature": Webhook(secrets[0]).sign(message_id, now, body),
+            "webhook-timestamp": str(int(signed_at.timestamp())),
+            "webhook-signature": Webhook(secrets[0]).sign(message_id, signed_at, body),
         }
         url = f"{self.url}/webhooks/standard"
         self.show("Standard Webhook", url, payload, self.http.post(url, content=body, headers=headers))
