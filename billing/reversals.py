@@ -79,8 +79,10 @@ def undo_cash_receipt(
             .where(Invoice.payment_id == payment.id, Invoice.status == InvoiceStatus.PAID)
             .values(status=InvoiceStatus.OPEN.value, paid_at=None, charge_id=None, payment_id=None)
         )
-    if charge.status == ChargeStatus.CONFIRMED:
-        charge.status, charge.confirmed_at = ChargeStatus.PENDING.value, None  # payable again at the gateway
+    if pays_invoices and charge.status == ChargeStatus.CONFIRMED:
+        # Its months are open again and the gateway's payment can be paid again: the charge is pending. An undone
+        # duplicate reopens nothing, and its charge stays as it is (another payment pays its months).
+        charge.status, charge.confirmed_at = ChargeStatus.PENDING.value, None
     reconcile_blocks(session, [charge.account_id], now)
     return Applied.UNDONE
 

@@ -349,3 +349,19 @@ def test_a_payment_paid_on_the_day_of_its_delivery_keeps_the_delivery_instant(
     asaas.post("PAYMENT_RECEIVED", "pay_now", at="2026-12-09 10:42:13")
     [payment] = api.get("/api/accounts/padaria-central/payments")["payments"]
     assert payment["paid_at"] == "2026-12-09T13:42:13Z"
+
+
+def test_a_duplicate_received_in_cash_and_undone_reopens_nothing(
+    api: Api, runtime: Runtime, asaas: AsaasAccount, blocked: str
+) -> None:
+    charge_id = charge(runtime, [blocked], "boleto")
+    asaas.payment("pay_first", charge_id, kind="BOLETO")
+    asaas.move("pay_first", "PAYMENT_RECEIVED", status="RECEIVED")
+    asaas.payment("pay_cash_again", charge_id, kind="BOLETO")
+    asaas.move("pay_cash_again", "PAYMENT_RECEIVED", status="RECEIVED_IN_CASH")
+    asaas.move("pay_cash_again", "PAYMENT_RECEIVED_IN_CASH_UNDONE", status="PENDING")
+    assert (statuses(api), state(api)) == (["paid"], "active")
+    assert [row.status for row in rows(runtime, Charge) if row.id == charge_id] == ["confirmed"]
+    by_gateway_id = {payment.gateway_payment_id: payment.status for payment in rows(runtime, Payment)}
+    assert by_gateway_id == {"pay_first": "confirmed", "pay_cash_again": "undone"}
+    books_clean(runtime)
