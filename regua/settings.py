@@ -50,6 +50,8 @@ class Settings:
     pix_webhook_secret: str = ""
     max_body_bytes: int = 262144
     tick_seconds: int = 300
+    gateway_max_rps: float = 50.0
+    """Requests a second to the gateway, one pace for every process (shared through the broker's Redis)."""
     policy: Policy = field(default_factory=Policy)
 
     @classmethod
@@ -100,6 +102,7 @@ class Settings:
             pix_webhook_secret=get("PIX_WEBHOOK_SECRET"),
             max_body_bytes=_positive_int(get("MAX_BODY_BYTES", str(cls.max_body_bytes)), "REGUA_MAX_BODY_BYTES"),
             tick_seconds=_positive_int(get("TICK_SECONDS", str(cls.tick_seconds)), "REGUA_TICK_SECONDS"),
+            gateway_max_rps=_positive_number(get("GATEWAY_MAX_RPS", "50"), "REGUA_GATEWAY_MAX_RPS"),
             policy=Policy(
                 retry_days=_days(get("RETRY_DAYS", "3,5"), "REGUA_RETRY_DAYS"),
                 verification_hours=_positive_int(get("VERIFICATION_HOURS", "72"), "REGUA_VERIFICATION_HOURS"),
@@ -156,6 +159,16 @@ def _positive_int(text: str, name: str) -> int:
         raise ConfigError(f"{name} must be a whole number, not {text!r}") from None
     if value <= 0:
         raise ConfigError(f"{name} must be positive, not {value}")
+    return value
+
+
+def _positive_number(text: str, name: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{name} must be positive, not {text}")
     return value
 
 

@@ -4,8 +4,16 @@ Requests go to `{base_url}/v3/...` with the API key in the `access_token` header
 idempotency header, so every create (card or manual) first asks `GET /v3/payments?externalReference=`
 for our charge_id, and asks again after any attempt whose outcome is unclear (a read timeout, a dropped
 connection, a 5xx) before it posts again: a timeout after Asaas charged never becomes a second charge.
-Requests that surely never reached Asaas (connection refused, connect timeout, 429) are simply retried.
+Requests that surely never reached Asaas (connection refused, connect timeout) are simply retried.
 Refunds are not retried after an unclear outcome: partial refunds add up, so the caller decides.
+
+Every request first takes a token from the limiter the client is given (`regua.gateway.throttle`: one
+pace shared by every worker process through Redis, REGUA_GATEWAY_MAX_RPS). An HTTP 429 means Asaas did
+not look at the request: it is sent again after the wait Asaas asks for (`Retry-After`, in seconds or as
+an HTTP date, else Asaas's own `RateLimit-Reset`), or after 1, 2, 4 ... 30 s when it names none, without
+using up an attempt, for up to `throttle_patience` seconds of waiting. Past that it is GatewayUnavailable
+(the outcome known: nothing was created), which a charge records as an unavailable attempt and retries
+with the same reference later: a 429 is never a decline.
 
 Money travels as JSON numbers in reais ("value": 189.90). Amounts are integer centavos here; they are
 written digit for digit from `to_decimal_string` (never through a float) and read back with
@@ -51,6 +59,7 @@ from urllib.parse import quote
 
 import httpx
 
+from billing.clock import Clock, SystemClock
 from billing.money import json_cents, to_decimal_string
 from billing.ports import (
     BoletoCode,
@@ -65,6 +74,7 @@ from billing.ports import (
     PaymentNotFound,
     PixCode,
 )
+from regua.gateway.throttle import RateLimiter, Unlimited, retry_after_seconds
 from regua.ops.gateway_queue import WebhookQueue
 
 DEFAULT_TIMEOUT = httpx.Timeout(20.0, connect=5.0)
@@ -140,6 +150,11 @@ def default_backoff(attempt: int) -> float:
     return float(min(0.5 * 2 ** (attempt - 1), 8.0))
 
 
+def throttled_backoff(times: int) -> float:
+    """Seconds to wait after the `times`-th 429 in a row that named no wait: 1, 2, 4, 8, 16, then 30."""
+    return float(min(2 ** (times - 1), 30))
+
+
 class _NotDelivered(Exception):
     """The request surely did not reach Asaas (or Asaas refused to look at it): safe to send again."""
 
@@ -162,6 +177,9 @@ class AsaasGateway:
         sleep: Callable[[float], None] = time.sleep,
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         user_agent: str = "regua",
+        limiter: RateLimiter | None = None,
+        throttle_patience: float = 60.0,
+        wall_clock: Clock | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -174,6 +192,9 @@ class AsaasGateway:
         self._max_attempts = max_attempts
         self._backoff = backoff
         self._sleep = sleep
+        self._limiter: RateLimiter = limiter or Unlimited()
+        self._throttle_patience = throttle_patience
+        self._wall_clock = wall_clock or SystemClock()
 
     def close(self) -> None:
         if self._owns_client:
@@ -324,6 +345,7 @@ class AsaasGateway:
         if not first_contact and (existing := self.find_by_reference(reference)) is not None:
             return existing
         unclear: str | None = None
+        not_delivered = "not reachable"
         for attempt in range(1, self._max_attempts + 1):
             if attempt > 1:
                 self._sleep(self._backoff(attempt - 1))
@@ -331,14 +353,17 @@ class AsaasGateway:
                     return existing
             try:
                 response = self._send("POST", "/payments", body=body)
-            except _NotDelivered:
+            except _NotDelivered as error:
+                not_delivered = str(error)
                 continue
             except _Unclear as error:
                 unclear = str(error)
                 continue
             return read(response)
         if unclear is None:
-            raise GatewayUnavailable(f"Asaas could not be reached after {self._max_attempts} attempts")
+            raise GatewayUnavailable(
+                f"Asaas could not be reached after {self._max_attempts} attempts ({not_delivered})"
+            )
         self._sleep(self._backoff(self._max_attempts))
         if (existing := self._look_again(reference)) is not None:
             return existing
@@ -405,6 +430,7 @@ class AsaasGateway:
         """Asaas's webhook configurations (`GET /v3/webhooks`), asked once within `timeout` seconds for the
         ops overview: `interrupted` is a queue paused after 15 failed deliveries ("fila pausada")."""
         try:
+            self._limiter.acquire()
             response = self._client.request(
                 "GET", f"{self._api}/webhooks", params={"limit": "100"}, headers=self._headers, timeout=timeout
             )
@@ -462,8 +488,37 @@ class AsaasGateway:
         headers = dict(self._headers)
         if body is not None:
             headers["Content-Type"] = "application/json"
+        waited, throttled = 0.0, 0
+        while (response := self._send_once(method, path, params, body, headers)).status_code == 429:
+            throttled += 1
+            wait = self._throttled_wait(response, throttled)
+            if waited + wait > self._throttle_patience:
+                raise _NotDelivered(f"HTTP 429 (rate limited) {throttled} times, {waited:.1f} s waited")
+            self._sleep(wait)
+            waited += wait
+        if response.status_code >= 500:
+            raise _Unclear(f"HTTP {response.status_code}")
+        return response
+
+    def _throttled_wait(self, response: httpx.Response, throttled: int) -> float:
+        """How long Asaas asked us to wait (Retry-After, else RateLimit-Reset), else the exponential backoff."""
+        now = self._wall_clock.now()
+        for header in ("Retry-After", "RateLimit-Reset"):
+            if (seconds := retry_after_seconds(response.headers.get(header), now)) is not None:
+                return seconds
+        return throttled_backoff(throttled)
+
+    def _send_once(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        body: bytes | None,
+        headers: Mapping[str, str],
+    ) -> httpx.Response:
+        self._limiter.acquire()
         try:
-            response = self._client.request(method, self._api + path, params=params, content=body, headers=headers)
+            return self._client.request(method, self._api + path, params=params, content=body, headers=headers)
         except (
             httpx.ConnectError,
             httpx.ConnectTimeout,
@@ -473,11 +528,6 @@ class AsaasGateway:
             raise _NotDelivered(f"{type(error).__name__}: {error}") from error
         except httpx.TransportError as error:
             raise _Unclear(f"{type(error).__name__}: {error}") from error
-        if response.status_code == 429:
-            raise _NotDelivered("HTTP 429 (rate limited)")
-        if response.status_code >= 500:
-            raise _Unclear(f"HTTP {response.status_code}")
-        return response
 
 
 # -- reading Asaas's answers ------------------------------------------------------------------------
