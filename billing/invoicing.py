@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, true
 from sqlalchemy.orm import Session
 
 from billing.calendar import BillingCalendar, Frequency, Period, billing_period, period_subtotal
@@ -65,11 +65,14 @@ class IssueReport:
     trials_ended: int
 
 
-def issue_due_invoices(session: Session, now: datetime, calendar: BillingCalendar) -> IssueReport:
+def issue_due_invoices(
+    session: Session, now: datetime, calendar: BillingCalendar, account_id: str | None = None
+) -> IssueReport:
     """Issue every invoice that should exist at `now` and does not; a concurrent pass loses quietly.
 
     A change waiting for the next period is applied first (rule 3.10), and a canceled subscription gets
-    no invoice for a period after its end.
+    no invoice for a period after its end. `account_id` limits the pass to one account (a plan chosen on
+    the payment page is paid at once).
     """
     apply_waiting_changes(session, calendar.local_date(now))
     last_end = (
@@ -92,6 +95,7 @@ def issue_due_invoices(session: Session, now: datetime, calendar: BillingCalenda
         )
         .join(Account, Account.id == Subscription.account_id)
         .outerjoin(last_end, last_end.c.subscription_id == Subscription.id)
+        .where(Subscription.account_id == account_id if account_id is not None else true())
     ).all()
     drafts: list[dict[str, Any]] = []
     trial_starts: set[tuple[str, date]] = set()
