@@ -21,6 +21,8 @@ from billing.errors import Conflict, NotFound
 from billing.money import format_brl
 from billing.ports import Gateway, GatewayError, GatewayUnavailable
 from billing.remote_ip import normalize_ip
+from regua.portal.plan_panels import PlanPanel, plan_panels
+from regua.portal.plan_routes import plan_routes
 from regua.portal.receipts import MAX_RECEIPT_BYTES, ReceiptRefused, ReceiptStored, check_receipt, store_receipt
 from regua.portal.tokens import ExpiredToken, InvalidToken, PortalTokens
 from regua.portal.view import PRODUCTS, ChargeView, PortalView, charge_view, invoice_of_account, portal_view
@@ -92,6 +94,9 @@ class PortalPages:
     def base(self, request: Request) -> str:
         return f"/portal/{request.path_params['token']}"
 
+    def customer_ip(self, request: Request) -> str | None:
+        return customer_ip(request)
+
     # -- pages
 
     async def page(self, request: Request) -> Response:
@@ -100,16 +105,20 @@ class PortalPages:
             return account_id
         rt = self.runtime
 
-        def read(session: Session) -> PortalView:
-            return portal_view(session, account_id, rt.clock.now(), rt.calendar, rt.policy)
+        def read(session: Session) -> tuple[PortalView, dict[str, PlanPanel]]:
+            now = rt.clock.now()
+            return portal_view(session, account_id, now, rt.calendar, rt.policy), plan_panels(
+                session, account_id, now, rt.calendar
+            )
 
         try:
-            view = await run_in_threadpool(rt.read, read)
+            view, plans = await run_in_threadpool(rt.read, read)
         except NotFound:
             return self.render("link.html", 404, expired=False)
         return self.render(
             "page.html",
             view=view,
+            plans=plans,
             base=self.base(request),
             notice=request.query_params.get("aviso"),
             max_receipt_mb=MAX_RECEIPT_BYTES // (1024 * 1024),
@@ -274,6 +283,7 @@ def portal_routes(runtime: Runtime, gateway: Gateway, send_mails: SendMails | No
                 Route("/{token}/comprovante", pages.receipt, methods=["POST"]),
                 Route("/{token}/cobranca/{charge_id}", pages.charge, methods=["GET"]),
                 Route("/{token}/cobranca/{charge_id}/status", pages.charge_status, methods=["GET"]),
+                *plan_routes(pages),
             ],
         )
     ]
