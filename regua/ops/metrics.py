@@ -9,8 +9,9 @@ Only the webhook latency histogram is observed here, by the process that answers
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import product
 
 import dramatiq
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
@@ -26,13 +27,23 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from billing.dunning import NotificationKind
 from billing.models import Block, Charge, Notification, TickRun, WebhookEvent
+from billing.states import ChargeStatus, EventStatus, NotificationStatus, Product
 from regua.ops.broker import read_queues
 from regua.ops.routes import OpsAuthMiddleware
 from regua.runtime import Runtime
-from workers.stats import job_counts
+from workers.stats import OUTCOMES, job_counts
 
 WEBHOOK_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+PROVIDERS = ("standard", "asaas", "pix")
+CHARGE_METHODS = ("card", "boleto", "pix")
+KnownLabels = tuple[Sequence[str], Sequence[str]]
+"""Every value of a family's two labels that regua can write: each pair is exported from the first
+scrape, at 0 until it happens, so that a rate or an alert on it sees a series ("avoid missing metrics")."""
+WEBHOOK_LABELS: KnownLabels = (PROVIDERS, tuple(EventStatus))
+EMAIL_LABELS: KnownLabels = (tuple(NotificationKind), tuple(NotificationStatus))
+CHARGE_LABELS: KnownLabels = (CHARGE_METHODS, tuple(ChargeStatus))
 
 
 class BooksCollector(Collector):
@@ -45,18 +56,21 @@ class BooksCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         books = self.runtime.read(_counts)
         families = (
-            ("regua_webhooks", "Webhook events, by provider and outcome.", ["provider", "outcome"], books.webhooks),
-            ("regua_emails", "Emails decided, by kind and outcome.", ["kind", "outcome"], books.emails),
-            ("regua_charges", "Charges opened, by method and outcome.", ["method", "outcome"], books.charges),
+            ("regua_webhooks", "Webhook events, by provider and outcome.", ["provider", "outcome"], books.webhooks,
+             WEBHOOK_LABELS),
+            ("regua_emails", "Emails decided, by kind and outcome.", ["kind", "outcome"], books.emails, EMAIL_LABELS),
+            ("regua_charges", "Charges opened, by method and outcome.", ["method", "outcome"], books.charges,
+             CHARGE_LABELS),
         )  # fmt: skip
-        for name, documentation, labels, rows in families:
+        for name, documentation, labels, rows, known in families:
             family = CounterMetricFamily(name, documentation, labels=labels)
-            for first, second, count in rows:
+            counts = dict.fromkeys(product(*known), 0) | {(first, second): count for first, second, count in rows}
+            for (first, second), count in counts.items():
                 family.add_metric([first, second], count)
             yield family
         blocked = GaugeMetricFamily("regua_blocked_accounts", "Accounts blocked now, by product.", labels=["product"])
-        for product in ("platform", "mentorship"):
-            blocked.add_metric([product], books.blocked.get(product, 0))
+        for name in Product:
+            blocked.add_metric([name.value], books.blocked.get(name.value, 0))
         yield blocked
         if books.last_tick is not None:
             yield GaugeMetricFamily(
@@ -78,7 +92,7 @@ class BooksCollector(Collector):
         jobs = job_counts(broker)
         if jobs is not None:
             family = CounterMetricFamily("regua_jobs", "Jobs run by every worker, by outcome.", labels=["outcome"])
-            for outcome, value in jobs.totals().items():
+            for outcome, value in (dict.fromkeys(OUTCOMES, 0) | jobs.totals()).items():
                 family.add_metric([outcome], value)
             yield family
 

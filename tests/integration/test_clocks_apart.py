@@ -136,7 +136,7 @@ def test_worker_processes_count_their_jobs_at_regua_s_instant(settings: Settings
     runtime = build_runtime(settings, clock=frozen)
     try:
         context = type("Context", (), {"runtime": runtime})()
-        jobs = build_jobs(replace(settings, broker_url=""), lambda: context)  # type: ignore[arg-type,return-value]
+        jobs = build_jobs(replace(settings, broker_url=""), lambda: context)
         [stats] = [middleware for middleware in jobs.broker.middleware if isinstance(middleware, JobStats)]
         assert stats.clock.now() == frozen.now()
     finally:
