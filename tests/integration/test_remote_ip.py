@@ -375,3 +375,17 @@ def test_after_a_missing_ip_decline_the_payment_page_offers_pix_boleto_and_a_car
     for method in ("pix", "boleto", "card"):
         assert f'name="method" value="{method}"' in page.text
     assert "R$ 189,90" in page.text
+
+
+@SQLITE
+def test_a_card_saved_without_an_ip_given_its_ip_before_day_one_is_charged_as_usual(
+    runtime: Runtime, api: Api, context: WorkerContext, asaas: FakeAsaas
+) -> None:
+    api.put_account(ACCOUNT)
+    api.subscribe(ACCOUNT, "platform", payment_method="card_auto_debit", card_token="tok_ok", remote_ip=IP)
+    forget_ip(runtime)
+    api.subscribe(ACCOUNT, "platform", payment_method="card_auto_debit", card_token="tok_ok", remote_ip=OTHER_IP)
+
+    assert tick(context, None, DAY_1).counts["charges_settled"] == 1
+    [sent] = asaas.sent()
+    assert (sent["creditCardToken"], sent["remoteIp"]) == ("tok_ok", OTHER_IP)
