@@ -1,4 +1,4 @@
-"""`regua demo`: December for six accounts in virtual time, told as it happens, ending with the books' table.
+"""`regua demo`: December for eight accounts in virtual time, told as it happens, ending with the books' table.
 
 The cast, the script and the telling; the running parts are in `demo_stage`. One frozen clock, read
 by all of them, is moved from one scripted instant to the next: a tick at 00:05 every day (the
@@ -46,9 +46,11 @@ class Role:
 def cast(year: int) -> list[Role]:
     december = f"{year}-12-01"
 
-    def plan(method: str, price: int = 19990, starts_on: str = december, **extra: Any) -> dict[str, Any]:
+    def plan(
+        method: str, price: int | None = 19990, starts_on: str = december, name: str = "pro", **extra: Any
+    ) -> dict[str, Any]:
         return {
-            "plan": "pro",
+            "plan": name,
             "modules": [],
             "monthly_price_cents": price,
             "frequency": "monthly",
@@ -112,7 +114,33 @@ def cast(year: int) -> list[Role]:
             plan("boleto"),
             "sends a receipt: the invoice goes into verification",
         ),
+        Role(
+            "bistro-serra",
+            "Bistrô da Serra Ltda",
+            "11.444.777/0001-61",
+            "davi@bistroserra.example",
+            "platform",
+            plan("card_auto_debit", None, name="basic", card_token="tok_ok", remote_ip="203.0.113.24"),
+            "catalog plan Básico, upgrades to Pro with Delivery on 16/12: the difference charged at once",
+        ),
+        Role(
+            "casa-verde",
+            "Casa Verde Paisagismo",
+            "111.444.777-35",
+            "eva@casaverde.example",
+            "platform",
+            plan("pix", None, starts_on=f"{year}-11-01", name="basic"),
+            "pays November, cancels on 20/11: access until 30/11, nothing issued in December",
+        ),
     ]
+
+
+CATALOG = [
+    ("plans", "basic", "Básico", 9990),
+    ("plans", "pro", "Pro", 19990),
+    ("modules", "delivery", "Delivery", 3000),
+]
+"""The platform's plans and modules at their monthly prices; the last two accounts follow it."""
 
 
 # -- the script ----------------------------------------------------------------------------------------
@@ -161,6 +189,22 @@ def script(year: int, zone: ZoneInfo) -> list[Scene]:
         )
         return f"checkout answers one PIX of {format_brl(answer['amount_cents'])} for {months}"
 
+    def upgrade(stage: Stage) -> str:
+        role = next(role for role in cast(year) if role.account_id == "bistro-serra")
+        body = {**role.subscription, "plan": "pro", "modules": ["delivery"]}
+        answer = stage.call("PUT", "/api/accounts/bistro-serra/subscriptions/platform", json=body)
+        stage.tick()  # the scheduler's next pass, minutes later, charges the difference to the card
+        return (
+            f"{format_brl(answer['monthly_price_cents'])}/month from today; the difference for the 16 days left "
+            f"is invoiced at once: {format_brl(answer['change']['proration_cents'])} with the 5% off"
+        )
+
+    def leave(stage: Stage) -> str:
+        answer = stage.call("DELETE", "/api/accounts/casa-verde/subscriptions/platform")
+        stage.tick()  # the scheduler's next pass, minutes later, tells the customer
+        ends = date.fromisoformat(answer["ends_on"])
+        return f"canceled: access until {ends:%d/%m/%Y}, the end of the month already paid"
+
     def receipt(stage: Stage) -> None:
         invoice_id = stage.runtime.read(
             lambda session: session.scalar(
@@ -170,6 +214,8 @@ def script(year: int, zone: ZoneInfo) -> list[Scene]:
         stage.call("POST", f"/api/invoices/{invoice_id}/receipts", json={})
 
     return [
+        Scene(at(11, 2, 9), "casa-verde", "pays November's PIX", pay("casa-verde", "platform")),
+        Scene(at(11, 20, 16), "casa-verde", "cancels the subscription", leave),
         Scene(at(12, 2, 9), "mercado-sol", "pays the PIX code from the email", pay("mercado-sol", "platform")),
         Scene(at(12, 2, 10), "estudio-lumen", "opens the checkout: both months in one PIX", checkout_both),
         Scene(at(12, 2, 10, 5), "estudio-lumen", "pays that PIX", pay("estudio-lumen", "mentorship")),
@@ -178,6 +224,7 @@ def script(year: int, zone: ZoneInfo) -> list[Scene]:
         Scene(at(12, 6, 11), "clinica-vida", "sends the boleto receipt by WhatsApp; ops record it", receipt),
         Scene(at(12, 8, 14), "clinica-vida", "the boleto clears at the bank", pay("clinica-vida", "platform")),
         Scene(at(12, 9, 10), "livraria-aurora", "pays the boleto at the bank", pay("livraria-aurora", "platform")),
+        Scene(at(12, 16, 10), "bistro-serra", "upgrades to the Pro plan with Delivery", upgrade),
     ]
 
 
@@ -192,13 +239,14 @@ def _days(first: date, last: date) -> Iterator[date]:
 
 
 def play(stage: Stage, year: int, zone: ZoneInfo, out: TextIO) -> None:
-    """November for the one account that starts then, December for all: a tick at 00:05 every day,
+    """November for the two accounts that start then, December for all: a tick at 00:05 every day,
     the scenes at their hours, each followed by what it caused."""
     teller = Teller(out, zone, Books.read(stage.runtime), [role.account_id for role in cast(year)])
     scenes = sorted(script(year, zone), key=lambda scene: scene.at)
     for day in _days(date(year, 11, 1), date(year, 12, 31)):
         if day.day == 1:
-            title = "November: before the story, one account starts its mentorship" if day.month == 11 else "December"
+            title = "November: before the story, a mentorship starts, a customer pays and leaves"
+            title = title if day.month == 11 else "December"
             print(f"\n-- {title}", file=out)
         tick_at = datetime(day.year, day.month, day.day, 0, 5, tzinfo=zone)
         stage.clock.set(tick_at)
@@ -247,6 +295,9 @@ def run_demo(
             f"  regua's app {stage.api.base_url}, the Asaas simulator {stage.sim.base_url}, mail to {stage.smtp_url}",
             file=out,
         )
+        for kind, item_id, item_name, item_price in CATALOG:
+            body = {"product": "platform", "name": item_name, "monthly_price_cents": item_price}
+            stage.call("PUT", f"/api/{kind}/{item_id}", json=body)
         print("\nThe accounts:", file=out)
         for role in roles:
             stage.call(
@@ -260,8 +311,10 @@ def run_demo(
                     "gateway_customer_id": f"cus_{role.account_id.replace('-', '')}",
                 },
             )
-            stage.call("PUT", f"/api/accounts/{role.account_id}/subscriptions/{role.product}", json=role.subscription)
-            price = format_brl(role.subscription["monthly_price_cents"])
+            subscribed = stage.call(
+                "PUT", f"/api/accounts/{role.account_id}/subscriptions/{role.product}", json=role.subscription
+            )
+            price = format_brl(subscribed["monthly_price_cents"])
             print(f"  {role.account_id:<16} {role.product:<10} {price:>11}/month  {role.plot}", file=out)
         play(stage, year, zone, out)
         print("\nThe books at the end of December:", file=out)

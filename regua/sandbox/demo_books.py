@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billing.models import Block, Charge, Invoice, Notification, NotificationStatus, Payment, Refund
+from billing.models import Block, Charge, Invoice, Notification, NotificationStatus, Payment, Refund, Subscription
 from billing.money import format_brl
+from billing.records import SubscriptionChange
 from regua.runtime import Runtime
 
 
@@ -95,7 +96,7 @@ def happenings(before: Books, after: Books) -> list[tuple[str, str, str]]:
     for account, product, status, start, subtotal, discount, total, method, new in _news(
         before.invoices, after.invoices
     ):
-        month = f"{start:%m/%Y}"
+        month = f"{start:%m/%Y}" if start.day == 1 else f"{start:%m/%Y} from {start:%d/%m} (pro rata)"
         if new:
             price = f"{format_brl(subtotal)} - 5% = {format_brl(total)}" if discount else format_brl(subtotal)
             told.append((account, product, f"invoice {month} issued: {price} ({method})"))
@@ -201,6 +202,7 @@ def summary(runtime: Runtime, subscriptions: list[tuple[str, str, str]]) -> list
                     str(sent_to[account]),
                     str(len(blocks)),
                     str(sum(1 for b in blocks if b.lifted_at is not None)),
+                    _subscription(session, account, product),
                 ]
             )
         return rows
@@ -221,5 +223,27 @@ def summary(runtime: Runtime, subscriptions: list[tuple[str, str, str]]) -> list
         "emails",
         "blocks",
         "lifted",
+        "subscription",
     ]
     return _table(headers, runtime.read(work))
+
+
+def _subscription(session: Session, account: str, product: str) -> str:
+    """The subscription at the end: its plan and modules, the day an upgrade took effect, or the day it ended."""
+    subscription = session.scalar(
+        select(Subscription).where(Subscription.account_id == account, Subscription.product == product)
+    )
+    if subscription is None:
+        return "-"
+    if subscription.ends_on is not None:
+        return f"ended {subscription.ends_on:%d/%m}"
+    upgraded = session.scalar(
+        select(SubscriptionChange.effective_on)
+        .where(
+            SubscriptionChange.subscription_id == subscription.id, SubscriptionChange.proration_invoice_id.is_not(None)
+        )
+        .order_by(SubscriptionChange.at.desc())
+        .limit(1)
+    )
+    offer = "+".join([subscription.plan, *subscription.modules])
+    return f"{offer}, upgraded {upgraded:%d/%m}" if upgraded is not None else offer

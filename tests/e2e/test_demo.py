@@ -9,12 +9,13 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from billing.models import Block, Notification, NotificationStatus, Refund
+from billing.models import Block, Invoice, Notification, NotificationStatus, Refund
 from regua.migrate import current_revision, head_revision
 from tests.integration.smtp_sink import SmtpSink
 
@@ -36,7 +37,18 @@ COLUMNS = [
     "emails",
     "blocks",
     "lifted",
+    "subscription",
 ]
+CAST = {
+    "padaria-central",
+    "oficina-do-ze",
+    "livraria-aurora",
+    "estudio-lumen",
+    "mercado-sol",
+    "clinica-vida",
+    "bistro-serra",
+    "casa-verde",
+}
 
 
 @dataclass(frozen=True)
@@ -135,14 +147,7 @@ def test_the_story_tells_each_case_as_it_happens_with_its_date(played: Played) -
 
 def test_the_final_table_counts_what_the_rules_say(played: Played) -> None:
     table = played.table()
-    assert set(table) == {
-        "padaria-central",
-        "oficina-do-ze",
-        "livraria-aurora",
-        "estudio-lumen",
-        "mercado-sol",
-        "clinica-vida",
-    }
+    assert set(table) == CAST
     padaria = table["padaria-central"]
     assert (padaria["billed"], padaria["discount"], padaria["paid"], padaria["charges"]) == (
         "R$ 189,90",
@@ -170,6 +175,41 @@ def test_the_final_table_counts_what_the_rules_say(played: Played) -> None:
     clinica = table["clinica-vida"]
     assert (clinica["blocks"], clinica["paid"]) == ("0", "1")
     assert all(row["paid"] == row["invoices"] for row in table.values())
+    bistro = table["bistro-serra"]
+    assert (bistro["invoices"], bistro["charges"], bistro["subscription"]) == ("2", "2", "pro+delivery, upgraded 16/12")
+    casa = table["casa-verde"]
+    assert (casa["invoices"], casa["paid"], casa["subscription"]) == ("1", "1", "ended 30/11")
+
+
+def half_up(numerator: int, denominator: int) -> int:
+    quotient, remainder = divmod(numerator, denominator)
+    return quotient + (1 if 2 * remainder >= denominator else 0)
+
+
+def test_an_upgrade_mid_month_is_invoiced_pro_rata_charged_at_once_and_told(played: Played) -> None:
+    subtotal = half_up((19990 + 3000 - 9990) * 16, 31)  # Pro with Delivery instead of Básico, 16 of 31 days
+    total = subtotal - half_up(subtotal * 5, 100)
+    amounts = f"R$ {subtotal // 100},{subtotal % 100:02d} - 5% = R$ {total // 100},{total % 100:02d}"
+    bistro = [line for line in played.story("bistro-serra") if line.startswith("16/12")]
+    assert any(f"invoice 12/2026 from 16/12 (pro rata) issued: {amounts}" in line for line in bistro), bistro
+    assert any(f"card charge of R$ {total // 100},{total % 100:02d} confirmed" in line for line in bistro)
+    assert sum("email subscription_changed sent to davi@bistroserra.example" in line for line in bistro) == 1
+
+
+def test_a_cancellation_ends_the_subscription_with_the_month_paid_and_nothing_is_issued_after(played: Played) -> None:
+    casa = played.story("casa-verde")
+    assert any(line.startswith("20/11") and "access until 30/11/2026" in line for line in casa)
+    assert sum("email subscription_canceled sent to eva@casaverde.example" in line for line in casa) == 1
+    assert not [line for line in casa if line[3:5] == "12"], "nothing is told of an ended subscription in December"
+    engine = create_engine(f"sqlite:///{played.database}")
+    with engine.connect() as connection:
+        after_end = connection.scalar(
+            select(func.count())
+            .select_from(Invoice)
+            .where(Invoice.account_id == "casa-verde", Invoice.period_start > date(2026, 11, 30))
+        )
+    engine.dispose()
+    assert after_end == 0
 
 
 def test_every_email_sent_reached_the_demos_smtp_sink(played: Played) -> None:
@@ -184,6 +224,7 @@ def test_every_email_sent_reached_the_demos_smtp_sink(played: Played) -> None:
     assert kinds["account_blocked"] == "2"  # the late mentorship in November, the boleto in December
     assert kinds["refund_issued"] == "1"
     assert kinds["verification_pending"] == "1"
+    assert (kinds["subscription_changed"], kinds["subscription_canceled"]) == ("1", "1")
     engine = create_engine(f"sqlite:///{played.database}")
     with engine.connect() as connection:
         in_books = connection.scalar(
@@ -257,7 +298,6 @@ def test_with_smtp_url_every_email_reaches_that_server_with_its_headers(tmp_path
     assert len(messages) == int(sent.group(1))
     printed = {kind: int(count) for kind, count in (item.rsplit(" ", 1) for item in sent.group(2).split(", "))}
     assert Counter(message.kind for message in messages) == printed
-    cast = {"padaria-central", "oficina-do-ze", "livraria-aurora", "estudio-lumen", "mercado-sol", "clinica-vida"}
-    assert {message["X-Regua-Account"] for message in messages} == cast
+    assert {message["X-Regua-Account"] for message in messages} == CAST
     [refund] = [message for message in messages if message.kind == "refund_issued"]
     assert refund.rcpt_tos == ("rui@mercadosol.example",)
