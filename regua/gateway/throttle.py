@@ -13,9 +13,10 @@ round trip a request. Dramatiq's rate limiters were the other choice: they count
 windows (a burst of twice the rate across a window's edge) and say only yes or no, so a caller that
 must wait polls Redis with backoff; the reservation above waits exactly as long as its slot needs.
 
-Redis unreachable: the process falls back to a local bucket at the same rate and says so once in the
-log. The broker is down then too, so few requests are in flight, and a paying customer's checkout
-still reaches the gateway.
+Redis unreachable: the process falls back to a local bucket at the same rate for the next few seconds
+(without asking Redis again meanwhile, so a dead Redis costs one failed round trip, not one a request)
+and says so once in the log. The broker is down then too, so few requests are in flight, and a paying
+customer's checkout still reaches the gateway.
 """
 
 from __future__ import annotations
@@ -32,11 +33,14 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 log = logging.getLogger("regua.gateway")
 
 DEFAULT_MAX_RPS = 50.0
 SHARED_KEY = "regua:gateway:asaas:next-slot"
+ALONE_AFTER_FAILURE_S = 5.0
 
 # KEYS[1]: the TAT in microseconds of Redis's clock. ARGV: the interval and the burst tolerance (both µs).
 # Answers the microseconds to wait for the slot it reserved. Numbers are written with %.0f: Lua's
@@ -131,28 +135,36 @@ class SharedBucket:
         *,
         key: str = SHARED_KEY,
         sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
         fallback: LocalBucket | None = None,
     ) -> None:
         self.pace = pace
         self._client = client
         self._key = key
         self._sleep = sleep
+        self._monotonic = monotonic
         self._script = client.register_script(_RESERVE)
         self._fallback = fallback or LocalBucket(pace, sleep=sleep)
+        self._alone_until = -math.inf
         self._warned = False
 
     @classmethod
     def from_url(cls, url: str, pace: Pace, **options: object) -> SharedBucket:
-        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        # One try a token: a Redis that does not answer at once sends this process to its own bucket.
+        client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0))
         return cls(client, pace, **options)  # type: ignore[arg-type]
 
     def acquire(self) -> None:
+        if self._monotonic() < self._alone_until:
+            self._fallback.acquire()
+            return
         try:
             answer = self._script(keys=[self._key], args=[self.pace.interval_us, self.pace.tolerance_us])
         except redis.RedisError as error:
             if not self._warned:
                 log.warning("the shared gateway pace is out of reach (%s): this process keeps its own", error)
                 self._warned = True
+            self._alone_until = self._monotonic() + ALONE_AFTER_FAILURE_S
             self._fallback.acquire()
             return
         self._warned = False
