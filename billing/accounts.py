@@ -25,6 +25,7 @@ from billing.subscription_changes import record_change
 
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 EMAIL = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+")
+EMAIL_DESCRIBED = "an email address such as ana@empresa.com.br"
 PRODUCTS = tuple(p.value for p in Product)
 FREQUENCIES = tuple(f.value for f in Frequency)
 METHODS = tuple(m.value for m in PaymentMethod)
@@ -60,7 +61,7 @@ class AccountInput:
         seen: set[str] = set()
         for index, item in enumerate(v.object_list(payload, "contacts")):
             prefix = f"contacts[{index}]."
-            email = v.text(item, "email", prefix=prefix, pattern=EMAIL, max_length=254)
+            email = v.text(item, "email", prefix=prefix, pattern=EMAIL, described=EMAIL_DESCRIBED, max_length=254)
             assert email is not None
             if email.lower() in seen:
                 raise InvalidInput(prefix + "email", "appears twice")

@@ -26,8 +26,10 @@ def text(
     prefix: str = "",
     required: bool = True,
     pattern: re.Pattern[str] | None = None,
+    described: str | None = None,
     max_length: int = 200,
 ) -> str | None:
+    """`described` says in words what `pattern` accepts: a person reads it, never the regular expression."""
     value = _get(payload, field, prefix)
     name = prefix + field
     if value is _MISSING or value is None:
@@ -41,7 +43,7 @@ def text(
     if len(value) > max_length:
         raise InvalidInput(name, f"must be at most {max_length} characters")
     if pattern is not None and not pattern.fullmatch(value):
-        raise InvalidInput(name, f"must match {pattern.pattern}")
+        raise InvalidInput(name, f"must be {described}" if described else f"must match {pattern.pattern}")
     return value
 
 

@@ -17,6 +17,7 @@ from billing.policy import Policy
 
 ENVIRONMENTS = ("dev", "test", "production")
 ASAAS_SANDBOX_URL = "https://api-sandbox.asaas.com"
+ASAAS_PRODUCTION_URL = "https://api.asaas.com"
 DEV_SECRET_KEY = "regua-dev-secret-key-not-for-production"
 
 
@@ -53,6 +54,8 @@ class Settings:
     gateway_max_rps: float = 50.0
     """Requests a second to the gateway, one pace for every process (shared through the broker's Redis)."""
     policy: Policy = field(default_factory=Policy)
+    explicit: frozenset[str] = frozenset()
+    """The variables (without `REGUA_`) that the environment or `.env` set, not left to their defaults."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, *, env_file: Path | None = Path(".env")) -> Settings:
@@ -107,6 +110,11 @@ class Settings:
                 retry_days=_days(get("RETRY_DAYS", "3,5"), "REGUA_RETRY_DAYS"),
                 verification_hours=_positive_int(get("VERIFICATION_HOURS", "72"), "REGUA_VERIFICATION_HOURS"),
             ),
+            explicit=frozenset(
+                name.removeprefix("REGUA_")
+                for name, value in values.items()
+                if name.startswith("REGUA_") and value.strip()
+            ),
         )
 
     @property
@@ -139,6 +147,13 @@ class Settings:
             )
         if self.database_url.startswith("sqlite") and command in ("serve", "worker"):
             raise ConfigError("REGUA_DATABASE_URL must name PostgreSQL when REGUA_ENV=production")
+        if command in ("serve", "worker") and "ASAAS_API_URL" not in self.explicit:
+            # The default is Asaas's sandbox (right for dev and tests): production names its gateway itself.
+            raise ConfigError(
+                f"REGUA_ASAAS_API_URL is required when REGUA_ENV=production: the default is Asaas's sandbox "
+                f"({ASAAS_SANDBOX_URL}); set {ASAAS_PRODUCTION_URL} for real payments, or the sandbox's "
+                "address to run production mode against it"
+            )
 
 
 def _dev_secret(env: str) -> str:

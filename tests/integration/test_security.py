@@ -154,6 +154,7 @@ PRODUCTION = {
     "REGUA_OPS_TOKEN": "a-real-ops-token",
     "REGUA_ASAAS_WEBHOOK_TOKEN": "a-real-asaas-token",
     "REGUA_ASAAS_API_KEY": "a-real-asaas-key",
+    "REGUA_ASAAS_API_URL": "https://api.asaas.com",
     "REGUA_PIX_WEBHOOK_SECRET": "a-real-pix-secret",
     "REGUA_SECRET_KEY": "a-real-secret-key-of-enough-length-0123456789",
 }

@@ -18,6 +18,7 @@ PRODUCTION_SERVE = {
     "REGUA_OPS_TOKEN": "ops-token",
     "REGUA_ASAAS_WEBHOOK_TOKEN": "asaas-token",
     "REGUA_ASAAS_API_KEY": "asaas-key",
+    "REGUA_ASAAS_API_URL": "https://api.asaas.com",
     "REGUA_STANDARD_WEBHOOK_SECRETS": "whsec_one",
     "REGUA_BROKER_URL": "redis://redis:6379/0",
     "REGUA_SECRET_KEY": "a-long-random-production-key",
