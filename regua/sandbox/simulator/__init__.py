@@ -39,6 +39,8 @@ webhook deliveries and "webhook_queue": interrupted, failures, pending), `POST /
     "timeout"      the payment is created, the answer held `timeout_delay_s` like tok_timeout
 
 `GET /sim/state` lists under "outages" each one served, with the externalReference it hit.
+`POST /sim/throttle` with `{"share": 0.3, "retry_after": 1}` answers that share of `/v3/` requests with
+HTTP 429 and `Retry-After` before they reach the ledger (`throttle`).
 """
 
 from regua.sandbox.simulator.app import (

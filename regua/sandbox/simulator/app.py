@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from decimal import Decimal
 
 import anyio
 import uvicorn
@@ -20,6 +21,7 @@ from regua.sandbox.simulator.common import AsaasJSONResponse, SimulatorError, er
 from regua.sandbox.simulator.ledger import AsaasSimulator
 from regua.sandbox.simulator.pages import page_routes
 from regua.sandbox.simulator.refunds import DEFAULT_REFUND_DELAY_S
+from regua.sandbox.simulator.throttle import Throttle, ThrottleMiddleware
 from regua.sandbox.simulator.webhooks import ASAAS_RETRY_SCHEDULE_S, DEFAULT_DELAY_DIVISOR, WebhookDispatcher
 
 DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000/webhooks/asaas"
@@ -211,6 +213,8 @@ def create_simulator_app(
     send_created_events: bool = False,
     refund_delay_s: float = DEFAULT_REFUND_DELAY_S,
     require_remote_ip: bool = True,
+    throttle_share: Decimal = Decimal(0),
+    throttle_retry_after: int = 1,
 ) -> Starlette:
     """The simulator as an ASGI app. Webhooks go to `webhook_url` (none if empty) with `webhook_token`
     in `asaas-access-token`; `api_key`, if set, is the only access_token accepted.
@@ -218,7 +222,8 @@ def create_simulator_app(
     Failed webhooks are retried after `webhook_retry_delays` divided by `webhook_delay_divisor` (by
     default Asaas's own schedule divided by 60, or the delays given as they are); a refund is DONE
     `refund_delay_s` after it is asked for (0: at once); `require_remote_ip` (on unless turned off)
-    refuses a card payment without `remoteIp`, as Asaas does."""
+    refuses a card payment without `remoteIp`, as Asaas does; `throttle_share` of the API's requests are
+    answered 429 with `Retry-After: throttle_retry_after` (also set at `POST /sim/throttle`)."""
     if webhook_delay_divisor is None:
         webhook_delay_divisor = DEFAULT_DELAY_DIVISOR if tuple(webhook_retry_delays) == ASAAS_RETRY_SCHEDULE_S else 1.0
     dispatcher = WebhookDispatcher(
@@ -241,12 +246,18 @@ def create_simulator_app(
         finally:
             await anyio.to_thread.run_sync(dispatcher.stop)
 
+    throttle = Throttle()
+    throttle.set(throttle_share, throttle_retry_after)
     app = Starlette(
         routes=_routes(sim),
-        middleware=[Middleware(AccessTokenMiddleware, api_key=api_key)],
+        middleware=[
+            Middleware(AccessTokenMiddleware, api_key=api_key),
+            Middleware(ThrottleMiddleware, throttle=throttle),
+        ],
         lifespan=lifespan,
     )
     app.state.simulator = sim
+    app.state.throttle = throttle
     return app
 
 
