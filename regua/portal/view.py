@@ -16,7 +16,7 @@ from billing.blocking import is_open_at
 from billing.calendar import BillingCalendar
 from billing.checkout import owed_now
 from billing.history import payment_history
-from billing.models import UNPAID, Charge, ChargeInvoice, ChargeStatus, Invoice, RefundStatus
+from billing.models import UNPAID, Charge, ChargeInvoice, ChargeStatus, Invoice, InvoiceKind, RefundStatus
 from billing.policy import Policy
 from billing.records import ReceiptReview, ReviewStatus
 from regua.mail import MONTH_NAMES
@@ -166,9 +166,12 @@ class ChargeView:
 
 
 def _invoice_view(invoice: Invoice) -> InvoiceView:
+    period = period_text(invoice.period_start, invoice.period_end)
+    if invoice.kind == InvoiceKind.PRORATION:  # an upgrade's difference, not a month of its own
+        period = f"Mudança de plano, {day_text(invoice.period_start)} a {day_text(invoice.period_end)}"
     return InvoiceView(
         invoice.id,
-        period_text(invoice.period_start, invoice.period_end),
+        period,
         day_text(invoice.due_date),
         invoice.subtotal_cents,
         invoice.discount_cents,

@@ -193,6 +193,7 @@ def test_an_upgrade_mid_month_shows_the_pro_rata_difference_and_invoices_it_as_a
     assert charge.method == "boleto"
     assert (charge.amount_cents, charge.invoice_ids) == (difference, [proration[0].id])
     assert "Linha digitável" in customer.get(answer.headers["location"]).text
+    assert "Mudança de plano, 16/12/2026 a 31/12/2026" in customer.get(link(runtime)).text
 
 
 def test_an_auto_debit_choice_opens_the_gateways_card_page_with_the_customers_address(
