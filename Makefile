@@ -27,9 +27,11 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
-# Each ops page at 1280 px into docs/screenshots/, from the browser test that checks their accessibility.
+# Each ops page at 1280 px, and the payment page's plan choice at 375 px, into docs/screenshots/, from the
+# browser tests that check their accessibility.
 screenshots: install
 	REGUA_WRITE_SCREENSHOTS=1 $(BIN)/pytest tests/browser/test_ops_browser.py -q -k "accessibility and sqlite"
+	REGUA_WRITE_SCREENSHOTS=1 $(BIN)/pytest tests/browser/test_portal_plans_browser.py -q
 
 # The model-based test at length: many more random months, a new seed each run (SQLite).
 fuzz: install
