@@ -21,11 +21,13 @@ from billing.shared_clock import (
 from regua.assembly import build_jobs, lazy_context, worker_context
 from regua.cli.common import CommandError, command_runtime, library_chatter_quieted, tick_once
 from regua.runtime import Runtime
+from regua.sandbox.dev_record import with_running_dev
 from regua.settings import Settings
 from workers.tick import tick
 
 
 def cmd_tick(settings: Settings, args: argparse.Namespace) -> int:
+    settings = with_running_dev(settings)
     now = None
     if args.now:
         if settings.production:
@@ -53,6 +55,7 @@ CLOCK_SEEN_AFTER_S = DEFAULT_CACHE.total_seconds() + 0.2
 
 def cmd_clock(settings: Settings, args: argparse.Namespace) -> int:
     """Show or move the shared clock; moving it reconciles at every day boundary crossed, in order."""
+    settings = with_running_dev(settings)  # the passes charge at a running dev's simulator, mail its sink
     if settings.production:
         raise CommandError("the shared clock is refused in production, where only the system clock exists")
     if settings.now is not None and args.action != "show":

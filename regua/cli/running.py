@@ -15,6 +15,7 @@ from regua.cli.common import CommandError, command_runtime, redacted
 from regua.migrate import upgrade
 from regua.runtime import Runtime
 from regua.sandbox.dev import SIMULATOR_PATH, build_sandbox, simulated_gateway, smtp_address
+from regua.sandbox.dev_record import forget_dev, record_dev
 from regua.sandbox.smtp_sink import MailSink, PortTaken
 from regua.settings import ConfigError, Settings
 from workers.actors import Jobs
@@ -169,10 +170,13 @@ def cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
         sink.start()
     except PortTaken as error:
         sink_note = f"NOT RUNNING: {error}; mails go to whatever listens there (set REGUA_SMTP_URL or --smtp-port)"
+    # `regua clock`, `tick` and `trigger` in another shell find this process's simulator and sink by it.
+    record_dev(settings, base, sink.url if sink.running else settings.smtp_url)
     try:
         print_banner(settings, runtime, base, sink.url, sink_note)
         _serve(settings, runtime, args.host, args.port, with_scheduler=True, sink=sink)
     finally:
+        forget_dev(settings)
         sink.stop()
     return 0
 
@@ -211,7 +215,7 @@ def print_banner(settings: Settings, runtime: Runtime, base: str, smtp_url: str,
         f"             asaas-access-token {settings.asaas_webhook_token}   pix ?hmac={settings.pix_webhook_secret}",
         f"  try        curl -X PUT {base}/api/accounts/acme -H 'Content-Type: application/json'{auth} -d '{account}'",
     ]
-    if settings.public_url != base:
+    if "PUBLIC_URL" in settings.explicit and settings.public_url != base:
         lines.append(
             f"  note       REGUA_PUBLIC_URL is {settings.public_url}: "
             f"set it to {base} for `regua clock` and `regua trigger`"

@@ -11,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from regua.cli.common import CommandError, command_runtime, library_chatter_quieted
 from regua.runtime import Runtime
+from regua.sandbox.dev_record import with_running_dev
 from regua.settings import Settings
 
 
@@ -20,6 +21,7 @@ def cmd_trigger(settings: Settings, args: argparse.Namespace) -> int:
 
     if settings.production:
         raise CommandError("`regua trigger` sends test webhooks: it is refused in production")
+    settings = with_running_dev(settings)  # a running dev's app and simulator, unless REGUA_PUBLIC_URL says
     with library_chatter_quieted():  # the trigger prints what it sends itself
         runtime = command_runtime(settings)
         trigger = Trigger(runtime, args.url or settings.public_url)
