@@ -36,9 +36,9 @@ def day_one(first: Any) -> datetime:
 def standard_delivery(
     charge: dict[str, Any], message_id: str, *, at: datetime | None = None
 ) -> tuple[str, bytes, dict[str, str]]:
-    """A signed Standard Webhooks payment.confirmed for `charge`, paid and signed `at` (now by default): a
-    receiver whose clock was set checks the signature's timestamp against it. In UTC: the library's
-    `sign` reads any datetime's wall time as UTC."""
+    """A signed Standard Webhooks payment.confirmed for `charge`, paid `at` (now by default) and signed with
+    the real time: the receiver measures the signature's 5-minute tolerance on the wall clock, whatever
+    its shared clock says. In UTC: the library's `sign` reads any datetime's wall time as UTC."""
     at = (at or datetime.now(UTC)).astimezone(UTC)
     body = json.dumps(
         {
@@ -52,7 +52,7 @@ def standard_delivery(
             },
         }
     ).encode()
-    return "/webhooks/standard", body, standard_headers(body, message_id, at)
+    return "/webhooks/standard", body, standard_headers(body, message_id, datetime.now(UTC))
 
 
 def pix_delivery(charge: dict[str, Any], path: str) -> tuple[str, bytes, dict[str, str]]:
