@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from billing.checkout import CheckoutRequest, checkout
 from billing.errors import Conflict, InvalidInput, NotFound
 from billing.models import PaymentMethod
-from billing.ports import GatewayError, GatewayUnavailable
+from billing.ports import Gateway, GatewayError, GatewayUnavailable
 from regua.portal.plans import (
     MAX_INSTALLMENTS,
     Choice,
@@ -34,11 +34,26 @@ from regua.portal.plans import (
     read_choice,
 )
 from regua.portal.view import PRODUCTS
-
-if TYPE_CHECKING:
-    from regua.portal.routes import PortalPages
+from regua.runtime import Runtime
 
 log = logging.getLogger("regua.portal")
+
+
+class PortalPages(Protocol):
+    """What the plan pages use of the payment page: its link, rendering, runtime and gateway."""
+
+    runtime: Runtime
+    gateway: Gateway
+
+    def account_of(self, request: Request) -> str | Response: ...
+
+    def base(self, request: Request) -> str: ...
+
+    def customer_ip(self, request: Request) -> str | None: ...
+
+    def render(self, template: str, status: int = 200, **variables: Any) -> HTMLResponse: ...
+
+    def problem(self, request: Request, message: str, status: int) -> HTMLResponse: ...
 
 
 class PlanPages:
