@@ -17,7 +17,6 @@ from datetime import date, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
-from typing import Any
 
 import css_inline
 import jinja2
@@ -26,6 +25,8 @@ from jinja2.runtime import Context
 from billing.clock import as_utc
 from billing.money import format_brl
 from regua import mail_variables
+from regua.mail_variables import EmailContext as EmailContext
+from regua.mail_variables import InvoiceLine as InvoiceLine
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "email"
 
@@ -58,47 +59,6 @@ MONTH_NAMES = (
     "novembro",
     "dezembro",
 )
-
-
-@dataclass(frozen=True)
-class InvoiceLine:
-    """One invoice as an email shows it; amounts in integer centavos."""
-
-    invoice_id: str
-    product: str
-    period_start: date
-    period_end: date
-    due_date: date
-    subtotal_cents: int
-    discount_cents: int
-    total_cents: int
-
-
-@dataclass(frozen=True)
-class EmailContext:
-    """Everything one email says; `block_on` is the first blocked day (day 7 for an invoice due on day 1)."""
-
-    kind: str
-    account_id: str
-    account_name: str
-    recipients: tuple[tuple[str, str], ...]
-    invoices: tuple[InvoiceLine, ...]
-    portal_url: str
-    payment_method: str | None = None
-    amount_cents: int | None = None
-    next_retry_on: date | None = None
-    block_on: date | None = None
-    blocked_since: date | None = None
-    pix_code: str | None = None
-    boleto_line: str | None = None
-    boleto_url: str | None = None
-    failure_reason: str | None = None
-    refund_amount_cents: int | None = None
-    refund_reason: str | None = None
-    verifying_until: date | None = None
-    trial_ended_on: date | None = None
-    change: dict[str, Any] | None = None
-    """A subscription mail's change, as recorded (`billing.subscription_changes.change_facts`)."""
 
 
 @dataclass(frozen=True)

@@ -1,16 +1,55 @@
-"""What each kind of email says beyond its context: the words for codes, and the variables a template reads."""
+"""What an email says: its context, the words for the codes in it, and the variables its templates read."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from billing.calendar import TOLERANCE_DAYS
 from billing.money import AUTO_DEBIT_DISCOUNT_PERCENT
 
-if TYPE_CHECKING:
-    from regua.mail import EmailContext, InvoiceLine
+
+@dataclass(frozen=True)
+class InvoiceLine:
+    """One invoice as an email shows it; amounts in integer centavos."""
+
+    invoice_id: str
+    product: str
+    period_start: date
+    period_end: date
+    due_date: date
+    subtotal_cents: int
+    discount_cents: int
+    total_cents: int
+
+
+@dataclass(frozen=True)
+class EmailContext:
+    """Everything one email says; `block_on` is the first blocked day (day 7 for an invoice due on day 1)."""
+
+    kind: str
+    account_id: str
+    account_name: str
+    recipients: tuple[tuple[str, str], ...]
+    invoices: tuple[InvoiceLine, ...]
+    portal_url: str
+    payment_method: str | None = None
+    amount_cents: int | None = None
+    next_retry_on: date | None = None
+    block_on: date | None = None
+    blocked_since: date | None = None
+    pix_code: str | None = None
+    boleto_line: str | None = None
+    boleto_url: str | None = None
+    failure_reason: str | None = None
+    refund_amount_cents: int | None = None
+    refund_reason: str | None = None
+    verifying_until: date | None = None
+    trial_ended_on: date | None = None
+    change: dict[str, Any] | None = None
+    """A subscription mail's change, as recorded (`billing.subscription_changes.change_facts`)."""
+
 
 # Payment codes are shown only where money is still owed: a PIX code in a receipt invites a second payment.
 _PAYMENT_DUE_KINDS = frozenset(
