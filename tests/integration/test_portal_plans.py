@@ -15,6 +15,7 @@ from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock, parse_instant
 from billing.models import Charge, Invoice, Subscription
+from billing.records import SubscriptionChange
 from regua.cli import tick_once
 from regua.portal.tokens import PortalTokens
 from regua.runtime import Runtime
@@ -96,6 +97,12 @@ def charges(runtime: Runtime) -> list[ChargeRow]:
         ]
 
     return runtime.read(read)
+
+
+def told(runtime: Runtime) -> list[tuple[str, str | None]]:
+    """The changes recorded for the billing contacts' mail (subscription_changed)."""
+    rows = runtime.read(lambda session: list(session.scalars(select(SubscriptionChange))))
+    return [(row.effect, row.proration_invoice_id) for row in rows]
 
 
 def review(customer: TestClient, runtime: Runtime, **choice: Any) -> str:
@@ -182,6 +189,7 @@ def test_an_upgrade_mid_month_shows_the_pro_rata_difference_and_invoices_it_as_a
     assert f"pelos 16 dias que faltam do período atual: {brl(difference)}" in html
     assert shown(html, "data-now") == brl(difference)
     assert [invoice.kind for invoice in invoices(runtime)] == ["period"], "a review invoices nothing"
+    assert told(runtime) == [], "nor records a change to tell"
 
     answer = confirm(customer, runtime, plano="pro", modulo="fiscal", opcao="monthly.boleto", parcelas="1")
     assert answer.status_code == 303, answer.text
@@ -194,6 +202,7 @@ def test_an_upgrade_mid_month_shows_the_pro_rata_difference_and_invoices_it_as_a
     assert (charge.amount_cents, charge.invoice_ids) == (difference, [proration[0].id])
     assert "Linha digitável" in customer.get(answer.headers["location"]).text
     assert "Mudança de plano, 16/12/2026 a 31/12/2026" in customer.get(link(runtime)).text
+    assert told(runtime) == [("now", proration[0].id)], "the change is told once, with its invoice"
 
 
 def test_an_auto_debit_choice_opens_the_gateways_card_page_with_the_customers_address(
