@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install dev test lint bench screenshots fuzz soak
+.PHONY: install dev test lint bench screenshots fuzz soak mutants
 
 $(BIN)/regua: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ lint: install
 
 test: lint
 	$(BIN)/pytest
+	$(BIN)/python -m tests.mutation.run
+
+# Hand-made mutants of the rules (tests/mutation), each applied to a copy of the project: the fast SQLite tests
+# must kill every one.
+mutants: install
+	$(BIN)/python -m tests.mutation.run
 
 # Each ops page at 1280 px, and the payment page's plan choice at 375 px, into docs/screenshots/, from the
 # browser tests that check their accessibility.
