@@ -100,12 +100,16 @@ class PlanPages:
             return found
         _account_id, offer = found
         current = offer.current if offer.current is not None and offer.plan(offer.current.plan) else None
+        # Back from step 2 ("Mudar"): the plan and modules chosen there; else the subscription's own.
+        asked = request.query_params.get("plano", "")
+        chosen_plan = asked if offer.plan(asked) else (current.plan if current else offer.plans[0].id)
+        chosen_modules = request.query_params.getlist("modulo") if asked else (current.modules if current else ())
         return self.pages.render(
             "plan_choose.html",
             offer=offer,
             current=current,
-            chosen_plan=current.plan if current else offer.plans[0].id,
-            chosen_modules=current.modules if current else (),
+            chosen_plan=chosen_plan,
+            chosen_modules=chosen_modules,
             base=self.pages.base(request),
             here=self._base(request, offer),
         )
@@ -121,15 +125,17 @@ class PlanPages:
         except ChoiceRefused as refused:
             return self.pages.problem(request, str(refused), 422)
         current = offer.current
-        selected = f"{current.frequency.value}.{current.method.value}" if current else "monthly.pix"
+        # Back from the review: the option chosen there; else the subscription's own.
+        selected = params.get("opcao") or (f"{current.frequency.value}.{current.method.value}" if current else "")
+        installments = params.get("parcelas", "")
         return self.pages.render(
             "plan_payment.html",
             offer=offer,
             choice=choice,
             monthly_cents=offer.monthly_price(choice),
             options=offer.options(choice.plan, choice.modules),
-            selected=selected,
-            installments=current.installments if current else 1,
+            selected=selected or "monthly.pix",
+            installments=int(installments) if installments.isdigit() else (current.installments if current else 1),
             max_installments=MAX_INSTALLMENTS,
             base=self.pages.base(request),
             here=self._base(request, offer),

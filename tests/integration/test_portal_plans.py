@@ -363,3 +363,27 @@ def test_the_plan_pages_refuse_a_forged_link_and_a_product_without_plans(
     assert customer.get(f"{link(runtime)}/plano/mentorship").status_code == 404
     assert customer.get(f"{link(runtime)}/plano/other").status_code == 404
     assert subscription(runtime) is None
+
+
+def test_going_back_from_the_review_keeps_what_was_chosen(
+    api: Api, customer: TestClient, catalog: None, runtime: Runtime
+) -> None:
+    api.put_account(ACCOUNT)
+    api.subscribe(ACCOUNT, "platform", plan="basic", modules=[], monthly_price_cents=None, payment_method="boleto")
+    base = f"{link(runtime)}/plano/platform"
+    fresh = customer.get(base).text
+    assert 'value="basic" checked' in fresh
+    assert 'value="monthly.boleto" checked' in customer.get(f"{base}/pagamento?plano=basic").text
+
+    html = review(customer, runtime, plano="pro", modulo="fiscal", opcao="annual.card", parcelas="6")
+    back = re.search(r'href="([^"]+/pagamento\?[^"]+)">Voltar e mudar', html)
+    assert back is not None
+    options = customer.get(back.group(1).replace("&amp;", "&")).text
+    assert 'value="annual.card" checked' in options
+    assert '<option value="6" selected>' in options
+    change = re.search(r'href="([^"]+/plano/platform\?[^"]+)">Mudar', options)
+    assert change is not None
+    plans = customer.get(change.group(1).replace("&amp;", "&")).text
+    assert 'value="pro" checked' in plans
+    assert 'value="fiscal" checked' in plans
+    assert 'value="basic" checked' not in plans
