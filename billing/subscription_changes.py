@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from billing.calendar import BillingCalendar
 from billing.models import UNPAID, CatalogItem, Invoice, Subscription, new_id
 from billing.plan_changes import Change, Terms
 from billing.records import SubscriptionChange
@@ -54,7 +55,7 @@ def record_change(
     return record
 
 
-def changes_to_tell(session: Session, *, since: datetime) -> list[DueNotification]:
+def changes_to_tell(session: Session, calendar: BillingCalendar, *, since: datetime) -> list[DueNotification]:
     """A mail per change made since `since`: the upgrade's invoice with it, or for a cancellation what stays
     owed of the product; keyed by the account and the change, so it is recorded once."""
     changes = list(
@@ -78,7 +79,10 @@ def changes_to_tell(session: Session, *, since: datetime) -> list[DueNotificatio
             kind = K.SUBSCRIPTION_CHANGED
             proration = session.get(Invoice, change.proration_invoice_id) if change.proration_invoice_id else None
             invoices = (proration,) if proration is not None else ()
-        facts = {"payment_method": change.payment_method, "change": change_facts(change, names)}
+        facts = {
+            "payment_method": change.payment_method,
+            "change": {**change_facts(change, names), "changed_on": calendar.local_date(change.at).isoformat()},
+        }
         due.append(
             DueNotification(
                 dedupe_key(change.account_id, kind, change.id), change.account_id, kind, change.id, invoices, facts

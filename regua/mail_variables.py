@@ -200,7 +200,8 @@ def subscription_variables(context: EmailContext) -> dict[str, Any]:
 
     `change_case` is what the template says: `upgrade` (in force today, its difference invoiced now),
     `now` (in force today, nothing to pay: a change before anything was issued), `later` (from the next
-    period, not a payment), `reactivated` or `canceled` (access until `effective_on`, the invoices still owed).
+    period, not a payment), `reactivated` or `canceled` (access until `effective_on`, the invoices still owed;
+    `ended_at_once` when nothing was issued, so it ended before the day it was asked).
     """
     change = context.change
     if not change:
@@ -226,8 +227,15 @@ def subscription_variables(context: EmailContext) -> dict[str, Any]:
     effective_on = date.fromisoformat(change["effective_on"]) if change.get("effective_on") else None
     if effective_on is None and case in ("later", "canceled"):
         raise ValueError(f"a {effect} change says from when")
+    changed_on = date.fromisoformat(change["changed_on"]) if change.get("changed_on") else None
     return {
         "change_case": case,
+        "changed_on": changed_on,
+        # Canceled before any period was issued (a trial, a start ahead): it ended the eve of that day.
+        "ended_at_once": case == "canceled"
+        and changed_on is not None
+        and effective_on is not None
+        and effective_on < changed_on,
         "old": old,
         "new": new,
         "effective_on": effective_on,

@@ -191,3 +191,20 @@ def test_changes_of_an_account_without_a_billing_contact_are_kept_for_the_dashbo
     assert smtp_sink.of_kind("subscription_changed") == []
     [told] = notifications(runtime, kind="subscription_changed")
     assert (told.status, told.recipients) == ("no_contact", [])
+
+
+def test_a_cancellation_before_anything_was_issued_is_told_as_holding_at_once(
+    api: Api, client: TestClient, runtime: Runtime, clock: FrozenClock, smtp_sink: SmtpSink
+) -> None:
+    api.put_account(ACCOUNT)
+    choose(api, "pro", [], starts_on="2027-01-01")
+    move(clock, "2026-12-10T11:00")
+    response = client.delete(f"/api/accounts/{ACCOUNT}/subscriptions/platform", headers=AUTH)
+    assert response.status_code == 200, response.text
+    passes(runtime)
+    message = only(smtp_sink, "subscription_canceled")
+    assert message["Subject"] == "Assinatura cancelada: Plataforma"
+    assert message["X-Regua-Invoice"] is None
+    for part in parts(message):
+        assert "foi cancelada em 10/12/2026" in part
+        assert "Não há faturas em aberto: nada fica devido" in part

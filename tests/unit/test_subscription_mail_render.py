@@ -177,3 +177,32 @@ def test_a_subscription_mail_that_cannot_say_what_changed_is_refused(
 def test_the_other_kinds_still_need_the_invoices_they_are_about() -> None:
     with pytest.raises(ValueError, match="names the invoices"):
         mail("payment_confirmed", None)
+
+
+def test_a_cancellation_before_any_period_was_issued_says_it_holds_at_once_with_no_access_date() -> None:
+    trial = {**change("canceled", "2026-12-09", BASIC, None), "changed_on": "2026-12-10"}
+    rendered = mail("subscription_canceled", trial)
+
+    assert rendered.subject == "Assinatura cancelada: Plataforma"
+    for part in both(rendered):
+        assert "foi cancelada em 10/12/2026" in part
+        assert "o cancelamento vale desde já: nenhuma fatura nova é emitida" in part
+        assert "Acesso até" not in part
+        assert "09/12/2026" not in part
+
+
+def test_a_cancellation_asked_inside_its_period_keeps_the_access_date() -> None:
+    inside = {**change("canceled", "2026-12-31", BASIC, None), "changed_on": "2026-12-10"}
+    rendered = mail("subscription_canceled", inside)
+
+    assert rendered.subject == "Assinatura cancelada: acesso à Plataforma até 31/12/2026"
+    for part in both(rendered):
+        assert "Acesso até: 31/12/2026" in part
+
+
+def test_an_upgrade_of_a_card_paid_plan_is_paid_on_the_portal_not_charged_by_itself() -> None:
+    rendered = mail("subscription_changed", change("now", "2026-12-16", BASIC, PRO), (UPGRADE,), payment_method="card")
+
+    for part in both(rendered):
+        assert "a fatura abaixo vence hoje e pode ser paga por cartão de crédito" in part
+        assert "cobrada agora" not in part
