@@ -28,5 +28,6 @@ def test_every_simulator_control_is_documented(document: str) -> None:
     listed = {first for first, _ in rows} | {name for _, more in rows for name in re.findall(r"`([a-z-]+)`", more)}
     missing = (set(CONTROLS) | {"pay-again"}) - listed
     assert not missing, f"{document} does not list the controls {sorted(missing)}"
-    for path in ("/sim/state", "/sim/outages", "/sim/webhooks/resume", "/sim/clock-tick", "/sim/reset", "/v3/webhooks"):
+    paths = ("/sim/state", "/sim/outages", "/sim/throttle", "/sim/webhooks/resume", "/sim/clock-tick", "/sim/reset")
+    for path in (*paths, "/v3/webhooks"):
         assert path in text, f"{document} does not mention {path}"
