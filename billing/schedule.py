@@ -108,6 +108,7 @@ def scheduled_notifications(
     ended = ended_products(session, None, now)
     invoices = [invoice for invoice in invoices if (invoice.account_id, invoice.product) not in ended]
     trials = trial_invoices(session, invoices, calendar)
+    blocked = blocks_in_force(session, {invoice.account_id for invoice in invoices})
     due = []
     for invoice in invoices:
         trial_ended_on = trials.get(invoice.id)
@@ -116,6 +117,12 @@ def scheduled_notifications(
         )
         step = latest_email_step(steps, now)
         if step is None or step.kind not in SCHEDULED_KINDS:
+            continue
+        block = blocked.get((invoice.account_id, invoice.product))
+        if block is not None and step.kind in (K.PAYMENT_REMINDER, K.BLOCK_WARNING):
+            # Blocked already for an older month: "pay by day 6 to keep access" would be false. The customer is
+            # told their real state instead: blocked since when, and what to pay to be unblocked (3.5, 3.6).
+            due.append(_still_blocked(session, invoice, step.key, block, calendar))
             continue
         facts: dict[str, Any] = {
             "payment_method": invoice.payment_method,
@@ -129,6 +136,43 @@ def scheduled_notifications(
             )
         )
     return due
+
+
+def blocks_in_force(session: Session, account_ids: set[str]) -> dict[tuple[str, str], Block]:
+    """The blocks in force of these accounts, by account and product."""
+    found: dict[tuple[str, str], Block] = {}
+    for chunk in chunks(sorted(account_ids)):
+        for block in session.scalars(select(Block).where(Block.account_id.in_(chunk), Block.lifted_at.is_(None))):
+            found[(block.account_id, block.product)] = block
+    return found
+
+
+def _still_blocked(
+    session: Session, invoice: Invoice, step_key: str, block: Block, calendar: BillingCalendar
+) -> DueNotification:
+    """An `account_blocked` reminder, on the day a newer invoice's reminder or warning would go out: the invoices
+    that keep the block (for the mentorship, every open one, rule 3.6), keyed by the newer invoice and its day."""
+    unpaid = list(
+        session.scalars(
+            select(Invoice)
+            .where(Invoice.account_id == invoice.account_id, Invoice.product == invoice.product)
+            .where(Invoice.status.in_(UNPAID))
+            .order_by(Invoice.period_start)
+        )
+    )
+    keeping = unpaid if invoice.product == "mentorship" else [i for i in unpaid if i.id in block.invoice_ids]
+    facts = {
+        "payment_method": (keeping or [invoice])[0].payment_method,
+        "blocked_since": calendar.local_date(block.started_at).isoformat(),
+    }
+    return DueNotification(
+        dedupe_key(invoice.id, K.ACCOUNT_BLOCKED, step_key),
+        invoice.account_id,
+        K.ACCOUNT_BLOCKED,
+        block.id,
+        tuple(keeping or [invoice]),
+        facts,
+    )
 
 
 def trial_invoices(session: Session, invoices: Sequence[Invoice], calendar: BillingCalendar) -> dict[str, date]:
