@@ -16,11 +16,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billing.calendar import BillingCalendar
-from billing.models import UNPAID, CatalogItem, Invoice, Subscription, new_id
+from billing.models import UNPAID, CatalogItem, Invoice, Notification, Subscription, new_id
 from billing.plan_changes import Change, Terms
 from billing.records import SubscriptionChange
 from billing.schedule import DueNotification, K, dedupe_key
 
+KINDS = (K.SUBSCRIPTION_CHANGED.value, K.SUBSCRIPTION_CANCELED.value)
 TOLD_EFFECTS = frozenset({"now", "next_period", "canceled", "reactivated"})
 """A new subscription (`created`) and terms sent again unchanged are no change to tell."""
 
@@ -57,12 +58,23 @@ def record_change(
 
 def changes_to_tell(session: Session, calendar: BillingCalendar, *, since: datetime) -> list[DueNotification]:
     """A mail per change made since `since`: the upgrade's invoice with it, or for a cancellation what stays
-    owed of the product; keyed by the account and the change, so it is recorded once."""
+    owed of the product; keyed by the account and the change, so it is recorded once. Changes already told
+    are left out before their invoices are read (a pass looks days back)."""
     changes = list(
         session.scalars(
-            select(SubscriptionChange).where(SubscriptionChange.at >= since).order_by(SubscriptionChange.id)
+            select(SubscriptionChange)
+            .where(SubscriptionChange.at >= since)
+            .order_by(SubscriptionChange.at, SubscriptionChange.id)
         )
     )
+    told = set(
+        session.scalars(
+            select(Notification.step).where(
+                Notification.kind.in_(KINDS), Notification.step.in_([change.id for change in changes])
+            )
+        )
+    )
+    changes = [change for change in changes if change.id not in told]
     if not changes:
         return []
     names = {
