@@ -3,10 +3,15 @@
 Nothing here asks billing how it decides: the record is what the test sent and what the gateway
 simulator holds, and the rules are read from the contract.
 
-  3.1  a monthly invoice covers a calendar month and is due on its day 1;
+  3.1  a monthly invoice covers a calendar month and is due on its day 1; a subscription that starts on
+       another day first pays the rest of that month, pro rata by day (half up), due that day;
+  3.3  card auto-debit takes 5% off (half up); the saved card is charged for the oldest unpaid month
+       of a product, alone; every issued boleto or PIX invoice gets a charge of its own;
   3.4  unpaid by the end of day 6, it blocks its product from 00:00 of day 7 (America/Sao_Paulo);
-  3.5  platform: paying the overdue invoice lifts the block;
-  3.6  mentorship: once blocked, the block lifts only when every invoice issued so far is paid;
+  3.5  platform: paying the overdue invoice lifts the block; a checkout collects the overdue months
+       (every open one when none is overdue);
+  3.6  mentorship: once blocked, the block lifts only when every invoice issued so far is paid; a
+       checkout collects every open month in one charge;
   3.7  a verifying invoice (a receipt, or a gateway's pending payment) does not block and lifts a
        block it caused, for 72 hours from the first receipt or pending; then it is overdue again.
        Only the window's end, a payment, or the gateway failing that very payment end it.
@@ -14,6 +19,7 @@ simulator holds, and the rules are read from the contract.
 
 from __future__ import annotations
 
+from calendar import monthrange
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -21,11 +27,46 @@ from zoneinfo import ZoneInfo
 ZONE = ZoneInfo("America/Sao_Paulo")
 TOLERANCE_DAYS = 6
 VERIFICATION_WINDOW = timedelta(hours=72)
+RETRY_DAYS = (3, 5)
+AUTO_DEBIT_DISCOUNT_PERCENT = 5
+MANUAL = ("boleto", "pix")
 RECEIPT = "receipt"
 
 
 def local_midnight(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=ZONE).astimezone(UTC)
+
+
+def local_day(instant: datetime) -> date:
+    return instant.astimezone(ZONE).date()
+
+
+def first_of_next_month(day: date) -> date:
+    return (day.replace(day=1) + timedelta(days=32)).replace(day=1)
+
+
+def period_starts(first_day: date, today: date) -> list[date]:
+    """The periods a monthly subscription begun on `first_day` has had issued by `today`: its first day,
+    then every day 1."""
+    starts, start = [], first_day
+    while start <= today:
+        starts.append(start)
+        start = first_of_next_month(start)
+    return starts
+
+
+def half_up(numerator: int, denominator: int) -> int:
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def invoice_amounts(period_start: date, monthly_price_cents: int, method: str) -> tuple[int, int]:
+    """Subtotal and discount of a monthly invoice: the month's price, or the rest of the month pro rata by
+    day when it begins on another day; 5% of it off on card auto-debit."""
+    days_in_month = monthrange(period_start.year, period_start.month)[1]
+    days = days_in_month - period_start.day + 1
+    subtotal = half_up(monthly_price_cents * days, days_in_month)
+    discount = half_up(subtotal * AUTO_DEBIT_DISCOUNT_PERCENT, 100) if method == "card_auto_debit" else 0
+    return subtotal, discount
 
 
 @dataclass
@@ -34,6 +75,7 @@ class ModelInvoice:
     account: str
     product: str
     period_start: date
+    method: str
     paid_by: str | None = None
     refunded: bool = False
     verify_from: datetime | None = None
@@ -61,6 +103,13 @@ class ModelInvoice:
 
     def overdue(self, now: datetime) -> bool:
         return self.unpaid and now >= self.block_at and not self.verifying(now)
+
+    def status(self, now: datetime) -> str:
+        if self.refunded:
+            return "refunded"
+        if self.paid_by is not None:
+            return "paid"
+        return "verifying" if self.verifying(now) else "open"
 
 
 @dataclass
@@ -92,6 +141,29 @@ class Model:
             (i for i in self.invoices.values() if i.account == account and i.product == product),
             key=lambda i: i.period_start,
         )
+
+    # -- what each charge collects
+
+    def card_collects(self, account: str, product: str) -> list[str]:
+        """3.3: the saved card pays the oldest unpaid month of its product, and that month alone."""
+        unpaid = [invoice.id for invoice in self.of(account, product) if invoice.unpaid]
+        return unpaid[:1]
+
+    def checkout_collects(self, account: str, product: str, now: datetime) -> list[str]:
+        """3.5 and 3.6: what a checkout asks to be paid now, of the months open (not verifying) at `now`."""
+        open_months = [i for i in self.of(account, product) if i.unpaid and not i.verifying(now)]
+        if product == "mentorship":
+            return [invoice.id for invoice in open_months]
+        overdue = [invoice.id for invoice in open_months if now >= invoice.block_at]
+        return overdue or [invoice.id for invoice in open_months]
+
+    def manual_charges_due(self, charged: set[str], now: datetime) -> list[list[str]]:
+        """3.3: each open boleto or PIX invoice that no charge collects yet gets one of its own."""
+        return [
+            [invoice.id]
+            for invoice in sorted(self.invoices.values(), key=lambda i: i.id)
+            if invoice.method in MANUAL and invoice.status(now) == "open" and invoice.id not in charged
+        ]
 
     # -- money, as it moved
 
