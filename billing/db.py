@@ -26,13 +26,50 @@ def normalize_url(url: str) -> URL:
     return parsed
 
 
+POOLER_PARAMETER = "pgbouncer"
+"""`postgresql://...?pgbouncer=true`: the URL names a PgBouncer in transaction pooling, not PostgreSQL itself."""
+
+
 def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": 30, "check_same_thread": False})
         _serialize_sqlite_writers(engine)
         return engine
-    return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800)
+    parsed, pooled = _pooler(parsed)
+    return create_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=_psycopg_options(pooled),
+        execution_options={POOLER_PARAMETER: pooled},
+    )
+
+
+def _pooler(url: URL) -> tuple[URL, bool]:
+    """The URL without `pgbouncer=` (libpq knows no such option), and whether it was true."""
+    value = url.query.get(POOLER_PARAMETER)
+    if value is None:
+        return url, False
+    text = (value[-1] if isinstance(value, tuple) else value).strip().lower()
+    if text not in ("true", "false", "1", "0", "yes", "no"):
+        raise ValueError(f"{POOLER_PARAMETER}= in the database URL is true or false, not {text!r}")
+    return url.difference_update_query([POOLER_PARAMETER]), text in ("true", "1", "yes")
+
+
+def _psycopg_options(pooled: bool) -> dict[str, Any]:
+    """Behind PgBouncer's transaction pooling each transaction may run on another server connection, and
+    PgBouncer 1.18 (Debian 12's) does not carry prepared statements across them: psycopg then prepares
+    none (by default it prepares a query run five times on one connection)."""
+    return {"prepare_threshold": None} if pooled else {}
+
+
+def own_connection(engine: Engine) -> tuple[str, dict[str, Any]]:
+    """The libpq conninfo and psycopg options of a connection opened beside the engine's pool."""
+    conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return conninfo, _psycopg_options(bool(engine.get_execution_options().get(POOLER_PARAMETER)))
 
 
 def _serialize_sqlite_writers(engine: Engine) -> None:

@@ -27,7 +27,7 @@ import psycopg
 from sqlalchemy import Connection, Engine
 
 from billing.clock import Clock
-from billing.db import UnnestInsert, insert_ignoring_conflicts
+from billing.db import UnnestInsert, insert_ignoring_conflicts, own_connection
 from billing.models import EventStatus, WebhookEvent, new_ids
 from webhooks.base import IncomingEvent
 
@@ -65,8 +65,9 @@ class _PostgresWriter:
     round trip a batch instead of three (BEGIN, INSERT, COMMIT).
     """
 
-    def __init__(self, conninfo: str) -> None:
+    def __init__(self, conninfo: str, options: dict[str, Any]) -> None:
         self._conninfo = conninfo
+        self._options = options
         self._connection: psycopg.AsyncConnection[Any] | None = None
 
     async def store(self, rows: list[dict[str, Any]]) -> list[str]:
@@ -91,7 +92,9 @@ class _PostgresWriter:
 
     async def _insert(self, rows: list[dict[str, Any]]) -> list[str]:
         if self._connection is None or self._connection.closed:
-            self._connection = await psycopg.AsyncConnection.connect(self._conninfo, connect_timeout=5, autocommit=True)
+            self._connection = await psycopg.AsyncConnection.connect(
+                self._conninfo, connect_timeout=5, autocommit=True, **self._options
+            )
         cursor = await self._connection.execute(_STORE.sql, _STORE.columns(rows))
         return [row[0] for row in await cursor.fetchall()]
 
@@ -136,7 +139,7 @@ class Intake:
         self._max_batch = max_batch
         postgres = engine.dialect.name == "postgresql"
         self._writer_count = writers if postgres else 1  # SQLite takes one writer at a time anyway
-        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._conninfo, self._connect_options = own_connection(engine)
         self._postgres = postgres
         self._pending: asyncio.Queue[_Submission] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -148,7 +151,11 @@ class Intake:
             return
         self._pending = asyncio.Queue()
         for _ in range(self._writer_count):
-            writer = _PostgresWriter(self._conninfo) if self._postgres else _ThreadedWriter(self._engine)
+            writer = (
+                _PostgresWriter(self._conninfo, self._connect_options)
+                if self._postgres
+                else _ThreadedWriter(self._engine)
+            )
             self._tasks.append(asyncio.create_task(self._write_loop(writer)))
         self._enqueuer = threading.Thread(target=self._enqueue_loop, name="webhook-enqueuer", daemon=True)
         self._enqueuer.start()
