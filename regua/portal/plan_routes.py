@@ -196,8 +196,9 @@ class PlanPages:
             log.info("plan choice for %s refused: %s", account_id, refused)
             return self.pages.problem(request, "Esta escolha não pode ser feita agora. Tente outra.", 422)
         log.info("plan of %s %s: %s (%s)", account_id, offer.product, choice.plan, outcome.effect)
-        if not outcome.owed:
-            return RedirectResponse(f"{self.pages.base(request)}?aviso=plano#plano-{offer.product}", status_code=303)
+        if not outcome.owed or outcome.saved_card:
+            notice = "cartao" if outcome.owed else "plano"
+            return RedirectResponse(f"{self.pages.base(request)}?aviso={notice}#plano-{offer.product}", status_code=303)
         return await self._pay(request, account_id, offer, choice, outcome)
 
     async def _pay(self, request: Request, account_id: str, offer: Offer, choice: Choice, outcome: Outcome) -> Response:

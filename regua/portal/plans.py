@@ -9,7 +9,7 @@ confirmation does not do.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -217,6 +217,8 @@ class Outcome:
     """When nothing is issued yet (a trial still running): the day the first invoice comes, for the rest of
     that month, and its amount."""
     first_total_cents: int = 0
+    saved_card: bool = False
+    """Auto-debit with a card already saved (and the IP it came with): the régua's next pass charges it."""
 
     @property
     def owed_total_cents(self) -> int:
@@ -232,8 +234,9 @@ def apply_choice(
 ) -> Outcome:
     """Subscribe or change by rule 3.10 and issue what is due now; the caller commits (confirm) or not (review).
 
-    A card for auto-debit cannot be typed here: the card already saved stays (with the IP it came with);
-    without one, the first payment is made on the gateway's card page.
+    A card for auto-debit cannot be typed here: the card already saved stays (with the IP it came with) and
+    is charged by the régua's next pass, as every auto-debit month; without one, the first payment is made
+    on the gateway's card page.
     """
     saved = _subscription(session, account_id, offer.product)
     card_token = saved.card_token if saved is not None and choice.method is PaymentMethod.CARD_AUTO_DEBIT else None
@@ -250,7 +253,11 @@ def apply_choice(
     )
     subscribed = subscribe(session, account_id, offer.product, data, now, calendar)
     issue_due_invoices(session, now, calendar, account_id)
-    return _outcome(session, subscribed.subscription, subscribed.change, now, calendar)
+    outcome = _outcome(session, subscribed.subscription, subscribed.change, now, calendar)
+    kept = subscribed.subscription
+    if choice.method is PaymentMethod.CARD_AUTO_DEBIT and kept.card_token and kept.remote_ip:
+        return replace(outcome, saved_card=True)
+    return outcome
 
 
 def _outcome(

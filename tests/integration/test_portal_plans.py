@@ -387,3 +387,36 @@ def test_going_back_from_the_review_keeps_what_was_chosen(
     assert 'value="pro" checked' in plans
     assert 'value="fiscal" checked' in plans
     assert 'value="basic" checked' not in plans
+
+
+def test_an_auto_debit_upgrade_with_a_saved_card_is_left_to_the_regua_to_charge_to_that_card(
+    api: Api, customer: TestClient, catalog: None, runtime: Runtime, clock: FrozenClock, asaas: FakeAsaas
+) -> None:
+    api.put_account(ACCOUNT)
+    card = {"payment_method": "card_auto_debit", "card_token": "tok_ok"}
+    api.subscribe(ACCOUNT, "platform", plan="basic", modules=[], monthly_price_cents=None, **card)
+    tick_once(runtime)  # December is charged to the card on day 1, or paid here if its job has not run
+    if unpaid := [invoice.id for invoice in invoices(runtime) if invoice.status == "open"]:
+        pay(runtime, unpaid)
+    assert [invoice.status for invoice in invoices(runtime)] == ["paid"]
+    at(clock, "2026-12-16T10:00:00-03:00")
+    sent_before = len(asaas.sent())
+
+    html = review(customer, runtime, plano="pro", opcao="monthly.card_auto_debit")
+    subtotal = half_up((PRO - BASIC) * 16, 31)
+    difference = subtotal - half_up(subtotal * 5, 100)
+    assert shown(html, "data-now") == brl(difference)
+    assert "no cartão cadastrado" in html
+    answer = confirm(customer, runtime, plano="pro", opcao="monthly.card_auto_debit", parcelas="1")
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"].endswith("?aviso=cartao#plano-platform")
+    assert len(asaas.sent()) == sent_before, "the page charges nothing itself"
+    kept = subscription(runtime)
+    assert kept is not None
+    assert (kept.card_token, kept.remote_ip) == ("tok_ok", "203.0.113.10"), "the card stays, with its own IP"
+
+    tick_once(runtime)
+    [proration] = [invoice for invoice in invoices(runtime) if invoice.kind == "proration"]
+    assert [c.invoice_ids for c in charges(runtime) if c.method == "card" and c.status != "canceled"][-1] == [
+        proration.id
+    ]
