@@ -43,7 +43,7 @@ def known_settings() -> set[str]:
 
 def test_compose_has_the_services_of_the_design(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "redis", "mailpit", *REGUA_SERVICES}
+    assert set(services) == {"postgres", "pgbouncer", "redis", "mailpit", *REGUA_SERVICES}
     assert services["migrate"]["command"] == ["regua", "migrate"]
     assert services["migrate"]["restart"] == "no"
     assert services["serve"]["command"][:2] == ["regua", "serve"]
