@@ -13,6 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
+from billing.check import check_books
 from billing.clock import FrozenClock, parse_instant
 from billing.models import Charge, Invoice, Subscription
 from billing.records import SubscriptionChange
@@ -99,6 +100,11 @@ def charges(runtime: Runtime) -> list[ChargeRow]:
     return runtime.read(read)
 
 
+def books_clean(runtime: Runtime) -> None:
+    report = runtime.read(lambda session: check_books(session, runtime.clock.now()))
+    assert report.clean, [violation.line() for violation in report.violations]
+
+
 def told(runtime: Runtime) -> list[tuple[str, str | None]]:
     """The changes recorded for the billing contacts' mail (subscription_changed)."""
     rows = runtime.read(lambda session: list(session.scalars(select(SubscriptionChange))))
@@ -172,6 +178,7 @@ def test_after_the_trial_the_customer_chooses_a_plan_reviews_it_and_pays_the_res
     again = confirm(customer, runtime, plano="pro", modulo="delivery", opcao="monthly.pix", parcelas="1")
     assert again.headers["location"] == answer.headers["location"], "confirming twice pays the same charge"
     assert len(invoices(runtime)) == 1
+    books_clean(runtime)
 
 
 def test_an_upgrade_mid_month_shows_the_pro_rata_difference_and_invoices_it_as_a_proration(
@@ -203,6 +210,7 @@ def test_an_upgrade_mid_month_shows_the_pro_rata_difference_and_invoices_it_as_a
     assert "Linha digitável" in customer.get(answer.headers["location"]).text
     assert "Mudança de plano, 16/12/2026 a 31/12/2026" in customer.get(link(runtime)).text
     assert told(runtime) == [("now", proration[0].id)], "the change is told once, with its invoice"
+    books_clean(runtime)
 
 
 def test_an_auto_debit_choice_opens_the_gateways_card_page_with_the_customers_address(
@@ -329,6 +337,7 @@ def test_a_canceled_subscription_is_reactivated_by_choosing_a_plan_again(
     assert (back.canceled_at, back.ends_on, back.plan) == (None, None, "basic")
     assert [str(invoice.period_start) for invoice in invoices(runtime)] == ["2026-12-01", "2027-02-10"]
     assert api.access(ACCOUNT, "platform")["state"] == "grace"
+    books_clean(runtime)
 
 
 @pytest.mark.parametrize(
