@@ -29,7 +29,7 @@ FAILED_CHARGE_HORIZON = timedelta(days=35)
 """Failed charges are found by creation first (indexed columns only), then by when they failed."""
 
 SCHEDULED_KINDS = frozenset({K.INVOICE_ISSUED, K.PAYMENT_REMINDER, K.BLOCK_WARNING, K.TRIAL_ENDED})
-PAYMENT_DUE_KINDS = SCHEDULED_KINDS | {K.PAYMENT_FAILED}
+PAYMENT_DUE_KINDS = SCHEDULED_KINDS | {K.PAYMENT_FAILED, K.ACCOUNT_BLOCKED}
 """Kinds that ask for money, and so carry the PIX code and the boleto line when there are any."""
 PAYMENT_CODE_KEYS = ("pix_code", "boleto_line", "boleto_url")
 NOT_THE_CUSTOMERS = frozenset({"gateway_rejected"})

@@ -316,6 +316,7 @@ def _build_environment(*, inline_css_at_load: bool) -> jinja2.Environment:
     environment.filters["brl"] = _brl
     environment.filters["data"] = _data
     environment.filters["wordwrap"] = _wordwrap
+    environment.filters["linha"] = mail_variables.printed_boleto_line
     environment.globals["produto"] = mail_variables.product_label
     return environment
 

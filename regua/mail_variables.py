@@ -242,3 +242,14 @@ def subscription_variables(context: EmailContext) -> dict[str, Any]:
         "product": _PRODUCTS[product],
         "mentorship": product == "mentorship",
     }
+
+
+def printed_boleto_line(line: str) -> str:
+    """A boleto's typeable line as it is printed (FEBRABAN: 5.5 5.6 5.6 1 14 digits), from its 47 digits; any other
+    text is left as it came (a gateway that already grouped it, or a line of another length)."""
+    digits = "".join(character for character in line if character.isdigit())
+    if len(digits) != 47 or len(digits) != len(line.replace(".", "").replace(" ", "")):
+        return line
+    fields = (digits[0:10], digits[10:21], digits[21:32])
+    grouped = [f"{field[:5]}.{field[5:]}" for field in fields]
+    return " ".join([*grouped, digits[32], digits[33:]])

@@ -20,6 +20,7 @@ from billing.models import UNPAID, Charge, ChargeInvoice, ChargeStatus, Invoice,
 from billing.policy import Policy
 from billing.records import ReceiptReview, ReviewStatus
 from regua.mail import MONTH_NAMES
+from regua.mail_variables import printed_boleto_line
 
 PRODUCTS = {"platform": "Mensalidade da plataforma", "mentorship": "Mentoria"}
 STATES = {
@@ -71,7 +72,8 @@ class PaymentCodes:
 
 def payment_codes(charge: Charge) -> PaymentCodes:
     """The one place the page reads how a charge is paid."""
-    return PaymentCodes(charge.pix_code, charge.boleto_line, charge.boleto_url, charge.invoice_url)
+    line = printed_boleto_line(charge.boleto_line) if charge.boleto_line else None
+    return PaymentCodes(charge.pix_code, line, charge.boleto_url, charge.invoice_url)
 
 
 @functools.lru_cache(maxsize=256)

@@ -139,7 +139,7 @@ def test_a_day_of_the_regua_starts_at_local_midnight() -> None:
     assert regua_day_start(DEC, 7, CALENDAR) == CALENDAR.block_at(DEC)
 
 
-def test_the_email_kinds_are_the_ten_of_the_spec() -> None:
+def test_the_email_kinds_are_the_twelve_of_the_spec() -> None:
     assert {kind.value for kind in NotificationKind} == {
         "invoice_issued",
         "payment_confirmed",
@@ -151,4 +151,6 @@ def test_the_email_kinds_are_the_ten_of_the_spec() -> None:
         "verification_pending",
         "trial_ended",
         "refund_issued",
+        "subscription_changed",
+        "subscription_canceled",
     }
