@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -27,14 +28,16 @@ from billing.checkout import CheckoutRequest, CheckoutResult, checkout
 from billing.errors import NotFound
 from billing.history import payment_history
 from billing.models import Account, Charge, ChargeInvoice, ChargeStatus, Invoice, Payment, Refund, Subscription
+from billing.notifications import record_due_notifications
 from billing.ports import Gateway, GatewayRejected, GatewayUnavailable
 from billing.timeline import Event, account_timeline
 from billing.verification import record_receipt
 from regua.api_catalog import CatalogAPI, catalog_routes, change_json, pending_change_json
-from regua.http import BearerAuthMiddleware, error_response, json_body
+from regua.http import BearerAuthMiddleware, SendMails, error_response, json_body
 from regua.runtime import Runtime
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+log = logging.getLogger("regua.api")
 
 
 def utc_text(instant: datetime | None) -> str | None:
@@ -208,9 +211,10 @@ def checkout_json(result: CheckoutResult) -> dict[str, Any]:
 class ProductAPI:
     """Route handlers bound to one runtime; each runs its billing service in a worker thread."""
 
-    def __init__(self, runtime: Runtime, gateway: Gateway) -> None:
+    def __init__(self, runtime: Runtime, gateway: Gateway, send_mails: SendMails | None = None) -> None:
         self.runtime = runtime
         self.gateway = gateway
+        self.send_mails = send_mails
 
     async def body(self, request: Request) -> dict[str, Any]:
         return await json_body(request, self.runtime.settings.max_body_bytes)
@@ -359,15 +363,23 @@ class ProductAPI:
         invoice_id = request.path_params["invoice_id"]
         rt = self.runtime
 
-        def work(session: Session) -> tuple[int, dict[str, Any]]:
-            recorded = record_receipt(session, invoice_id, rt.clock.now(), rt.policy)
+        def work(session: Session) -> tuple[int, dict[str, Any], list[str]]:
+            now = rt.clock.now()
+            recorded = record_receipt(session, invoice_id, now, rt.policy)
             [body] = invoices_json(session, [recorded.invoice])
-            if recorded.review is None:
-                return 200, body
-            # The invoice had its verification window: this receipt lifts nothing until a person decides (3.7).
-            return 202, {"review": "needs_a_person", "review_id": recorded.review.id, "invoice": body}
+            if recorded.review is not None:
+                # The invoice had its verification window: this receipt lifts nothing until a person decides (3.7).
+                return 202, {"review": "needs_a_person", "review_id": recorded.review.id, "invoice": body}, []
+            # Told at once, as the payment page's receipts are (the block lifted, or the verification's window).
+            due = record_due_notifications(session, now, rt.calendar, rt.policy, schedule=False)
+            return 200, body, due.pending
 
-        status, body = await run_in_threadpool(rt.transaction, work)
+        status, body, mails = await run_in_threadpool(rt.transaction, work)
+        if self.send_mails is not None and mails:
+            try:
+                self.send_mails(mails)
+            except Exception as error:  # the broker is down: the tick queues them later
+                log.warning("could not queue the receipt's emails: %s", error)
         return JSONResponse(body, status_code=status)
 
     async def post_checkout(self, request: Request) -> JSONResponse:
@@ -414,8 +426,8 @@ def by_method(**handlers: Endpoint) -> Endpoint:
     return endpoint
 
 
-def api_routes(runtime: Runtime, gateway: Gateway) -> Mount:
-    api = ProductAPI(runtime, gateway)
+def api_routes(runtime: Runtime, gateway: Gateway, send_mails: SendMails | None = None) -> Mount:
+    api = ProductAPI(runtime, gateway, send_mails)
     catalog_api = CatalogAPI(runtime)
     return Mount(
         "/api",

@@ -20,11 +20,11 @@ from billing.ports import Gateway
 from regua.api import api_routes
 from regua.docs import docs_routes
 from regua.gateway.asaas import AsaasGateway
-from regua.http import EXCEPTION_HANDLERS, error_response
+from regua.http import EXCEPTION_HANDLERS, SendMails, error_response
 from regua.logs import RequestIdMiddleware
 from regua.ops.metrics import Metrics
 from regua.ops.routes import ops_routes
-from regua.portal.routes import SendMails, portal_routes
+from regua.portal.routes import portal_routes
 from regua.runtime import Runtime
 from webhooks.base import Provider
 from webhooks.intake import Enqueue, Intake
@@ -111,7 +111,7 @@ def create_app(
         *ops_routes(runtime, broker, enqueue, gateway),
         metrics.route(),
     ]
-    routes += [api_routes(runtime, gateway), *portal_routes(runtime, gateway, send_mails)]
+    routes += [api_routes(runtime, gateway, send_mails), *portal_routes(runtime, gateway, send_mails)]
     return Starlette(
         routes=routes,
         middleware=[Middleware(RequestIdMiddleware), metrics.middleware()],

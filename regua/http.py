@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -111,3 +112,7 @@ class BearerAuthMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+SendMails = Callable[[Sequence[str]], object]
+"""Queues the emails a request just recorded (their notification ids), so they go out at once, not at the next tick."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from billing.errors import Conflict, NotFound
 from billing.money import format_brl
 from billing.ports import Gateway, GatewayError, GatewayUnavailable
 from billing.remote_ip import normalize_ip
+from regua.http import SendMails
 from regua.portal.plan_panels import PlanPanel, plan_panels
 from regua.portal.plan_routes import plan_routes
 from regua.portal.receipts import MAX_RECEIPT_BYTES, ReceiptRefused, ReceiptStored, check_receipt, store_receipt
@@ -36,7 +36,6 @@ FORM_OVERHEAD = 64 * 1024
 """What a multipart body carries besides the file: boundaries, headers, the invoice field."""
 POLL_SECONDS = 3
 
-SendMails = Callable[[Sequence[str]], object]
 """Queues notifications by id (the email actors' `queue`): the verification email goes at once."""
 
 HEADERS = {
