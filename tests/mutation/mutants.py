@@ -75,6 +75,27 @@ RULES: tuple[Mutant, ...] = (
         (UNIT + "test_auto_debit_plan.py", UNIT + "test_dunning.py", INTEGRATION + "test_charging.py"),
     ),
     Mutant(
+        "a hard decline retried",
+        "billing/charging/planning.py",
+        "    if any(attempt.hard_decline and attempt.card_ref in (None, current_card) for attempt in attempts):\n",
+        "    if any(attempt.hard_decline and attempt.card_ref is None for attempt in attempts):\n",
+        (UNIT + "test_auto_debit_plan.py", INTEGRATION + "test_charging.py"),
+    ),
+    Mutant(
+        "a charged-back card charged again",
+        "billing/charging/planning.py",
+        "    for query in (hard, charged_back):",
+        "    for query in (hard,):",
+        (INTEGRATION + "test_charging.py",),
+    ),
+    Mutant(
+        "a pro rata month rounded down",
+        "billing/calendar.py",
+        "    return divide_half_up(monthly_price_cents * period.days, days_in_month(period.start))\n",
+        "    return monthly_price_cents * period.days // days_in_month(period.start)\n",
+        (UNIT + "test_calendar.py", UNIT + "test_invoicing_rules.py"),
+    ),
+    Mutant(
         "newest month first at checkout",
         "billing/checkout.py",
         "    return overdue or unpaid\n",
