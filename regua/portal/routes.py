@@ -36,8 +36,6 @@ FORM_OVERHEAD = 64 * 1024
 """What a multipart body carries besides the file: boundaries, headers, the invoice field."""
 POLL_SECONDS = 3
 
-"""Queues notifications by id (the email actors' `queue`): the verification email goes at once."""
-
 HEADERS = {
     "Cache-Control": "no-store",
     # The token is in the URL: it must never travel to the gateway's page or anywhere else as a Referer.

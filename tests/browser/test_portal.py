@@ -249,7 +249,8 @@ def test_a_mentorship_two_months_late_is_offered_both_months_in_one_payment_the_
     world.tick(day(1, 11))
     world.tick(day(7, 11))
     world.tick(day(1))
-    link = portal.link_in(portal.mail_after_tick(day(3), "payment_reminder"))
+    # Blocked for November, the day-3 mail is the block's reminder (what to pay to be unblocked), not December's.
+    link = portal.link_in(portal.mail_after_tick(day(3), "account_blocked"))
     page.set_viewport_size({"width": 375, "height": 812})
     page.goto(link)
 
