@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             outcomes = list(pool.map(one, mutants))
         confirming = confirm_killers(outcomes, root, workdir / "run-unmutated")
-    except MutantsOutOfDate as error:
+    except (MutantsOutOfDate, ValueError) as error:
         print(f"mutants out of date with the code (update tests/mutation/mutants.py):\n{error}", file=sys.stderr)
         return 1
     finally:
