@@ -525,6 +525,7 @@ def main() -> None:
             "REGUA_DATABASE_URL": database_url,
             "REGUA_ASAAS_API_KEY": API_KEY,
             "REGUA_ASAAS_WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+            "REGUA_GATEWAY_MAX_RPS": "100000",  # the bench measures regua, not the pace kept for a real gateway
         }
 
         print(f"baseline: {n:,} card payments at a bare simulator, {PROCESSES} processes x {threads} threads ...")
