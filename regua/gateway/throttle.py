@@ -149,10 +149,10 @@ class SharedBucket:
         self._warned = False
 
     @classmethod
-    def from_url(cls, url: str, pace: Pace, **options: object) -> SharedBucket:
+    def from_url(cls, url: str, pace: Pace, *, key: str = SHARED_KEY) -> SharedBucket:
         # One try a token: a Redis that does not answer at once sends this process to its own bucket.
         client = redis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 0))
-        return cls(client, pace, **options)  # type: ignore[arg-type]
+        return cls(client, pace, key=key)
 
     def acquire(self) -> None:
         if self._monotonic() < self._alone_until:
