@@ -52,7 +52,7 @@ def test_an_auto_debit_month_shows_its_five_percent_off_and_the_block_date(
     assert page.headers["cache-control"] == "no-store"
     assert '<html lang="pt-BR">' in page.text
     assert "<s>R$ 199,90</s>" in page.text
-    assert "5% de desconto: −R$ 10,00" in page.text
+    assert '5% de desconto: <span class="nowrap">−R$ 10,00</span>' in page.text
     assert '<td class="num" data-total>R$ 189,90</td>' in page.text
     assert "O acesso será bloqueado em 07/12/2026" in page.text
     assert "http://" not in page.text
