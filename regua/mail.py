@@ -2,31 +2,25 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import email
-import email.policy
 import functools
-import hashlib
-import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from datetime import date, datetime
-from email.message import EmailMessage
-from email.utils import format_datetime, formataddr, formatdate, make_msgid, parseaddr
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
-import css_inline
 import jinja2
 from jinja2.runtime import Context
 
-from billing.clock import as_utc
 from billing.money import format_brl
 from regua import mail_variables
+from regua.mail_message import build_message as build_message
+from regua.mail_message import message_bytes as message_bytes
+from regua.mail_templates import InliningLoader
 from regua.mail_variables import EmailContext as EmailContext
 from regua.mail_variables import InvoiceLine as InvoiceLine
+from regua.mail_variables import RenderedEmail as RenderedEmail
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates" / "email"
 
@@ -61,142 +55,9 @@ MONTH_NAMES = (
 )
 
 
-@dataclass(frozen=True)
-class RenderedEmail:
-    subject: str
-    html: str
-    text: str
-
-
 def render_email(context: EmailContext) -> RenderedEmail:
     """The subject, HTML and text of one email; raises ValueError for an unknown kind, product or method."""
     return _render(context, _environment())
-
-
-def message_bytes(
-    rendered: RenderedEmail,
-    context: EmailContext,
-    *,
-    mail_from: str,
-    message_id_domain: str,
-    invoice_id: str | None = None,
-    sent_at: datetime | None = None,
-    message_id: str | None = None,
-) -> bytes:
-    """The message as it goes on the wire (CRLF lines): multipart/alternative, text then HTML, with
-    the X-Regua-* headers the sink and ops read.
-
-    `sent_at` is the clock's now for the Date header; without it the system time is used. A
-    `message_id` chosen by the caller (one per notification) makes a resent copy recognisable as
-    the same message; without it a fresh one is made.
-
-    Written directly rather than through `email.message.EmailMessage`, whose header objects cost
-    about ten times the rendering; `build_message` parses these bytes back for whoever wants one.
-    """
-    if not context.recipients:
-        raise ValueError(f"a {context.kind} email for account {context.account_id!r} has no recipients")
-    sender_name, sender = parseaddr(mail_from)
-    if "@" not in sender:
-        raise ValueError(f"not an email address to send from: {mail_from!r}")
-    message_id = message_id or make_msgid(idstring=context.kind, domain=message_id_domain)
-    # Both parts are quoted-printable, which writes every "=" as "=3D": a boundary that begins with
-    # "=_" can never occur inside them, so it need not be random (os.urandom showed in the profile).
-    boundary = "=_regua_" + hashlib.blake2s(message_id.encode(), digest_size=12).hexdigest()
-    headers = [
-        ("Subject", _header_text("Subject", rendered.subject)),
-        ("From", _address(sender_name, sender)),
-        ("To", _fold(",", [_address(name, address) for name, address in context.recipients])),
-        ("Date", formatdate(usegmt=True) if sent_at is None else format_datetime(as_utc(sent_at))),
-        ("Message-ID", message_id),
-        ("X-Regua-Kind", context.kind),
-        ("X-Regua-Account", context.account_id),
-        *([("X-Regua-Invoice", invoice_id)] if invoice_id is not None else []),
-        ("MIME-Version", "1.0"),
-        ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
-    ]
-    for name, value in headers:
-        _no_line_breaks(name, value.replace("\r\n ", ""))
-    head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
-    parts = b"".join(
-        b'--%s\r\nContent-Type: text/%s; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n%s\r\n'
-        % (boundary.encode(), subtype, _quoted_printable(body))
-        for subtype, body in ((b"plain", rendered.text), (b"html", rendered.html))
-    )
-    return head + b"\r\n" + parts + b"--%s--\r\n" % boundary.encode()
-
-
-def build_message(
-    rendered: RenderedEmail,
-    context: EmailContext,
-    *,
-    mail_from: str,
-    message_id_domain: str,
-    invoice_id: str | None = None,
-    sent_at: datetime | None = None,
-    message_id: str | None = None,
-) -> EmailMessage:
-    """The message of `message_bytes` as an EmailMessage (for samples, tests and the dev sink)."""
-    wire = message_bytes(
-        rendered,
-        context,
-        mail_from=mail_from,
-        message_id_domain=message_id_domain,
-        invoice_id=invoice_id,
-        sent_at=sent_at,
-        message_id=message_id,
-    )
-    message = email.message_from_bytes(wire, policy=email.policy.default)
-    assert isinstance(message, EmailMessage)
-    return message
-
-
-def _no_line_breaks(name: str, value: str) -> None:
-    if "\r" in value or "\n" in value:
-        raise ValueError(f"the {name} header may not contain CR or LF: {value!r}")
-
-
-def _header_text(name: str, text: str) -> str:
-    """Unstructured header text: as it is when ASCII, else as RFC 2047 encoded words."""
-    _no_line_breaks(name, text)
-    return text if text.isascii() else _encoded_words(text)
-
-
-def _address(name: str, address: str) -> str:
-    _no_line_breaks("address", name + address)
-    if not _ADDR_SPEC.fullmatch(address):
-        raise ValueError(f"not an email address: {address!r}")
-    name = " ".join(name.split())
-    if name.isascii():
-        return formataddr((name, address))
-    # One word, however long: readers disagree on the space between two encoded words of a name.
-    return f"{_encoded_words(name, chunk_bytes=len(name) * 4)} <{address}>"
-
-
-def _encoded_words(text: str, *, chunk_bytes: int = 45) -> str:
-    """`=?utf-8?b?...?=` words of at most 72 characters, whole characters each, one per folded line.
-
-    (email.header does the same, but tries quoted-printable character by character first: that
-    cost more than rendering the templates.)
-    """
-    chunks: list[bytes] = [b""]
-    for character in text:
-        encoded = character.encode("utf-8")
-        if len(chunks[-1]) + len(encoded) > chunk_bytes:
-            chunks.append(b"")
-        chunks[-1] += encoded
-    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=" for chunk in chunks)
-
-
-def _fold(separator: str, items: list[str], width: int = 76) -> str:
-    """Items joined by `separator`, a line break before any item that would pass `width`."""
-    lines = [items[0]]
-    for item in items[1:]:
-        if len(lines[-1]) + len(separator) + 1 + len(item) > width:
-            lines[-1] += separator
-            lines.append(item)
-        else:
-            lines[-1] += f"{separator} {item}"
-    return "\r\n ".join(lines)
 
 
 @jinja2.pass_environment
@@ -237,14 +98,6 @@ def _wrap_words(line: str, width: int, newline: str) -> str:
         length += 1 + len(word)
     lines.append(" ".join(taken))
     return newline.join(lines)
-
-
-def _quoted_printable(text: str) -> bytes:
-    encoded = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
-    return encoded.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
-
-
-_ADDR_SPEC = re.compile(r"[^\s@<>,;:\"()\[\]\\]+@[^\s@<>,;:\"()\[\]\\]+")
 
 
 # Formatting: exactly one filter for money and one for dates.
@@ -303,7 +156,7 @@ def _templates(environment: jinja2.Environment, kind: str) -> tuple[_SubjectBloc
 
 def _build_environment(*, inline_css_at_load: bool) -> jinja2.Environment:
     loader: jinja2.BaseLoader = (
-        _InliningLoader(TEMPLATES_DIR) if inline_css_at_load else jinja2.FileSystemLoader(TEMPLATES_DIR)
+        InliningLoader(TEMPLATES_DIR) if inline_css_at_load else jinja2.FileSystemLoader(TEMPLATES_DIR)
     )
     environment = jinja2.Environment(
         loader=loader,
@@ -326,85 +179,6 @@ def _build_environment(*, inline_css_at_load: bool) -> jinja2.Environment:
 # syntax, so each construct is swapped for a placeholder first: an HTML comment for statements
 # between elements (a comment stays where it is, even between table rows, where text would be moved
 # out of the table) and a private-use character pair inside tags and for expressions.
-
-_STYLE = re.compile(r"<style[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
-_SCAN = re.compile(r"(\{%.*?%\}|\{\{.*?\}\}|\{#.*?#\})|(<[A-Za-z/!])|(>)", re.DOTALL)
-_PLACEHOLDER = re.compile(r"<!--jinja:(\d+)-->|\ue000(\d+)\ue001")
-_DYNAMIC_CLASS = re.compile(r"""\sclass=("[^"]*\ue000|'[^']*\ue000)""")
-_DOCUMENT = re.compile(r"^\s*(\{%.*?%\}\s*)*<!doctype", re.IGNORECASE | re.DOTALL)
-
-
-class _InliningLoader(jinja2.FileSystemLoader):
-    """Hands Jinja each HTML template with the layout's CSS already inlined."""
-
-    def __init__(self, searchpath: Path) -> None:
-        super().__init__(searchpath)
-        self._inliner = css_inline.CSSInliner(load_remote_stylesheets=False)
-        self._css: str | None = None
-
-    def get_source(self, environment: jinja2.Environment, template: str) -> tuple[str, str, Callable[[], bool]]:
-        source, filename, uptodate = super().get_source(environment, template)
-        if template.endswith(".html"):
-            source = self._inline(source, template, environment)
-        return source, filename, uptodate
-
-    def _inline(self, source: str, name: str, environment: jinja2.Environment) -> str:
-        protected, originals = _protect(source)
-        if _DOCUMENT.match(source):
-            inlined = self._inliner.inline(protected)
-        else:
-            inlined = self._inliner.inline_fragment(protected, self._layout_css(environment))
-        if inlined.count("<tbody") != protected.count("<tbody"):
-            raise jinja2.TemplateError(f"{name}: write <tbody> in every table, the HTML parser adds it otherwise")
-        if _DYNAMIC_CLASS.search(protected):
-            raise jinja2.TemplateError(f"{name}: class attributes must be static for the CSS to be inlined")
-        return _restore(inlined, originals, name)
-
-    def _layout_css(self, environment: jinja2.Environment) -> str:
-        if self._css is None:
-            layout, _, _ = super().get_source(environment, "base.html")
-            self._css = "\n".join(_STYLE.findall(layout))
-        return self._css
-
-
-def _protect(source: str) -> tuple[str, list[str]]:
-    originals: list[str] = []
-    pieces: list[str] = []
-    position = 0
-    in_tag = False
-    for match in _SCAN.finditer(source):
-        jinja, tag_open, tag_close = match.groups()
-        if tag_open:
-            in_tag = True
-        elif tag_close:
-            in_tag = False
-        else:
-            pieces.append(source[position : match.start()])
-            number = len(originals)
-            originals.append(jinja)
-            statement = not jinja.startswith("{{")
-            pieces.append(f"<!--jinja:{number}-->" if statement and not in_tag else f"\ue000{number}\ue001")
-            position = match.end()
-    pieces.append(source[position:])
-    return "".join(pieces), originals
-
-
-def _restore(inlined: str, originals: list[str], name: str) -> str:
-    seen: list[int] = []
-
-    def original(match: re.Match[str]) -> str:
-        number = int(match.group(1) or match.group(2))
-        seen.append(number)
-        return originals[number]
-
-    restored = _PLACEHOLDER.sub(original, inlined)
-    if seen != list(range(len(originals))):
-        raise jinja2.TemplateError(
-            f"{name}: the HTML parser moved or dropped Jinja syntax while inlining CSS; "
-            "keep statements between whole elements and expressions inside elements or attribute values"
-        )
-    return restored
-
 
 # Samples for docs/samples: regenerate with `python -m regua.mail docs/samples`.
 

@@ -25,6 +25,13 @@ class InvoiceLine:
 
 
 @dataclass(frozen=True)
+class RenderedEmail:
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
 class EmailContext:
     """Everything one email says; `block_on` is the first blocked day (day 7 for an invoice due on day 1)."""
 
