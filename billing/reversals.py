@@ -151,7 +151,8 @@ def receive_again(
 
 
 def restore_charge(session: Session, charge_id: str) -> Applied:
-    """A payment deleted at the gateway was restored there: its charge is open again while its months are."""
+    """A payment deleted at the gateway was restored there: its charge is open again while its months are, with its
+    codes asked for afresh."""
     charge = lock_charge(session, charge_id)
     if charge.status != ChargeStatus.CANCELED or charge.superseded_by is not None:
         return Applied.IGNORED
@@ -159,4 +160,8 @@ def restore_charge(session: Session, charge_id: str) -> Applied:
     if not statuses or not statuses <= {status.value for status in UNPAID}:
         return Applied.IGNORED  # another payment settled them meanwhile: paying this one would be a duplicate
     charge.status, charge.canceled_reason, charge.gateway_cancel_owed = ChargeStatus.PENDING.value, None, False
+    # Fresh codes: the next pass finds the charge pending without them and asks the gateway again (the restored
+    # payment, found by our reference), so no PIX code or boleto line of the deleted payment is shown again.
+    charge.pix_code = charge.pix_qr = charge.pix_expires_at = None
+    charge.boleto_line = charge.boleto_url = charge.boleto_bar_code = None
     return Applied.RESTORED

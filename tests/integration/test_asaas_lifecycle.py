@@ -215,10 +215,16 @@ def test_a_deleted_payment_restored_at_the_gateway_opens_its_charge_again(
 ) -> None:
     charge_id = charge(runtime, [blocked], "pix")
     asaas.payment("pay_del", charge_id)
+
+    def codes_given(session: Any) -> None:
+        session.get(Charge, charge_id).pix_code = "000201...old"
+
+    runtime.transaction(codes_given)
     asaas.move("pay_del", "PAYMENT_DELETED", deleted=True)
     assert [row.status for row in rows(runtime, Charge) if row.id == charge_id] == ["canceled"]
     asaas.move("pay_del", "PAYMENT_RESTORED", deleted=False, status="PENDING")
-    assert [row.status for row in rows(runtime, Charge) if row.id == charge_id] == ["pending"]
+    [restored] = [row for row in rows(runtime, Charge) if row.id == charge_id]
+    assert (restored.status, restored.pix_code) == ("pending", None)  # its codes are asked for afresh
     asaas.move("pay_del", "PAYMENT_RECEIVED", status="RECEIVED")
     assert (statuses(api), state(api)) == (["paid"], "active")
     books_clean(runtime)
