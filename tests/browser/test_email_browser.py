@@ -2,8 +2,8 @@
 
 Each sample email of regua.mail (one of every kind, as `python -m regua.mail` writes them) is opened at
 both widths: nothing scrolls sideways (the document's scroll width and every element's right edge
-against the viewport) and axe-core finds nothing serious. With REGUA_WRITE_SCREENSHOTS=1 the block
-warning at 375 px is written to docs/screenshots/email-375.png.
+against the viewport) and axe-core finds nothing serious. With REGUA_WRITE_SCREENSHOTS=1 the invoice
+of a boleto payer (PIX code and boleto line) at 375 px is written to docs/screenshots/email-375.png.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def test_every_email_fits_the_screen_without_scrolling_sideways_and_axe_finds_no
         results = Axe().run(page)
         serious = [v["id"] for v in results.response["violations"] if v["impact"] in ("serious", "critical")]
         assert serious == [], f"{name} at {width} px"
-        if WRITE_SCREENSHOTS and width == 375 and name == "block_warning_pix":
+        if WRITE_SCREENSHOTS and width == 375 and name == "invoice_issued_boleto_pix":
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "email-375.png"), full_page=True)
 
