@@ -38,6 +38,7 @@ mutants: install
 screenshots: install
 	REGUA_WRITE_SCREENSHOTS=1 $(BIN)/pytest tests/browser/test_ops_browser.py -q -k "accessibility and sqlite"
 	REGUA_WRITE_SCREENSHOTS=1 $(BIN)/pytest tests/browser/test_portal_plans_browser.py -q
+	REGUA_WRITE_SCREENSHOTS=1 $(BIN)/pytest tests/browser/test_email_browser.py tests/browser/test_portal_375_browser.py -q -k "every_email or declined_on_day_1"
 
 # The model-based test at length: many more random months, a new seed each run (SQLite).
 fuzz: install
