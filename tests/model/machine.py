@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, rule
 
-from tests.model.observed import PRICE, START, ObservedService
+from tests.model.observed import CHARGED_BACK, PRICE, START, ObservedService
 from tests.model.oracle import (
     RECEIPT,
     RETRY_DAYS,
@@ -133,13 +133,12 @@ class BooksMachine(ObservedService):
         self.settle()
 
     def pending_at_gateway(self) -> list[str]:
-        payments = [
-            p
-            for p in self.world.sim.state()["payments"]
+        payments = self.gateway_payments()
+        return [
+            p["id"]
+            for p in payments
             if p["status"] in ("PENDING", "OVERDUE") and not p["deleted"] and p["billingType"] != "CREDIT_CARD"
         ]
-        payments.sort(key=lambda p: (p["dateCreated"], p["customer"], p["billingType"], p["value"], p["dueDate"]))
-        return [p["id"] for p in payments]
 
     @rule(index=PICK, channel=st.sampled_from(["standard", "pix"]), later=LATER)
     def a_relay_confirms_a_payment(self, index: int, channel: str, later: int = 0) -> None:
@@ -293,6 +292,41 @@ class BooksMachine(ObservedService):
             data = self.standard_data(payment.charge_id, payment_id, payment.amount_cents, method="card")
             self.deliver(lambda: self.world.post_standard("payment.chargeback", data))
             self.model.chargeback(key)
+
+    # -- the gateway's lifecycle: chargebacks decided, receipts in cash undone
+
+    @rule(index=PICK, outcome=st.sampled_from(["chargeback-dispute", "chargeback-won", "chargeback-lost"]), later=LATER)
+    def a_chargeback_is_decided(self, index: int, outcome: str, later: int = 0) -> None:
+        """Disputed, won (the money comes back and pays its months again) or lost (nothing changes)."""
+        self.wait(later)
+        allowed = ("CHARGEBACK_REQUESTED",) if outcome == "chargeback-dispute" else CHARGED_BACK
+        disputes = [
+            p["id"]
+            for p in self.gateway_payments()
+            if p["status"] in allowed and (p.get("chargeback") or {}).get("status") in ("REQUESTED", "IN_DISPUTE")
+        ]
+        payment_id = pick(disputes, index)
+        if payment_id is not None:
+            self.world.sim.change(payment_id, outcome, {})
+        self.settle()
+
+    @rule(index=PICK, later=LATER)
+    def a_receipt_in_cash_is_recorded(self, index: int, later: int = 0) -> None:
+        """The merchant marks a boleto or PIX charge received in cash at the gateway: paid."""
+        self.wait(later)
+        payment_id = pick(self.pending_at_gateway(), index)
+        if payment_id is not None:
+            self.world.sim.change(payment_id, "cash", {})
+        self.settle()
+
+    @rule(index=PICK, later=LATER)
+    def a_receipt_in_cash_is_undone(self, index: int, later: int = 0) -> None:
+        """The money never came: the months it paid are owed again, and the charge can be paid again."""
+        self.wait(later)
+        payment_id = pick([p["id"] for p in self.gateway_payments() if p["status"] == "RECEIVED_IN_CASH"], index)
+        if payment_id is not None:
+            self.world.sim.change(payment_id, "cash-undone", {})
+        self.settle()
 
     # -- months late, paid one at a time or twice
 

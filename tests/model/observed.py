@@ -26,7 +26,9 @@ from tests.model.world import World
 START = parse_instant("2026-12-01T00:05:00-03:00")
 """Where the replayed sequences start; the random ones draw their own instant."""
 PRICE = {"platform": 19990, "mentorship": 50000}
-PAID_AT_GATEWAY = ("CONFIRMED", "RECEIVED", "REFUNDED", "CHARGEBACK_REQUESTED")
+HELD_AT_GATEWAY = ("CONFIRMED", "RECEIVED", "RECEIVED_IN_CASH")
+CHARGED_BACK = ("CHARGEBACK_REQUESTED", "CHARGEBACK_DISPUTE")
+PAID_AT_GATEWAY = (*HELD_AT_GATEWAY, "REFUNDED", "REFUND_REQUESTED", "REFUND_IN_PROGRESS", *CHARGED_BACK)
 ACCOUNTS = ("ana", "bia", "caio")
 
 
@@ -105,7 +107,10 @@ class ObservedService(RuleBasedStateMachine):
             if row.id not in self.model.invoices:
                 assert row.due_date == row.period_start, (row.id, row.period_start, row.due_date)
                 method = self.subscriptions[(row.account_id, row.product)]
-                invoice = ModelInvoice(row.id, row.account_id, row.product, row.period_start, method)
+                subtotal, discount = invoice_amounts(row.period_start, PRICE[row.product], method)
+                invoice = ModelInvoice(
+                    row.id, row.account_id, row.product, row.period_start, method, subtotal - discount
+                )
                 self.model.invoices[row.id] = invoice
 
     def new_charges(self) -> list[tuple[Charge, list[str]]]:
@@ -189,29 +194,40 @@ class ObservedService(RuleBasedStateMachine):
 
     def record_gateway(self) -> None:
         """Money that moved at the simulator, in the order it moved, into the model."""
-        payments = list(self.world.sim.state()["payments"])
-        payments.sort(key=lambda p: (p["dateCreated"], p["customer"], p["billingType"], p["value"], p["dueDate"]))
-        for payment in payments:
+        for payment in self.gateway_payments():
             status, payment_id = payment["status"], payment["id"]
-            if status not in PAID_AT_GATEWAY:
-                continue
             key = f"asaas:{payment_id}"
-            cents = round(float(payment["value"]) * 100)
-            refunded = sum(round(float(r["value"]) * 100) for r in payment["refunds"] or [])
+            if key not in self.model.payments and status not in PAID_AT_GATEWAY:
+                continue
+            refunds = [refund for refund in payment["refunds"] or [] if refund["status"] == "DONE"]
+            refunded = sum(round(float(refund["value"]) * 100) for refund in refunds)
             seen_status, seen_refunded = self.sim_seen.get(payment_id, ("", 0))
-            if not seen_status:
+            card = payment.get("creditCard")
+            if key not in self.model.payments:
                 charge_id = payment["externalReference"]
-                if payment.get("creditCard") is not None:
-                    self.check_card_charge(payment["creditCard"]["creditCardToken"], self.invoices_of(charge_id))
-                self.record_payment(key, charge_id, cents)
+                if card is not None:
+                    self.check_card_charge(card["creditCardToken"], self.invoices_of(charge_id))
+                self.record_payment(key, charge_id, round(float(payment["value"]) * 100))
+            elif status in HELD_AT_GATEWAY and (seen_status in CHARGED_BACK or self.model.payments[key].undone):
+                self.model.reinstate(key)  # a chargeback won, or a payment paid again after its cash was undone
+                self.reach.reinstated = True
             if refunded != seen_refunded:
                 self.model.refund(key, refunded)
-            if status == "CHARGEBACK_REQUESTED" and seen_status != status:
+            if status in CHARGED_BACK and seen_status not in CHARGED_BACK:
                 self.model.chargeback(key)
-                if payment.get("creditCard") is not None:
+                if card is not None:
                     invoice = self.model.invoices[self.invoices_of(payment["externalReference"])[0]]
-                    self.disputed.add((invoice.account, invoice.product, payment["creditCard"]["creditCardToken"]))
+                    self.disputed.add((invoice.account, invoice.product, card["creditCardToken"]))
+            if seen_status == "RECEIVED_IN_CASH" and status not in PAID_AT_GATEWAY:
+                self.model.undo(key)
+                self.reach.cash_undone = True
             self.sim_seen[payment_id] = (status, refunded)
+
+    def gateway_payments(self) -> list[dict[str, Any]]:
+        """The simulator's payments in the order they were made (their ids are random)."""
+        payments = list(self.world.sim.state()["payments"])
+        payments.sort(key=lambda p: (p["dateCreated"], p["customer"], p["billingType"], p["value"], p["dueDate"]))
+        return payments
 
     def check_card_charge(self, token: str, invoice_ids: list[str]) -> None:
         """Rule 3.3: a card charged back waits for a new one."""
@@ -289,5 +305,9 @@ class ObservedService(RuleBasedStateMachine):
         return any(i.unpaid for i in invoices)
 
     def refundable(self, key: str) -> bool:
+        """Money a payment still holds that its gateway can send back (or take back): never a receipt in cash."""
         payment = self.model.payments[key]
-        return not payment.charged_back and payment.refunded_cents < payment.amount_cents
+        if payment.charged_back or payment.undone or payment.refunded_cents >= payment.amount_cents:
+            return False
+        channel, _, payment_id = key.partition(":")
+        return channel != "asaas" or self.sim_seen[payment_id][0] in ("CONFIRMED", "RECEIVED")

@@ -76,6 +76,7 @@ class ModelInvoice:
     product: str
     period_start: date
     method: str
+    total_cents: int
     paid_by: str | None = None
     refunded: bool = False
     verify_from: datetime | None = None
@@ -121,6 +122,8 @@ class ModelPayment:
     """The invoices this payment paid: empty for a duplicate."""
     refunded_cents: int = 0
     charged_back: bool = False
+    undone: bool = False
+    """A receipt in cash undone at the gateway: the money never came."""
 
 
 @dataclass
@@ -195,6 +198,30 @@ class Model:
             invoice = self.invoices[invoice_id]
             if invoice.paid_by == key and not invoice.refunded:
                 invoice.paid_by = None
+
+    def undo(self, key: str) -> None:
+        """A receipt in cash undone: the money never came, the months it paid are owed again."""
+        payment = self.payments[key]
+        payment.undone = True
+        for invoice_id in payment.paid:
+            invoice = self.invoices[invoice_id]
+            if invoice.paid_by == key and not invoice.refunded:
+                invoice.paid_by = None
+
+    def reinstate(self, key: str) -> None:
+        """A chargeback won, or a receipt undone and then paid: the payment holds its money again (less what
+        was refunded) and pays again, in period order and whole months only, the months it paid that are
+        still unpaid; the rest is owed back, and a month no longer paid by it is no longer its to take back."""
+        payment = self.payments[key]
+        payment.charged_back = payment.undone = False
+        left = payment.amount_cents - payment.refunded_cents
+        repaid = []
+        for invoice in sorted((self.invoices[i] for i in payment.paid), key=lambda i: i.period_start):
+            if invoice.unpaid and invoice.total_cents <= left:
+                invoice.paid_by, invoice.verify_ended = key, True
+                left -= invoice.total_cents
+                repaid.append(invoice.id)
+        payment.paid = repaid
 
     def start_verification(self, invoice_ids: list[str], source: str, now: datetime) -> None:
         """A receipt or a pending payment: a window from now, unless one is running (later ones do not

@@ -29,6 +29,10 @@ class Reach:
     """A second payment of a paid month while a later month of its product was unpaid (3.5)."""
     late_month_paid_alone: bool = False
     """One month paid while another of its product stayed unpaid."""
+    reinstated: bool = False
+    """A payment that pays again: a chargeback won, or a receipt in cash undone and then paid."""
+    cash_undone: bool = False
+    """A receipt in cash undone at the gateway: the months it paid owed again."""
 
     @property
     def months(self) -> int:

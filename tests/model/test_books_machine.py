@@ -36,8 +36,8 @@ settings.register_profile(
 settings.register_profile(
     "fuzz",
     derandomize=False,
-    max_examples=int(os.environ.get("REGUA_MACHINE_EXAMPLES", "100")),
-    stateful_step_count=80,
+    max_examples=int(os.environ.get("REGUA_MACHINE_EXAMPLES", "60")),
+    stateful_step_count=100,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
@@ -193,3 +193,43 @@ def test_a_month_charged_back_and_paid_on_a_new_card_is_not_a_double_capture(mac
     machine.the_books_add_up()
     report = machine.world.runtime.read(lambda session: check_books(session, machine.now))
     assert [violation.line() for violation in report.violations] == []
+
+
+def ana_pays_december_at_the_gateway(machine: BooksMachine, how: str) -> str:
+    """Ana's December boleto paid at the simulated Asaas (`pay`, or `cash` received outside it): its payment id."""
+    [december] = machine.model.of("ana", "platform")
+    charge = next(c for c in machine.charges() if machine.invoices_of(c.id) == [december.id])
+    assert charge.gateway_payment_id is not None
+    machine.world.sim.change(charge.gateway_payment_id, how, {})
+    machine.settle()
+    checked(machine)
+    assert december.paid_by == f"asaas:{charge.gateway_payment_id}"
+    return charge.gateway_payment_id
+
+
+def test_a_chargeback_won_pays_its_month_again_and_lifts_the_block(machine: BooksMachine) -> None:
+    """December paid, charged back (open again, blocked from 7/12), the dispute won on 10/12: paid, unblocked."""
+    machine.open_accounts(methods=("boleto", "boleto", "boleto", "boleto"), token="tok_ok")
+    payment_id = ana_pays_december_at_the_gateway(machine, "pay")
+    machine.world.sim.change(payment_id, "chargeback", {})
+    machine.tick_at(parse_instant("2026-12-07T00:05:00-03:00"))
+    checked(machine)
+    assert machine.model.access("ana", "platform", machine.now).state == "blocked"
+    machine.a_chargeback_is_decided(index=0, outcome="chargeback-dispute", later=72)
+    checked(machine)
+    machine.a_chargeback_is_decided(index=0, outcome="chargeback-won")
+    checked(machine)
+    assert machine.model.access("ana", "platform", machine.now).state == "active"
+
+
+def test_a_receipt_in_cash_undone_opens_its_month_again_until_it_is_paid(machine: BooksMachine) -> None:
+    """December received in cash, undone on 8/12 (open, blocked at once), then paid at the gateway: unblocked."""
+    machine.open_accounts(methods=("boleto", "boleto", "boleto", "boleto"), token="tok_ok")
+    payment_id = ana_pays_december_at_the_gateway(machine, "cash")
+    machine.tick_at(parse_instant("2026-12-08T00:05:00-03:00"))
+    machine.a_receipt_in_cash_is_undone(index=0)
+    checked(machine)
+    assert machine.model.access("ana", "platform", machine.now).state == "blocked"
+    machine.customer_pays_at_the_gateway(index=machine.pending_at_gateway().index(payment_id), later=6)
+    checked(machine)
+    assert machine.model.access("ana", "platform", machine.now).state == "active"
