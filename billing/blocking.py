@@ -123,3 +123,16 @@ def accounts_to_reconcile(session: Session, now: datetime) -> list[str]:
     overdue = select(Invoice.account_id).where(Invoice.status == InvoiceStatus.OPEN, Invoice.block_at <= now)
     blocked = select(Block.account_id).where(Block.lifted_at.is_(None))
     return sorted(set(session.scalars(overdue.union(blocked))))
+
+
+def owed_now(invoices: Sequence[Invoice], product: str, now: datetime) -> list[Invoice]:
+    """What a checkout collects: rule 3.5 for the platform, rule 3.6 for a mentorship.
+
+    Overdue means past its tolerance (the invoices that block): a platform pays those and the month
+    still in its tolerance follows its own cycle; with none overdue, every open invoice.
+    """
+    unpaid = [invoice for invoice in invoices if is_open_at(invoice, now)]
+    if product == "mentorship":
+        return unpaid
+    overdue = [invoice for invoice in unpaid if invoice.block_at <= now]
+    return overdue or unpaid

@@ -8,9 +8,8 @@ other pending charge on these invoices is canceled, at the gateway first, before
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -18,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from billing import validation as v
 from billing.accounts import get_account
-from billing.blocking import is_open_at, lock_accounts
+from billing.blocking import lock_accounts, owed_now
 from billing.charging import (
     CardResult,
     ChargeOutcome,
@@ -105,19 +104,6 @@ class _Pending:
 class _Selection:
     invoice_ids: list[str]
     pending: list[_Pending]
-
-
-def owed_now(invoices: Sequence[Invoice], product: str, now: datetime) -> list[Invoice]:
-    """What a checkout collects: rule 3.5 for the platform, rule 3.6 for a mentorship.
-
-    Overdue means past its tolerance (the invoices that block): a platform pays those and the month
-    still in its tolerance follows its own cycle; with none overdue, every open invoice.
-    """
-    unpaid = [invoice for invoice in invoices if is_open_at(invoice, now)]
-    if product == Product.MENTORSHIP:
-        return unpaid
-    overdue = [invoice for invoice in unpaid if invoice.block_at <= now]
-    return overdue or unpaid
 
 
 def _select(session: Session, account_id: str, request: CheckoutRequest, books: Books) -> _Selection:

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from billing.blocking import is_open_at
+from billing.blocking import is_open_at, owed_now
 from billing.calendar import BillingCalendar
 from billing.dunning import NotificationKind, Step, invoice_steps, regua_day_start
 from billing.models import (
@@ -122,7 +122,7 @@ def scheduled_notifications(
         if block is not None and step.kind in (K.PAYMENT_REMINDER, K.BLOCK_WARNING):
             # Blocked already for an older month: "pay by day 6 to keep access" would be false. The customer is
             # told their real state instead: blocked since when, and what to pay to be unblocked (3.5, 3.6).
-            due.append(_still_blocked(session, invoice, step.key, block, calendar))
+            due.append(_still_blocked(session, invoice, step.key, block, now, calendar))
             continue
         facts: dict[str, Any] = {
             "payment_method": invoice.payment_method,
@@ -148,7 +148,7 @@ def blocks_in_force(session: Session, account_ids: set[str]) -> dict[tuple[str, 
 
 
 def _still_blocked(
-    session: Session, invoice: Invoice, step_key: str, block: Block, calendar: BillingCalendar
+    session: Session, invoice: Invoice, step_key: str, block: Block, now: datetime, calendar: BillingCalendar
 ) -> DueNotification:
     """An `account_blocked` reminder, on the day a newer invoice's reminder or warning would go out: the invoices
     that keep the block (for the mentorship, every open one, rule 3.6), keyed by the newer invoice and its day."""
@@ -160,7 +160,7 @@ def _still_blocked(
             .order_by(Invoice.period_start)
         )
     )
-    keeping = unpaid if invoice.product == "mentorship" else [i for i in unpaid if i.id in block.invoice_ids]
+    keeping = owed_now(unpaid, invoice.product, now)  # what the payment page and the checkout ask for
     facts = {
         "payment_method": (keeping or [invoice])[0].payment_method,
         "blocked_since": calendar.local_date(block.started_at).isoformat(),

@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billing.accounts import SubscriptionInput, cancel_subscription, get_account, subscribe
+from billing.blocking import owed_now
 from billing.calendar import BillingCalendar, Frequency, billing_period
 from billing.catalog import catalog
-from billing.checkout import owed_now
 from billing.invoicing import InvoiceDraft, draft_invoice, first_billable_day, issue_due_invoices
 from billing.models import UNPAID, Invoice, InvoiceKind, PaymentMethod, Subscription
 from billing.plan_changes import Change

@@ -12,9 +12,8 @@ from sqlalchemy.orm import Session
 
 from billing.access import account_access
 from billing.accounts import get_account
-from billing.blocking import is_open_at
+from billing.blocking import is_open_at, owed_now
 from billing.calendar import BillingCalendar
-from billing.checkout import owed_now
 from billing.history import payment_history
 from billing.models import UNPAID, Charge, ChargeInvoice, ChargeStatus, Invoice, InvoiceKind, RefundStatus
 from billing.policy import Policy
