@@ -97,7 +97,7 @@ RULES: tuple[Mutant, ...] = (
     ),
     Mutant(
         "newest month first at checkout",
-        "billing/checkout.py",
+        "billing/blocking.py",
         "    return overdue or unpaid\n",
         "    return unpaid[-1:]\n",
         (INTEGRATION + "test_checkout.py", INTEGRATION + "test_rules.py", KILLERS),
