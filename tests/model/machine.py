@@ -90,7 +90,7 @@ class BooksMachine(ObservedService):
             "starts_on": self.first_day.isoformat(),
         }
 
-    # -- time: several rules, so that an example rarely has every one of them switched off
+    # -- time: besides the hours each move may come after the last, jumps of days and to the rules' instants
 
     @rule(days=st.integers(min_value=1, max_value=39), hours=st.integers(min_value=0, max_value=23))
     def days_pass(self, days: int, hours: int) -> None:
