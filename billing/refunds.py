@@ -206,23 +206,31 @@ def record_chargeback(
     plan = charge.installments > 1 and payment.status in (PaymentStatus.CONFIRMED, PaymentStatus.DUPLICATE)
     if amount_cents is not None and plan:
         return _installment_chargeback(session, charge, payment, gateway, gateway_payment_id, amount_cents, now)
+    take_back(session, payment, PaymentStatus.CHARGEBACK, "the payment was charged back", now)
+    reconcile_blocks(session, [charge.account_id], now)
+    return Applied.CHARGEBACK
+
+
+def take_back(session: Session, payment: Payment, status: PaymentStatus, why: str, now: datetime) -> bool:
+    """What a payment still held is taken back (a chargeback, a receipt undone): a refund of it still owed is
+    canceled (the money goes back once), and the months it paid are open again. Returns whether it paid any
+    (a duplicate pays none: another payment paid its months)."""
     session.execute(
         update(Refund)
         .where(Refund.payment_id == payment.id, Refund.status == RefundStatus.OWED)
-        .values(status=RefundStatus.CANCELED.value, note="the payment was charged back")
+        .values(status=RefundStatus.CANCELED.value, note=why)
     )
     payment.chargeback_cents = max(0, payment.amount_cents - refunded_cents(session, payment.id))
     payment.charged_back_at = now
     pays_invoices = payment.status == PaymentStatus.CONFIRMED
-    payment.status = PaymentStatus.CHARGEBACK.value
+    payment.status = status.value
     if pays_invoices:
         session.execute(
             update(Invoice)
             .where(Invoice.payment_id == payment.id, Invoice.status == InvoiceStatus.PAID)
             .values(status=InvoiceStatus.OPEN.value, paid_at=None, charge_id=None, payment_id=None)
         )
-    reconcile_blocks(session, [charge.account_id], now)
-    return Applied.CHARGEBACK
+    return pays_invoices
 
 
 def _installment_chargeback(

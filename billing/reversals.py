@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from billing.blocking import reconcile_blocks
@@ -30,7 +30,7 @@ from billing.models import (
     RefundReason,
     RefundStatus,
 )
-from billing.refunds import plan_payment, refunded_cents, reverse_installment_chargeback
+from billing.refunds import plan_payment, refunded_cents, reverse_installment_chargeback, take_back
 from billing.settlement import PaymentNotYetKnown, cancel_other_charges, find_payment, lock_charge, refund_of
 from billing.states import Applied
 
@@ -64,21 +64,7 @@ def undo_cash_receipt(
         return Applied.IGNORED  # never recorded: its confirmation, if it comes, finds the payment open again
     if payment.status in TAKEN_BACK or payment.status == PaymentStatus.REFUNDED:
         return Applied.ALREADY_RECORDED
-    session.execute(
-        update(Refund)
-        .where(Refund.payment_id == payment.id, Refund.status == RefundStatus.OWED)
-        .values(status=RefundStatus.CANCELED.value, note="the cash receipt was undone")
-    )
-    payment.chargeback_cents = max(0, payment.amount_cents - refunded_cents(session, payment.id))
-    payment.charged_back_at = now
-    pays_invoices = payment.status == PaymentStatus.CONFIRMED
-    payment.status = PaymentStatus.UNDONE.value
-    if pays_invoices:
-        session.execute(
-            update(Invoice)
-            .where(Invoice.payment_id == payment.id, Invoice.status == InvoiceStatus.PAID)
-            .values(status=InvoiceStatus.OPEN.value, paid_at=None, charge_id=None, payment_id=None)
-        )
+    pays_invoices = take_back(session, payment, PaymentStatus.UNDONE, "the cash receipt was undone", now)
     if pays_invoices and charge.status == ChargeStatus.CONFIRMED:
         # Its months are open again and the gateway's payment can be paid again: the charge is pending. An undone
         # duplicate reopens nothing, and its charge stays as it is (another payment pays its months).
