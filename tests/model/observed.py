@@ -17,9 +17,10 @@ from sqlalchemy import select
 
 from billing.check import check_books
 from billing.clock import parse_instant
-from billing.models import Charge, ChargeInvoice, Invoice, Subscription
+from billing.models import Block, Charge, ChargeInvoice, Invoice, Notification, Subscription
 from tests.model.books import broken_invariants
-from tests.model.oracle import MANUAL, ZONE, Model, ModelInvoice, invoice_amounts, local_day, period_starts
+from tests.model.oracle import MANUAL, ZONE, Model, ModelInvoice, invoice_amounts, local_day
+from tests.model.plans import Plan
 from tests.model.reach import Reach, Tally
 from tests.model.world import World
 
@@ -30,6 +31,8 @@ HELD_AT_GATEWAY = ("CONFIRMED", "RECEIVED", "RECEIVED_IN_CASH")
 CHARGED_BACK = ("CHARGEBACK_REQUESTED", "CHARGEBACK_DISPUTE")
 PAID_AT_GATEWAY = (*HELD_AT_GATEWAY, "REFUNDED", "REFUND_REQUESTED", "REFUND_IN_PROGRESS", *CHARGED_BACK)
 ACCOUNTS = ("ana", "bia", "caio")
+DUNNING = ("invoice_issued", "payment_reminder", "block_warning", "account_blocked")
+"""The mails the régua sends of its own about an invoice: none after a subscription's end (3.10)."""
 
 
 class ObservedService(RuleBasedStateMachine):
@@ -58,6 +61,8 @@ class ObservedService(RuleBasedStateMachine):
         """(account, product, token) of cards charged back: not charged again automatically (3.3)."""
         self.sim_seen: dict[str, tuple[str, int]] = {}
         """Simulator payments the model has recorded: status and refunded cents."""
+        self.plans: dict[tuple[str, str], Plan] = {}
+        """The terms and life of each (account, product), as the test asked for them (3.10)."""
 
     def teardown(self) -> None:
         payments = self.model.payments.values()
@@ -92,26 +97,37 @@ class ObservedService(RuleBasedStateMachine):
     # -- learning what the service did
 
     def learn_invoices(self) -> None:
-        """After a tick: every subscription has exactly one invoice per period begun (3.1), for its amount."""
+        """After a tick: every subscription has exactly one invoice per period begun while it lived (3.1, 3.10),
+        at the price in force for that period; an upgrade's invoice is known from the change that made it."""
 
-        def read(session: Any) -> tuple[list[Invoice], dict[str, str]]:
-            subscriptions = {s.id: s.product for s in session.scalars(select(Subscription))}
+        def read(session: Any) -> tuple[list[Invoice], dict[str, tuple[str, str]]]:
+            subscriptions = {s.id: (s.account_id, s.product) for s in session.scalars(select(Subscription))}
             return list(session.scalars(select(Invoice))), subscriptions
 
         rows, subscriptions = self.world.runtime.read(read)
-        issued = period_starts(self.first_day, local_day(self.now))
-        for subscription_id in subscriptions:
-            months = sorted(row.period_start for row in rows if row.subscription_id == subscription_id)
-            assert months == issued, (subscription_id, months, local_day(self.now))
-        for row in rows:
-            if row.id not in self.model.invoices:
-                assert row.due_date == row.period_start, (row.id, row.period_start, row.due_date)
-                method = self.subscriptions[(row.account_id, row.product)]
-                subtotal, discount = invoice_amounts(row.period_start, PRICE[row.product], method)
-                invoice = ModelInvoice(
-                    row.id, row.account_id, row.product, row.period_start, method, subtotal - discount
-                )
-                self.model.invoices[row.id] = invoice
+        today = local_day(self.now)
+        for subscription_id, owner in subscriptions.items():
+            months = sorted(r.period_start for r in rows if r.subscription_id == subscription_id and r.kind == "period")
+            assert months == self.plans[owner].issued_months(today), (owner, months, today, self.plans[owner])
+        for row in sorted(rows, key=lambda row: row.period_start):
+            if row.id in self.model.invoices:
+                continue
+            assert row.kind == "period", f"an invoice no change asked for: {row.id} {row.kind} {row.period_start}"
+            assert row.due_date == row.period_start, (row.id, row.period_start, row.due_date)
+            plan = self.plans[(row.account_id, row.product)]
+            waiting = plan.waiting_price
+            subtotal, discount = invoice_amounts(row.period_start, plan.price_of(row.period_start), plan.method)
+            self.reach.downgraded |= waiting is not None and plan.waiting_price is None
+            invoice = ModelInvoice(
+                row.id,
+                row.account_id,
+                row.product,
+                row.period_start,
+                plan.method,
+                subtotal - discount,
+                discount_cents=discount,
+            )
+            self.model.invoices[row.id] = invoice
 
     def new_charges(self) -> list[tuple[Charge, list[str]]]:
         """Charges the service opened since the test last looked, each with the invoices its rows link."""
@@ -138,7 +154,9 @@ class ObservedService(RuleBasedStateMachine):
         )
         manual_made = []
         for charge, invoices in self.new_charges():
-            method = self.subscriptions[(charge.account_id, charge.product)]
+            owner = (charge.account_id, charge.product)
+            assert not self.plans[owner].quiet_at(charge.created_at), f"{owner} charged after its end: {charge.id}"
+            method = self.subscriptions[owner]
             if method in MANUAL:
                 manual_made.append(invoices)
             else:
@@ -211,6 +229,9 @@ class ObservedService(RuleBasedStateMachine):
             elif status in HELD_AT_GATEWAY and (seen_status in CHARGED_BACK or self.model.payments[key].undone):
                 self.model.reinstate(key)  # a chargeback won, or a payment paid again after its cash was undone
                 self.reach.reinstated = True
+                if card is not None and seen_status in CHARGED_BACK:  # the dispute won: that card was not charged back
+                    invoice = self.model.invoices[self.invoices_of(payment["externalReference"])[0]]
+                    self.disputed.discard((invoice.account, invoice.product, card["creditCardToken"]))
             if refunded != seen_refunded:
                 self.model.refund(key, refunded)
             if status in CHARGED_BACK and seen_status not in CHARGED_BACK:
@@ -256,9 +277,32 @@ class ObservedService(RuleBasedStateMachine):
             invoice = self.model.invoices[row.id]
             expected = invoice.status(self.now)
             assert row.status == expected, (row.id, row.period_start, row.product, row.status, expected, invoice)
-            subtotal, discount = invoice_amounts(invoice.period_start, PRICE[invoice.product], invoice.method)
+            expected_amounts = (
+                invoice.total_cents + invoice.discount_cents,
+                invoice.discount_cents,
+                invoice.total_cents,
+            )
             amounts = (row.subtotal_cents, row.discount_cents, row.total_cents)
-            assert amounts == (subtotal, discount, subtotal - discount), (row.id, row.period_start, amounts)
+            assert amounts == expected_amounts, (row.id, row.kind, row.period_start, amounts, expected_amounts)
+
+    @invariant()
+    def nothing_happens_after_an_end(self) -> None:
+        """3.10: from a canceled subscription's end until it comes back, no block begins and the régua tells nothing
+        of its invoices (issued, reminder, block warning, blocked); a mail answering money the customer or the
+        gateway moved then (a payment confirmed, a refund) is not the régua's."""
+
+        def read(session: Any) -> list[tuple[str, str, datetime, str]]:
+            blocks = [(b.account_id, b.product, b.started_at, "block") for b in session.scalars(select(Block))]
+            mails = session.execute(
+                select(Invoice.account_id, Invoice.product, Notification.created_at, Notification.kind)
+                .join(Notification, Notification.invoice_id == Invoice.id)
+                .where(Notification.kind.in_(DUNNING))
+            ).all()
+            return blocks + [tuple(mail) for mail in mails]
+
+        self.reach.ended |= any(plan.ended(self.now) for plan in self.plans.values())
+        happened = [made for made in self.world.runtime.read(read) if self.plans[(made[0], made[1])].quiet_at(made[2])]
+        assert happened == [], happened
 
     @invariant()
     def access_is_what_the_rules_say(self) -> None:

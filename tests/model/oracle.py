@@ -1,4 +1,4 @@
-"""The rules of access (SPEC 3.4 to 3.7) written again from the text, over the test's own record of the money.
+"""The rules of access (SPEC 3.4 to 3.7, 3.10) written again from the text, over the test's own record of the money.
 
 Nothing here asks billing how it decides: the record is what the test sent and what the gateway
 simulator holds, and the rules are read from the contract.
@@ -14,7 +14,9 @@ simulator holds, and the rules are read from the contract.
        checkout collects every open month in one charge;
   3.7  a verifying invoice (a receipt, or a gateway's pending payment) does not block and lifts a
        block it caused, for 72 hours from the first receipt or pending; then it is overdue again.
-       Only the window's end, a payment, or the gateway failing that very payment end it.
+       Only the window's end, a payment, or the gateway failing that very payment end it;
+  3.10 a subscription canceled and past its end blocks nothing: access `canceled`, its unpaid months still
+       owed (the rest of rule 3.10 is in plans.py).
 """
 
 from __future__ import annotations
@@ -85,6 +87,9 @@ class ModelInvoice:
     verify_ended: bool = False
     receipt_backed: bool = False
     """Ops recorded a receipt during this window: a failure of the gateway's payment does not end it."""
+    discount_cents: int = 0
+    kind: str = "period"
+    """`period`, or `proration`: an upgrade's difference for the rest of its period (3.10)."""
 
     @property
     def block_at(self) -> datetime:
@@ -138,6 +143,12 @@ class Model:
     payments: dict[str, ModelPayment] = field(default_factory=dict)
     mentorship_blocked: set[str] = field(default_factory=set)
     """Accounts whose mentorship is blocked: sticky until no unpaid invoice keeps it (3.6)."""
+    ends_at: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    """When each canceled subscription ends (3.10): from then, no block and access `canceled`."""
+
+    def ended(self, account: str, product: str, now: datetime) -> bool:
+        end = self.ends_at.get((account, product))
+        return end is not None and now >= end
 
     def of(self, account: str, product: str) -> list[ModelInvoice]:
         return sorted(
@@ -165,7 +176,10 @@ class Model:
         return [
             [invoice.id]
             for invoice in sorted(self.invoices.values(), key=lambda i: i.id)
-            if invoice.method in MANUAL and invoice.status(now) == "open" and invoice.id not in charged
+            if invoice.method in MANUAL
+            and invoice.status(now) == "open"
+            and invoice.id not in charged
+            and not self.ended(invoice.account, invoice.product, now)
         ]
 
     # -- money, as it moved
@@ -248,6 +262,9 @@ class Model:
         """Carry the mentorship blocks forward to `now` (called at every step, so no overdue instant is missed)."""
         accounts = {invoice.account for invoice in self.invoices.values() if invoice.product == "mentorship"}
         for account in accounts:
+            if self.ended(account, "mentorship", now):
+                self.mentorship_blocked.discard(account)
+                continue
             invoices = self.of(account, "mentorship")
             overdue = any(invoice.overdue(now) for invoice in invoices)
             holding = any(invoice.unpaid and not invoice.verifying(now) for invoice in invoices)
@@ -257,6 +274,8 @@ class Model:
                 self.mentorship_blocked.discard(account)
 
     def blocked(self, account: str, product: str, now: datetime) -> bool:
+        if self.ended(account, product, now):
+            return False
         if product == "mentorship":
             return account in self.mentorship_blocked
         return any(invoice.overdue(now) for invoice in self.of(account, product))
@@ -264,6 +283,8 @@ class Model:
     def access(self, account: str, product: str, now: datetime) -> Access:
         invoices = self.of(account, product)
         unpaid = {invoice.id for invoice in invoices if invoice.unpaid}
+        if self.ended(account, product, now):
+            return Access("canceled", unpaid)
         if self.blocked(account, product, now):
             return Access("blocked", unpaid)
         if any(invoice.verifying(now) for invoice in invoices):

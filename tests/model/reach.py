@@ -33,6 +33,14 @@ class Reach:
     """A payment that pays again: a chargeback won, or a receipt in cash undone and then paid."""
     cash_undone: bool = False
     """A receipt in cash undone at the gateway: the months it paid owed again."""
+    upgraded: bool = False
+    """A dearer price invoiced now, pro rata for the rest of the month (3.10)."""
+    downgraded: bool = False
+    """A cheaper price that waited, then priced the next period's invoice (3.10)."""
+    canceled: bool = False
+    ended: bool = False
+    """A canceled subscription lived past its end: nothing issued, blocked or told, access canceled (3.10)."""
+    came_back_after_the_end: bool = False
 
     @property
     def months(self) -> int:
