@@ -49,6 +49,11 @@ class ChangingSubscriptions(ObservedService):
             "starts_on": self.first_day.isoformat(),
         }
 
+    def verification_played(self, account: str, product: str) -> bool:
+        """Whether a receipt or a pending payment of this product is played now (see NOT_YET in machine.py)."""
+        canceled = self.plans[(account, product)].ends_on is not None
+        return not (canceled and "verification_of_a_canceled_subscription" in self.not_yet)
+
     def put_subscription(self, account: str, product: str, price: int, **more: Any) -> None:
         """A PUT of the subscription at `price` (a change, a return, a new card): the answer and the upgrade's
         invoice are what the rule says."""
@@ -92,7 +97,11 @@ class ChangingSubscriptions(ObservedService):
         chosen = pick_key([key for key, plan in self.plans.items() if not plan.ended(self.now)], index)
         if chosen is not None:
             plan = self.plans[chosen]
-            if not (price > plan.price and plan.upgraded_on == local_day(self.now)):
+            today, upgraded = local_day(self.now), plan.upgraded_on
+            played = upgraded != today
+            if upgraded is not None and "two_upgrades_in_one_period" in self.not_yet:
+                played = (upgraded.year, upgraded.month) != (today.year, today.month)
+            if price <= plan.price or played:
                 self.put_subscription(*chosen, price)
         self.settle()
 
