@@ -133,6 +133,9 @@ def verifications_past_their_window(scope: Scope) -> Iterator[dict[str, Any]]:
         lifted = scope.last_lifted.get(key)
         if key in scope.active_blocks or lifted is None or lifted.lift_reason != "verifying":
             continue
+        ended = scope.ends.get(key)
+        if ended is not None and ended <= last_tick:
+            continue  # 3.10: a canceled subscription past its end blocks nothing more, even after a verification
         keeping = set(rules.keeping_blocked(key[1], invoices, False, last_tick, scope.zone))
         again = sorted(keeping & set(lifted.invoice_ids))
         if again:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import aliased
 
 from billing.check import rules
@@ -14,15 +15,16 @@ from billing.models import Invoice, InvoiceKind, InvoiceStatus, Payment, Payment
 
 
 def overlapping_invoices(scope: Scope) -> Iterator[dict[str, Any]]:
-    """One invoice per subscription and month: no two period invoices of a subscription cover the same day (nor two
-    upgrades' differences)."""
+    """One invoice per subscription and month: no two period invoices of a subscription cover the same day. (Two
+    upgrades in one period each invoice their difference for the rest of it: `prorations_against_the_rule`.)"""
     other = aliased(Invoice)
     query = select(Invoice.subscription_id, Invoice.id, other.id.label("other")).join(
         other,
         and_(
             other.subscription_id == Invoice.subscription_id,
             other.id > Invoice.id,
-            other.kind == Invoice.kind,  # an upgrade's difference lies inside its period: its own invariant
+            other.kind == InvoiceKind.PERIOD,  # upgrades' differences lie inside their period: their own invariant
+            Invoice.kind == InvoiceKind.PERIOD,
             other.period_start <= Invoice.period_end,
             Invoice.period_start <= other.period_end,
         ),
@@ -101,13 +103,15 @@ def prices_against_subscriptions(scope: Scope) -> Iterator[dict[str, Any]]:
     """Each period invoice's subtotal is the price for its period (rules 3.1, 3.2, 3.9) at the monthly price in
     force when it was issued, which the invoice keeps (3.10: invoices keep their amounts when a subscription
     changes). An invoice issued before invoices kept their price is judged by its subscription's, and only
-    when the subscription has not changed since (`updated_at` <= `issued_at`).
+    when the subscription has not changed since (`updated_at` <= `issued_at`). A part of a month may only begin
+    a run of periods (3.9: a trial's end; 3.10: a return after a cancellation's end).
     """
-    first = (
-        select(Invoice.subscription_id, func.min(Invoice.period_start).label("first_start"))
-        .where(Invoice.kind == InvoiceKind.PERIOD)
-        .group_by(Invoice.subscription_id)
-        .subquery()
+    # A part of a month is the first invoice of a run of periods: the subscription's first, or its first after a
+    # gap (a canceled subscription given a plan again after its end starts again that day, rule 3.10).
+    ends: set[tuple[str, date]] = set(
+        scope.session.execute(
+            select(Invoice.subscription_id, Invoice.period_end).where(Invoice.kind == InvoiceKind.PERIOD)
+        )
     )
     query = (
         select(
@@ -120,11 +124,8 @@ def prices_against_subscriptions(scope: Scope) -> Iterator[dict[str, Any]]:
             Invoice.monthly_price_cents.label("kept_price"),
             Subscription.monthly_price_cents,
             Subscription.frequency,
-            Subscription.starts_on,
-            first.c.first_start,
         )
         .join(Subscription, Subscription.id == Invoice.subscription_id)
-        .join(first, first.c.subscription_id == Invoice.subscription_id)
         .where(
             Invoice.kind == InvoiceKind.PERIOD,
             or_(Invoice.monthly_price_cents.is_not(None), Subscription.updated_at <= Invoice.issued_at),
@@ -139,7 +140,7 @@ def prices_against_subscriptions(scope: Scope) -> Iterator[dict[str, Any]]:
             row.period_end,
             monthly,
             frequency,
-            first=row.period_start in (row.first_start, row.starts_on),
+            first=(row.subscription_id, row.period_start - timedelta(days=1)) not in ends,
             cut_from=row.cut_from,
         )
         if price is None or price != row.subtotal_cents:
