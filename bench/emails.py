@@ -41,7 +41,8 @@ from sqlalchemy.orm import Session
 from billing.accounts import AccountInput, SubscriptionInput, upsert_account, upsert_subscription
 from billing.clock import FrozenClock, parse_instant
 from billing.invoicing import issue_due_invoices
-from billing.models import Notification, NotificationStatus
+from billing.journal import Notification
+from billing.models import NotificationStatus
 from billing.notifications import record_due_notifications
 from regua.assembly import InProcessWorker
 from regua.mail import message_bytes, render_email

@@ -30,7 +30,8 @@ import uvicorn
 from sqlalchemy import create_engine, insert, text
 from sqlalchemy.engine import Engine, make_url
 
-from billing.models import Account, Charge, Contact, Subscription, WebhookEvent
+from billing.journal import WebhookEvent
+from billing.models import Account, Charge, Contact, Subscription
 from regua.app import create_app
 from regua.assembly import build_jobs, build_providers, lazy_context
 from regua.migrate import upgrade

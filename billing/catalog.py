@@ -15,16 +15,31 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from billing import validation as v
 from billing.errors import InvalidInput
-from billing.models import CatalogItem, PriceSource, Product, Subscription
+from billing.models import Base, PriceSource, Product, Subscription
 
 ITEM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 MAX_PRICE_CENTS = 100_000_000
 PRODUCTS = tuple(product.value for product in Product)
+
+
+class CatalogItem(Base):
+    """A plan or a module of a product, at its monthly price: subscriptions name them (rule 3.10)."""
+
+    __tablename__ = "catalog_items"
+
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    """`plan` or `module`."""
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    product: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200))
+    monthly_price_cents: Mapped[int]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
 
 class ItemKind(StrEnum):

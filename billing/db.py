@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.elements import TextClause
 
-from billing import records  # noqa: F401  (the tables beside the books, in the same metadata)
+from billing import catalog, journal, records  # noqa: F401  (the tables beside the books, in the same metadata)
 from billing.models import Base
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 from billing.blocking import is_open_at
 from billing.calendar import BillingCalendar
 from billing.dunning import next_retry_on
+from billing.journal import Notification
 from billing.models import (
     Block,
     Charge,
@@ -21,7 +22,6 @@ from billing.models import (
     DeclineClass,
     Invoice,
     InvoiceStatus,
-    Notification,
     Payment,
     PaymentMethod,
     PaymentStatus,

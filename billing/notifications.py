@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from billing.calendar import BillingCalendar
 from billing.db import insert_ignoring_conflicts
 from billing.happenings import happenings
+from billing.journal import Notification
 from billing.models import (
     MANUAL_METHODS,
     Account,
@@ -35,7 +36,6 @@ from billing.models import (
     ChargeInvoice,
     ChargeStatus,
     Contact,
-    Notification,
     NotificationStatus,
     new_id,
 )

@@ -10,7 +10,8 @@ from enum import StrEnum
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from billing.models import Notification, NotificationStatus
+from billing.journal import Notification
+from billing.models import NotificationStatus
 from billing.ports import Books
 
 LEASE = timedelta(seconds=60)

@@ -16,7 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billing.calendar import BillingCalendar
-from billing.models import UNPAID, CatalogItem, Invoice, Notification, Subscription, new_id
+from billing.catalog import CatalogItem
+from billing.journal import Notification
+from billing.models import UNPAID, Invoice, Subscription, new_id
 from billing.plan_changes import Change, Terms
 from billing.records import SubscriptionChange
 from billing.schedule import DueNotification, K, dedupe_key

@@ -9,7 +9,7 @@ from datetime import datetime
 from billing.blocking import BlockChanges, accounts_to_reconcile, lock_accounts, reconcile_blocks
 from billing.db import unit_of_work
 from billing.invoicing import issue_due_invoices
-from billing.models import TickRun
+from billing.journal import TickRun
 from billing.ports import Books
 from billing.verification import expire_verifications
 

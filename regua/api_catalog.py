@@ -11,8 +11,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from billing.accounts import cancel_subscription
-from billing.catalog import ItemInput, ItemKind, catalog, put_item
-from billing.models import CatalogItem, Subscription
+from billing.catalog import CatalogItem, ItemInput, ItemKind, catalog, put_item
+from billing.models import Subscription
 from billing.plan_changes import Change
 from regua.http import json_body
 from regua.runtime import Runtime

@@ -30,7 +30,8 @@ from typing import Any
 import jinja2
 from sqlalchemy import Connection, bindparam, or_, select, update
 
-from billing.models import Notification, NotificationStatus
+from billing.journal import Notification
+from billing.models import NotificationStatus
 from billing.notifications import Premise, codes_by_invoices, still_true
 from billing.outbox import LEASE, Delivery, Outcome
 from billing.schedule import PAYMENT_CODE_KEYS, PAYMENT_DUE_KINDS

@@ -28,7 +28,8 @@ from sqlalchemy import Connection, Engine
 
 from billing.clock import Clock
 from billing.db import UnnestInsert, insert_ignoring_conflicts, own_connection
-from billing.models import EventStatus, WebhookEvent, new_ids
+from billing.journal import WebhookEvent
+from billing.models import EventStatus, new_ids
 from webhooks.base import IncomingEvent
 
 log = logging.getLogger("regua.webhooks")

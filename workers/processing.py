@@ -10,7 +10,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from billing.gateway_events import AppliedEvent, UnknownCharge, apply_gateway_event
-from billing.models import EventStatus, WebhookEvent
+from billing.journal import WebhookEvent
+from billing.models import EventStatus
 from billing.ports import Books
 from billing.settlement import PaymentNotYetKnown
 from webhooks.base import NothingToApply, Provider

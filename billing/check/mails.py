@@ -8,7 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from billing.check.scope import Scope
-from billing.models import Notification, NotificationStatus
+from billing.journal import Notification
+from billing.models import NotificationStatus
 
 
 def mails_sent_twice(scope: Scope) -> Iterator[dict[str, Any]]:

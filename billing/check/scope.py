@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from billing.models import UNPAID, Block, Invoice, Subscription, TickRun
+from billing.journal import TickRun
+from billing.models import UNPAID, Block, Invoice, Subscription
 
 Key = tuple[str, str]
 """(account id, product): blocks and their rules are per product."""

@@ -7,8 +7,8 @@ from collections import Counter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billing.catalog import catalog
-from billing.models import CatalogItem, Subscription
+from billing.catalog import CatalogItem, catalog
+from billing.models import Subscription
 
 Listed = dict[str, dict[str, list[tuple[CatalogItem, int]]]]
 

@@ -28,7 +28,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from billing.dunning import NotificationKind
-from billing.models import Block, Charge, Notification, TickRun, WebhookEvent
+from billing.journal import Notification, TickRun, WebhookEvent
+from billing.models import Block, Charge
 from billing.states import ChargeStatus, EventStatus, NotificationStatus, Product
 from regua.ops.broker import read_queues
 from regua.ops.routes import OpsAuthMiddleware

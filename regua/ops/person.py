@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, defer
 
+from billing.journal import Notification
 from billing.models import (
     Account,
     Charge,
@@ -15,7 +16,6 @@ from billing.models import (
     Contact,
     Invoice,
     InvoiceStatus,
-    Notification,
     NotificationStatus,
     Payment,
     PaymentStatus,

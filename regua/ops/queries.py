@@ -11,19 +11,8 @@ from sqlalchemy.orm import Session, defer
 
 from billing.access import ProductAccess, account_access
 from billing.calendar import BillingCalendar
-from billing.models import (
-    Account,
-    Block,
-    Charge,
-    ChargeAttempt,
-    Invoice,
-    Notification,
-    NotificationStatus,
-    Payment,
-    Refund,
-    TickRun,
-    WebhookEvent,
-)
+from billing.journal import Notification, TickRun, WebhookEvent
+from billing.models import Account, Block, Charge, ChargeAttempt, Invoice, NotificationStatus, Payment, Refund
 from billing.policy import Policy
 from billing.records import OpsAction, Receipt, ReceiptReview
 from billing.timeline import Timeline, account_timeline

@@ -20,7 +20,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from billing.errors import BillingError
-from billing.models import Account, EventStatus, WebhookEvent
+from billing.journal import WebhookEvent
+from billing.models import Account, EventStatus
 from billing.refunds import mark_refund_done
 from billing.reviews import grant_review, reject_review
 from regua.http import error_response

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from billing.accounts import get_account
 from billing.calendar import BillingCalendar, Frequency
-from billing.catalog import catalog
-from billing.models import CatalogItem, PaymentMethod, Subscription
+from billing.catalog import CatalogItem, catalog
+from billing.models import PaymentMethod, Subscription
 from regua.portal.plans import FREQUENCIES, METHODS
 from regua.portal.view import PRODUCTS, day_text
 

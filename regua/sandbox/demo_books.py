@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billing.models import Block, Charge, Invoice, Notification, NotificationStatus, Payment, Refund, Subscription
+from billing.journal import Notification
+from billing.models import Block, Charge, Invoice, NotificationStatus, Payment, Refund, Subscription
 from billing.money import format_brl
 from billing.records import SubscriptionChange
 from regua.runtime import Runtime

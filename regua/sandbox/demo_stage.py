@@ -29,7 +29,8 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp
 
 from billing.clock import FrozenClock
-from billing.models import Charge, EventStatus, Notification, NotificationStatus, WebhookEvent
+from billing.journal import Notification, WebhookEvent
+from billing.models import Charge, EventStatus, NotificationStatus
 from billing.outbox import LEASE
 from billing.policy import Policy
 from regua.app import create_app

@@ -22,7 +22,8 @@ from axe_playwright_python.sync_playwright import Axe
 from sqlalchemy import select
 
 from billing.clock import FrozenClock
-from billing.models import Charge, Notification
+from billing.journal import Notification
+from billing.models import Charge
 from billing.records import Receipt
 from regua.app import create_app
 from regua.assembly import InProcessWorker, build_gateway, build_providers

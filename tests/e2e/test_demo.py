@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, func, select
 
-from billing.models import Block, Invoice, Notification, NotificationStatus, Refund
+from billing.journal import Notification
+from billing.models import Block, Invoice, NotificationStatus, Refund
 from regua.migrate import current_revision, head_revision
 from tests.integration.smtp_sink import SmtpSink
 

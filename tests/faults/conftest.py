@@ -26,7 +26,8 @@ from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from billing.models import Charge, ChargeInvoice, Invoice, Notification, Payment, Refund, WebhookEvent
+from billing.journal import Notification, WebhookEvent
+from billing.models import Charge, ChargeInvoice, Invoice, Payment, Refund
 from billing.shared_clock import store_instant
 from tests.conftest import service_missing
 from tests.e2e import conftest as e2e

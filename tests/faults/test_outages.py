@@ -16,7 +16,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from billing.models import Charge, Notification, Payment
+from billing.journal import Notification
+from billing.models import Charge, Payment
 from tests.faults.conftest import Stack, shuffled, wait_for
 from tests.faults.test_faults import day_one, events_settled, pix_delivery, post, standard_delivery
 

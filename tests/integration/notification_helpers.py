@@ -11,7 +11,8 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock, parse_instant
-from billing.models import Charge, Invoice, Notification
+from billing.journal import Notification
+from billing.models import Charge, Invoice
 from billing.settlement import open_charge
 from regua.runtime import Runtime
 from regua.settings import Settings

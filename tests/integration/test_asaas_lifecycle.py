@@ -23,7 +23,8 @@ from starlette.testclient import TestClient
 from billing.charging.planning import dead_cards
 from billing.check import check_books
 from billing.clock import FrozenClock, parse_instant
-from billing.models import Block, Charge, Invoice, Notification, Payment, Refund, WebhookEvent
+from billing.journal import Notification, WebhookEvent
+from billing.models import Block, Charge, Invoice, Payment, Refund
 from billing.notifications import record_due_notifications
 from billing.settlement import open_charge
 from regua.cli import tick_once

@@ -7,7 +7,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billing.clock import FrozenClock, parse_instant
-from billing.models import Charge, Notification
+from billing.journal import Notification
+from billing.models import Charge
 from regua.cli import tick_once
 from regua.mail import render_email
 from regua.mail_variables import printed_boleto_line

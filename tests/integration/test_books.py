@@ -16,7 +16,8 @@ from starlette.testclient import TestClient
 
 from billing.check import check_books
 from billing.clock import FrozenClock, parse_instant
-from billing.models import Invoice, Notification, Payment, Refund
+from billing.journal import Notification
+from billing.models import Invoice, Payment, Refund
 from billing.notifications import record_due_notifications
 from billing.settlement import open_charge
 from regua.cli import main, tick_once

@@ -24,7 +24,8 @@ from starlette.types import ASGIApp
 
 from billing.charging import plan_auto_debits
 from billing.clock import FrozenClock, parse_instant
-from billing.models import Charge, EventStatus, Invoice, Payment, Refund, WebhookEvent
+from billing.journal import WebhookEvent
+from billing.models import Charge, EventStatus, Invoice, Payment, Refund
 from billing.tick import TickReport
 from regua.app import create_app
 from regua.assembly import InProcessWorker, build_providers

@@ -14,7 +14,8 @@ from starlette.testclient import TestClient
 
 from billing.check import INVARIANTS, check_books
 from billing.clock import FrozenClock
-from billing.models import Block, Invoice, Notification, Payment, Refund
+from billing.journal import Notification
+from billing.models import Block, Invoice, Payment, Refund
 from regua.cli import main, tick_once
 from regua.runtime import Runtime
 from regua.settings import Settings

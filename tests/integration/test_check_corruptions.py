@@ -18,16 +18,8 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from billing.models import (
-    Block,
-    Charge,
-    ChargeInvoice,
-    Invoice,
-    Notification,
-    Payment,
-    Refund,
-    new_id,
-)
+from billing.journal import Notification
+from billing.models import Block, Charge, ChargeInvoice, Invoice, Payment, Refund, new_id
 from regua.cli import main
 from regua.runtime import Runtime
 from regua.settings import Settings

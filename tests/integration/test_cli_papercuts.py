@@ -12,7 +12,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from billing.clock import parse_instant
-from billing.models import EventStatus, WebhookEvent
+from billing.journal import WebhookEvent
+from billing.models import EventStatus
 from regua.migrate import upgrade
 from regua.runtime import build_runtime
 from regua.settings import Settings

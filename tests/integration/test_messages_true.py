@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock, parse_instant
-from billing.models import Invoice, Notification
+from billing.journal import Notification
+from billing.models import Invoice
 from billing.settlement import ConfirmedPayment, open_charge, settle_charge
 from regua.cli import tick_once
 from regua.mail import render_email

@@ -15,7 +15,8 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock
-from billing.models import Invoice, Refund, WebhookEvent
+from billing.journal import WebhookEvent
+from billing.models import Invoice, Refund
 from billing.records import OpsAction
 from regua.runtime import Runtime
 from regua.settings import Settings

@@ -12,7 +12,8 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock, parse_instant
-from billing.models import Block, Invoice, Notification
+from billing.journal import Notification
+from billing.models import Block, Invoice
 from billing.records import OpsAction, Receipt, ReceiptReview
 from regua.cli import tick_once
 from regua.portal.tokens import PortalTokens

@@ -16,7 +16,8 @@ from starlette.testclient import TestClient
 from billing.charging import make_card_charge, plan_auto_debits
 from billing.clock import FrozenClock, parse_instant
 from billing.invoicing import issue_due_invoices
-from billing.models import Charge, Invoice, Notification, Subscription
+from billing.journal import Notification
+from billing.models import Charge, Invoice, Subscription
 from regua.gateway.asaas import AsaasGateway
 from regua.mailer import SmtpPostman
 from regua.portal.tokens import PortalTokens

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from billing.clock import FrozenClock
-from billing.models import TickRun
+from billing.journal import TickRun
 from billing.shared_clock import StoredClock, store_instant
 from regua.migrate import upgrade
 from regua.runtime import Runtime, build_runtime

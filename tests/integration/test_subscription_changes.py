@@ -11,7 +11,8 @@ from starlette.testclient import TestClient
 
 from billing.check import check_books
 from billing.clock import FrozenClock, parse_instant
-from billing.models import Block, Notification
+from billing.journal import Notification
+from billing.models import Block
 from regua.cli import tick_once
 from regua.runtime import Runtime
 from tests.integration.conftest import AUTH, Api

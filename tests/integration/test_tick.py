@@ -9,7 +9,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from billing.clock import FrozenClock, parse_instant
-from billing.models import Block, Invoice, TickRun
+from billing.journal import TickRun
+from billing.models import Block, Invoice
 from billing.tick import ACTIONS, TickReport
 from regua.cli import tick_once
 from regua.runtime import Runtime

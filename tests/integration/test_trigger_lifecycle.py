@@ -24,7 +24,8 @@ from dramatiq.errors import QueueJoinTimeout
 from sqlalchemy import select
 
 from billing.clock import FrozenClock, SystemClock
-from billing.models import Charge, EventStatus, WebhookEvent
+from billing.journal import WebhookEvent
+from billing.models import Charge, EventStatus
 from regua.app import create_app
 from regua.assembly import InProcessWorker, build_providers
 from regua.cli import main

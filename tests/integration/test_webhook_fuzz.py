@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from billing.models import EventStatus, WebhookEvent, pix_txid
+from billing.journal import WebhookEvent
+from billing.models import EventStatus, pix_txid
 from regua.app import create_app
 from regua.runtime import Runtime
 from tests.conftest import ASAAS_API_URL, ASAAS_TOKEN

@@ -18,7 +18,8 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock, parse_instant
-from billing.models import Charge, EventStatus, Invoice, Payment, Refund, WebhookEvent, pix_txid
+from billing.journal import WebhookEvent
+from billing.models import Charge, EventStatus, Invoice, Payment, Refund, pix_txid
 from billing.ports import GatewayUnavailable
 from billing.settlement import open_charge
 from regua.cli import tick_once

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 from standardwebhooks.webhooks import Webhook
 
-from billing.models import WebhookEvent
+from billing.journal import WebhookEvent
 from regua.runtime import Runtime
 from tests.conftest import ASAAS_TOKEN, PIX_SECRET, STANDARD_SECRET
 

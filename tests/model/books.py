@@ -7,7 +7,8 @@ from collections import Counter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from billing.models import Block, Charge, Invoice, Notification, Payment, Refund
+from billing.journal import Notification
+from billing.models import Block, Charge, Invoice, Payment, Refund
 
 CAPTURED = ("confirmed",)
 

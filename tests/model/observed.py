@@ -17,7 +17,8 @@ from sqlalchemy import select
 
 from billing.check import check_books
 from billing.clock import parse_instant
-from billing.models import Block, Charge, ChargeInvoice, Invoice, Notification, Subscription
+from billing.journal import Notification
+from billing.models import Block, Charge, ChargeInvoice, Invoice, Subscription
 from tests.model.books import broken_invariants
 from tests.model.oracle import MANUAL, ZONE, Model, ModelInvoice, invoice_amounts, local_day
 from tests.model.plans import Plan

@@ -16,7 +16,8 @@ from standardwebhooks.webhooks import Webhook
 from starlette.testclient import TestClient
 
 from billing.clock import FrozenClock
-from billing.models import EventStatus, WebhookEvent, pix_txid
+from billing.journal import WebhookEvent
+from billing.models import EventStatus, pix_txid
 from billing.tick import TickReport
 from regua.app import create_app
 from regua.assembly import GatewayPaymentSource
