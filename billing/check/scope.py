@@ -30,8 +30,9 @@ class Scope:
 
     @cached_property
     def last_tick(self) -> datetime | None:
-        """The `now` of the last reconciliation pass: what the level-triggered rules were last made true at."""
-        return self.session.scalar(select(func.max(TickRun.now)))
+        """The `now` of the last reconciliation pass up to `now`: what the level-triggered rules were last made true
+        at. A pass after `now` (a sandbox clock set back: the books keep their past) says nothing of `now`."""
+        return self.session.scalar(select(func.max(TickRun.now)).where(TickRun.now <= self.now))
 
     @cached_property
     def unpaid(self) -> dict[Key, list[Record]]:

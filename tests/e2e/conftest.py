@@ -65,7 +65,7 @@ class Processes:
             timeout=120,
             cwd=self.cwd,
         )
-        assert done.returncode == 0, done.stderr
+        assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
     def wait_http(self, url: str, timeout: float = 30) -> None:

@@ -98,3 +98,22 @@ def test_the_command_exits_one_listing_the_violations_and_zero_when_clean(
     assert report["clean"] is False
     assert report["counts"]["block_against_the_rules"] >= 1
     assert rows(runtime, Block)  # read-only: nothing was mended
+
+
+def test_a_pass_after_now_says_nothing_of_now_when_a_sandbox_clock_was_set_back(
+    runtime: Runtime, api: Api, clock: FrozenClock
+) -> None:
+    """`regua clock set` to an earlier instant keeps the books' past, its passes included: the check judges
+    missing blocks at the last pass up to its own `now`, not at a pass that is still to come."""
+    day_1 = clock.now()
+    tick_once(runtime, day_1 + timedelta(days=8))  # the dev server's first pass, on a later wall clock
+    api.put_account(ACCOUNT)
+    api.subscribe(ACCOUNT, "platform", payment_method="pix")
+    tick_once(runtime, day_1)
+    assert [invoice.status for invoice in rows(runtime, Invoice)] == ["open"]
+
+    assert names(runtime) == set()
+    clock.set(day_1 + timedelta(days=8))
+    tick_once(runtime)
+    assert [block.product for block in rows(runtime, Block)] == ["platform"]
+    assert names(runtime) == set()
