@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, selectinload
 
+from billing.access import ProductAccess, access_by_product
+from billing.batches import chunks
 from billing.blocking import is_open_at
 from billing.calendar import BillingCalendar
 from billing.dunning import next_retry_on
@@ -35,8 +37,6 @@ from billing.schedule import (
     DueNotification,
     K,
     active_blocks,
-    blocks_in_force,
-    chunks,
     dedupe_key,
     invoices_by_id,
 )
@@ -92,14 +92,14 @@ def happenings(
     lines = _Lines({**invoices_by_id(session, ids), **{invoice.id: invoice for invoice in verifying}})
     still_blocked = active_blocks(session, {block.account_id for block in lifted})
 
-    blocked = blocks_in_force(session, {invoice.account_id for invoice in verifying})
+    access = access_by_product(session, {invoice.account_id for invoice in verifying}, now, calendar, policy)
     confirmed, lifting = _payments_confirmed(payments, lifted, lines)
     return [
         *confirmed,
         *_charges_failed(failed, lines, now, calendar, policy),
         *_blocks_applied(applied, lines, calendar),
         *_blocks_lifted(lifted, lifting, still_blocked, lines, calendar),
-        *_verifications(verifying, lifted, blocked, lines, calendar, policy),
+        *_verifications(verifying, lifted, access, lines, calendar, policy),
         *_refunds_done(refunds, lines),
         *changes_to_tell(session, calendar, since=since),
     ]
@@ -239,13 +239,14 @@ def _blocks_lifted(
 def _verifications(
     verifying: Sequence[Invoice],
     lifted: Sequence[Block],
-    blocked: dict[tuple[str, str], Block],
+    access: dict[tuple[str, str], ProductAccess],
     lines: _Lines,
     calendar: BillingCalendar,
     policy: Policy,
 ) -> list[DueNotification]:
     """verification_pending per verification (its invoices share the window), unless it lifted a block. When the
-    product stays blocked for another invoice, the mail says so (`blocked_since`), never that access is open."""
+    product stays blocked for another invoice, the mail says so (`blocked_since`, from the account view that `/access`
+    answers), never that access is open."""
     lifts = {(b.account_id, b.product, b.lifted_at) for b in lifted if b.lift_reason == "verifying"}
     groups: dict[tuple[str, str, datetime], list[str]] = defaultdict(list)
     for invoice in verifying:
@@ -259,9 +260,9 @@ def _verifications(
                 "payment_method": held[0].payment_method,
                 "verifying_until": calendar.local_date(until).isoformat(),
             }
-            block = blocked.get((account_id, product))
-            if block is not None:
-                facts["blocked_since"] = calendar.local_date(block.started_at).isoformat()
+            view = access.get((account_id, product))
+            if view is not None and view.state == "blocked" and view.blocked_since is not None:
+                facts["blocked_since"] = calendar.local_date(view.blocked_since).isoformat()
             due.append(_about(held, K.VERIFICATION_PENDING, until.strftime("%Y%m%dT%H%M%SZ"), facts))
     return due
 

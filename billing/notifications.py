@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
+from billing.batches import chunks
 from billing.calendar import BillingCalendar
 from billing.db import insert_ignoring_conflicts
 from billing.happenings import happenings
@@ -47,7 +48,6 @@ from billing.schedule import (
     PAYMENT_CODE_KEYS,
     PAYMENT_DUE_KINDS,
     DueNotification,
-    chunks,
     invoice_line,
     scheduled_notifications,
 )

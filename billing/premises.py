@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
+from billing.batches import chunks
 from billing.blocking import is_open_at
 from billing.calendar import BillingCalendar
 from billing.models import (
@@ -18,11 +19,12 @@ from billing.models import (
     InvoiceStatus,
 )
 from billing.policy import Policy
-from billing.schedule import K, chunks, email_steps, latest_email_step
+from billing.schedule import K, email_steps, latest_email_step
 
 # The premise, checked again when a notification's turn to be sent comes (one read per kind, no ORM:
 # it runs once per email sent).
 
+_ACTIVE = aliased(Block)
 _INVOICE_FACTS = select(
     Invoice.id,
     Invoice.status,
@@ -30,8 +32,14 @@ _INVOICE_FACTS = select(
     Invoice.verifying_until,
     Invoice.payment_method,
     Invoice.due_date,
+    select(func.count())
+    .where(_ACTIVE.account_id == Invoice.account_id, _ACTIVE.product == Invoice.product, _ACTIVE.lifted_at.is_(None))
+    .scalar_subquery()
+    .label("blocks_in_force"),
 ).where(Invoice.id.in_(bindparam("ids", expanding=True)))
-_ACTIVE = aliased(Block)
+"""An invoice's state, and how many blocks of its account and product are in force now (an older month's)."""
+_KEEP_ACCESS_KINDS = (K.PAYMENT_REMINDER, K.BLOCK_WARNING)
+"""Kinds that tell the customer how to keep access: false once the product is blocked, for this month or another."""
 _BLOCK_FACTS = select(
     Block.id,
     Block.lifted_at,
@@ -114,7 +122,7 @@ def _holds(
     if kind == K.PAYMENT_FAILED:
         return True
     invoice = about[0]
-    if now >= invoice.block_at:
+    if now >= invoice.block_at or (kind in _KEEP_ACCESS_KINDS and invoice.blocks_in_force):
         return False
     steps = email_steps(invoice.payment_method, invoice.due_date, policy, calendar, after_trial=kind == K.TRIAL_ENDED)
     latest = latest_email_step(steps, now)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
-from billing.blocking import is_open_at, owed_now
+from billing.access import ProductAccess, access_by_product
+from billing.batches import chunks
+from billing.blocking import is_open_at
 from billing.calendar import BillingCalendar
 from billing.dunning import NotificationKind, Step, invoice_steps, regua_day_start
 from billing.models import (
@@ -34,9 +36,6 @@ PAYMENT_DUE_KINDS = SCHEDULED_KINDS | {K.PAYMENT_FAILED, K.ACCOUNT_BLOCKED}
 PAYMENT_CODE_KEYS = ("pix_code", "boleto_line", "boleto_url")
 NOT_THE_CUSTOMERS = frozenset({"gateway_rejected"})
 """Charge failures that are regua's business with its gateway, not a payment the customer tried."""
-CHUNK = 900
-
-T = TypeVar("T")
 
 
 # The schedule, as pure functions of an invoice and an instant.
@@ -97,7 +96,8 @@ class DueNotification:
 def scheduled_notifications(
     session: Session, now: datetime, calendar: BillingCalendar, policy: Policy
 ) -> list[DueNotification]:
-    """Per open invoice not yet blocking, the latest email step whose day has come."""
+    """Per open invoice not yet blocking, the latest email step whose day has come, said as the account's access
+    (billing.access, what `/access` and the payment page show) has it at `now`."""
     invoices = [
         invoice
         for invoice in session.scalars(
@@ -108,7 +108,7 @@ def scheduled_notifications(
     ended = ended_products(session, None, now)
     invoices = [invoice for invoice in invoices if (invoice.account_id, invoice.product) not in ended]
     trials = trial_invoices(session, invoices, calendar)
-    blocked = blocks_in_force(session, {invoice.account_id for invoice in invoices})
+    blocked = _blocked_products(session, {invoice.account_id for invoice in invoices}, now, calendar, policy)
     due = []
     for invoice in invoices:
         trial_ended_on = trials.get(invoice.id)
@@ -118,11 +118,15 @@ def scheduled_notifications(
         step = latest_email_step(steps, now)
         if step is None or step.kind not in SCHEDULED_KINDS:
             continue
-        block = blocked.get((invoice.account_id, invoice.product))
-        if block is not None and step.kind in (K.PAYMENT_REMINDER, K.BLOCK_WARNING):
+        key = (invoice.account_id, invoice.product)
+        if key in blocked and step.kind in (K.PAYMENT_REMINDER, K.BLOCK_WARNING):
             # Blocked already for an older month: "pay by day 6 to keep access" would be false. The customer is
-            # told their real state instead: blocked since when, and what to pay to be unblocked (3.5, 3.6).
-            due.append(_still_blocked(session, invoice, step.key, block, now, calendar))
+            # told their real state instead: blocked since when, and what to pay to be unblocked (3.5, 3.6). Blocked
+            # by the rules before a pass applied the block, or by a block applied since this step's day began, nothing:
+            # the block's own mail tells it (one mail, not two saying the same thing).
+            access, block = blocked[key]
+            if block is not None and block.started_at < step.at:
+                due.append(_still_blocked(session, invoice, step.key, access, block, calendar))
             continue
         facts: dict[str, Any] = {
             "payment_method": invoice.payment_method,
@@ -138,6 +142,29 @@ def scheduled_notifications(
     return due
 
 
+def _blocked_products(
+    session: Session, account_ids: set[str], now: datetime, calendar: BillingCalendar, policy: Policy
+) -> dict[tuple[str, str], tuple[ProductAccess, Block | None]]:
+    """The products the account view says are blocked at `now`, among these accounts, with their block in force.
+
+    Only accounts with a block in force or an overdue invoice can be blocked: they alone are read in full (on day 1,
+    every account has an open invoice and nearly none of them is blocked).
+    """
+    candidates: set[str] = set()
+    for chunk in chunks(sorted(account_ids)):
+        blocked = select(Block.account_id).where(Block.account_id.in_(chunk), Block.lifted_at.is_(None))
+        overdue = select(Invoice.account_id).where(
+            Invoice.account_id.in_(chunk), Invoice.status.in_(UNPAID), Invoice.block_at <= now
+        )
+        candidates.update(session.scalars(blocked.union(overdue)))
+    blocks = blocks_in_force(session, candidates)
+    return {
+        key: (access, blocks.get(key))
+        for key, access in access_by_product(session, candidates, now, calendar, policy).items()
+        if access.state == "blocked"
+    }
+
+
 def blocks_in_force(session: Session, account_ids: set[str]) -> dict[tuple[str, str], Block]:
     """The blocks in force of these accounts, by account and product."""
     found: dict[tuple[str, str], Block] = {}
@@ -148,29 +175,23 @@ def blocks_in_force(session: Session, account_ids: set[str]) -> dict[tuple[str, 
 
 
 def _still_blocked(
-    session: Session, invoice: Invoice, step_key: str, block: Block, now: datetime, calendar: BillingCalendar
+    session: Session, invoice: Invoice, step_key: str, access: ProductAccess, block: Block, calendar: BillingCalendar
 ) -> DueNotification:
-    """An `account_blocked` reminder, on the day a newer invoice's reminder or warning would go out: the invoices
-    that keep the block (for the mentorship, every open one, rule 3.6), keyed by the newer invoice and its day."""
-    unpaid = list(
-        session.scalars(
-            select(Invoice)
-            .where(Invoice.account_id == invoice.account_id, Invoice.product == invoice.product)
-            .where(Invoice.status.in_(UNPAID))
-            .order_by(Invoice.period_start)
-        )
-    )
-    keeping = owed_now(unpaid, invoice.product, now)  # what the payment page and the checkout ask for
+    """An `account_blocked` reminder, on the day a newer invoice's reminder or warning would go out: what the
+    account view says a payment collects now (for the mentorship, every open invoice, rule 3.6), keyed by the
+    newer invoice and its day."""
+    owed = invoices_by_id(session, access.owed)
+    keeping = [owed[invoice_id] for invoice_id in access.owed if invoice_id in owed] or [invoice]
     facts = {
-        "payment_method": (keeping or [invoice])[0].payment_method,
-        "blocked_since": calendar.local_date(block.started_at).isoformat(),
+        "payment_method": keeping[0].payment_method,
+        "blocked_since": calendar.local_date(access.blocked_since or block.started_at).isoformat(),
     }
     return DueNotification(
         dedupe_key(invoice.id, K.ACCOUNT_BLOCKED, step_key),
         invoice.account_id,
         K.ACCOUNT_BLOCKED,
         block.id,
-        tuple(keeping or [invoice]),
+        tuple(keeping),
         facts,
     )
 
@@ -214,16 +235,11 @@ def trial_invoices(session: Session, invoices: Sequence[Invoice], calendar: Bill
 
 
 def active_blocks(executor: Session | Connection, account_ids: set[str]) -> set[tuple[str, str]]:
-    if not account_ids:
-        return set()
-    return {
-        (account_id, product)
-        for account_id, product in executor.execute(
-            select(Block.account_id, Block.product).where(
-                Block.account_id.in_(sorted(account_ids)), Block.lifted_at.is_(None)
-            )
-        )
-    }
+    found: set[tuple[str, str]] = set()
+    for chunk in chunks(sorted(account_ids)):
+        query = select(Block.account_id, Block.product).where(Block.account_id.in_(chunk), Block.lifted_at.is_(None))
+        found.update((account_id, product) for account_id, product in executor.execute(query))
+    return found
 
 
 def invoices_by_id(session: Session, ids: Iterable[str]) -> dict[str, Invoice]:
@@ -231,8 +247,3 @@ def invoices_by_id(session: Session, ids: Iterable[str]) -> dict[str, Invoice]:
     for chunk in chunks(sorted(set(ids))):
         found.update({invoice.id: invoice for invoice in session.scalars(select(Invoice).where(Invoice.id.in_(chunk)))})
     return found
-
-
-def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
-    for offset in range(0, len(items), CHUNK):
-        yield items[offset : offset + CHUNK]

@@ -72,6 +72,7 @@ class ProductAPI:
             "block_at": self.local_text(access.block_at),
             "blocked_since": self.local_text(access.blocked_since),
             "open_invoices": access.open_invoices,
+            "owed_now": list(access.owed),
         }
 
     def event_json(self, event: Event) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from billing.access import account_access
 from billing.accounts import get_account
-from billing.blocking import is_open_at, owed_now
+from billing.blocking import is_open_at
 from billing.calendar import BillingCalendar
 from billing.history import payment_history
 from billing.models import UNPAID, Charge, ChargeInvoice, ChargeStatus, Invoice, InvoiceKind, RefundStatus
@@ -198,7 +198,7 @@ def portal_view(
     products = []
     for product, state in access.items():
         mine = [invoice for invoice in unpaid if invoice.product == product]
-        owed = owed_now(mine, product, now)
+        owed = [invoice for invoice in mine if invoice.id in state.owed]  # the account view's, as /access has it
         later = [invoice for invoice in mine if invoice not in owed and is_open_at(invoice, now)]
         verifying = [invoice for invoice in mine if not is_open_at(invoice, now)]
         until = max((i.verifying_until for i in verifying if i.verifying_until), default=None)

@@ -315,6 +315,7 @@ def test_access_has_the_appendix_shape_with_block_at_in_local_time(
                 "block_at": "2026-12-07T00:00:00-03:00",
                 "blocked_since": None,
                 "open_invoices": [invoice["id"]],
+                "owed_now": [invoice["id"]],  # beyond the appendix: what the page and the mails ask for now
             }
         },
     }

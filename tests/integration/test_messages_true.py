@@ -36,6 +36,7 @@ ASKS_FOR_MONEY = (
     "trial_ended",
     "payment_failed",
 )
+ASKS_TO_PAY_NOW = ("payment_reminder", "block_warning", "account_blocked")
 PAY_BY = re.compile(r"pague até (\d{2})/(\d{2})/(\d{4})", re.IGNORECASE)
 
 
@@ -81,6 +82,12 @@ def check_message(api: Api, runtime: Runtime, notification: Notification) -> Non
     for product in products:
         if access[product]["state"] == "blocked":
             assert not any(promise in text for promise in PROMISES), (notification.kind, product, text)
+    if notification.kind in ASKS_TO_PAY_NOW:  # the months it asks for are what the page and /access ask for now
+        asked = [line["invoice_id"] for line in lines]
+        owed = [invoice for product in products for invoice in access[product]["owed_now"]]
+        assert set(asked) <= set(owed), (notification.kind, asked, owed)
+        if notification.kind == "account_blocked":
+            assert asked == owed, (asked, owed)  # the whole of it: what to pay to be unblocked
     if notification.kind in ASKS_FOR_MONEY:  # every month it asks for is one the page still lists as to pay
         statuses = runtime.read(
             lambda session: {

@@ -441,6 +441,42 @@ def test_a_reminder_for_an_invoice_paid_meanwhile_is_obsolete_and_not_sent(
     assert reminder.status == NotificationStatus.OBSOLETE
 
 
+def test_a_reminder_to_keep_access_is_obsolete_once_an_older_month_blocks_the_product_again(
+    api: Api, client: TestClient, runtime: Runtime, clock: FrozenClock, smtp_sink: SmtpSink
+) -> None:
+    """January's reminder ("pague até 06/01 para manter o acesso") is recorded while December's receipt is being
+    verified; the verification ends unpaid and December blocks again before the mail goes out: the reminder is
+    no longer true (the account view says blocked) and is not sent."""
+    api.put_account(ACCOUNT)
+    api.subscribe(ACCOUNT, "platform", payment_method="boleto")
+    tick_once(runtime)
+    move(clock, "2026-12-07T00:05")
+    tick_once(runtime)
+    [december] = invoice_ids(runtime, ACCOUNT)
+    move(clock, "2027-01-01T00:05")
+    tick_once(runtime)
+    move(clock, "2027-01-01T08:00")
+    assert client.post(f"/api/invoices/{december}/receipts", headers=AUTH).status_code == 200
+    tick_once(runtime)
+    assert api.access(ACCOUNT, "platform")["state"] == "verifying"
+    smtp_sink.stop()  # January's reminder is recorded on day 3 but cannot go out
+    move(clock, "2027-01-03T08:00")
+    tick_once(runtime)
+    [reminder] = notifications(runtime, kind="payment_reminder")
+    move(clock, "2027-01-04T09:00")
+    tick_once(runtime)  # the window has ended: December blocks again
+    assert api.access(ACCOUNT, "platform")["state"] == "blocked"
+    smtp_sink.start()
+    move(clock, "2027-01-04T09:10")
+    tick_once(runtime)
+    [reminder] = notifications(runtime, kind="payment_reminder")
+    assert reminder.status == NotificationStatus.OBSOLETE
+    assert "payment_reminder" not in smtp_sink.kinds()
+    assert smtp_sink.kinds()[-1] == "account_blocked"
+    assert [n.status for n in notifications(runtime, kind="account_blocked")][-1:] == ["sent"]
+    assert len(notifications(runtime, kind="account_blocked")) == 2, "December's block, and its return: once each"
+
+
 def test_a_customer_name_with_markup_is_escaped_in_the_html_part(
     api: Api, runtime: Runtime, smtp_sink: SmtpSink
 ) -> None:

@@ -183,6 +183,7 @@ def test_paying_a_blocked_platform_on_day_nine_lifts_the_block_at_once_and_the_c
         "block_at": None,
         "blocked_since": None,
         "open_invoices": [],
+        "owed_now": [],
     }
     [lifted] = all_blocks(runtime)
     assert lifted.lift_reason == "paid"
@@ -464,6 +465,7 @@ def test_a_trial_ending_on_the_tenth_bills_the_rest_of_the_month_pro_rata(
         "block_at": None,
         "blocked_since": None,
         "open_invoices": [],
+        "owed_now": [],
     }
     move(clock, "2026-12-09T23:59")
     assert tick_once(runtime).counts["invoices_issued"] == 0

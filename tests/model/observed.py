@@ -321,6 +321,9 @@ class ObservedService(RuleBasedStateMachine):
                     expected,
                     self.model.of(account, product),
                 )
+                # what a payment collects now, as the page and the mails ask for it, oldest first (3.5, 3.6, 3.10)
+                owed = self.model.owed_now(account, product, self.now)
+                assert given["owed_now"] == owed, (account, product, local, given, owed)
                 self.reach.blocked |= expected.state == "blocked"
                 late = [invoice for invoice in self.model.of(account, product) if invoice.unpaid]
                 two_months = product == "mentorship" and expected.state == "blocked" and len(late) > 1

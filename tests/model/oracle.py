@@ -171,6 +171,13 @@ class Model:
         overdue = [invoice.id for invoice in open_months if now >= invoice.block_at]
         return overdue or [invoice.id for invoice in open_months]
 
+    def owed_now(self, account: str, product: str, now: datetime) -> list[str]:
+        """What `/access` says a payment collects now: a checkout's months; after a cancellation's end (3.10), every
+        month issued and still open, for no rule of blocks weighs on them any more."""
+        if self.ended(account, product, now):
+            return [i.id for i in self.of(account, product) if i.unpaid and not i.verifying(now)]
+        return self.checkout_collects(account, product, now)
+
     def manual_charges_due(self, charged: set[str], now: datetime) -> list[list[str]]:
         """3.3: each open boleto or PIX invoice that no charge collects yet gets one of its own."""
         return [

@@ -169,6 +169,27 @@ RULES: tuple[Mutant, ...] = (
         "    settlement.blocks = BlockChanges()\n",
         (INTEGRATION + "test_webhook_settlement.py", INTEGRATION + "test_rules.py"),
     ),
+    Mutant(
+        "a blocked account warned to keep its access",
+        "billing/schedule.py",
+        '        if access.state == "blocked"\n    }',
+        '        if access.state == "grace"\n    }',
+        (INTEGRATION + "test_messages_true.py",),
+    ),
+    Mutant(
+        "a reminder to keep access sent to a product blocked since",
+        "billing/premises.py",
+        "(kind in _KEEP_ACCESS_KINDS and invoice.blocks_in_force)",
+        "(kind in _KEEP_ACCESS_KINDS and False)",
+        (INTEGRATION + "test_notifications.py",),
+    ),
+    Mutant(
+        "the page asks for every open month of a platform",
+        "billing/access.py",
+        "    owed = tuple(invoice.id for invoice in owed_now(unpaid, product, now))\n",
+        "    owed = tuple(invoice.id for invoice in unpaid if is_open_at(invoice, now))\n",
+        (INTEGRATION + "test_messages_true.py", INTEGRATION + "test_portal*.py", "tests/model/test_books_machine.py"),
+    ),
 )
 
 
