@@ -22,6 +22,7 @@ from typing import Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from billing.batches import CHUNK, chunks
 from billing.calendar import BillingCalendar, Frequency, days_in_month
 from billing.errors import Conflict
 from billing.models import (
@@ -262,11 +263,22 @@ def reactivate(subscription: Subscription, now: datetime, calendar: BillingCalen
     return True
 
 
+WHOLE_READ_FROM = 20 * CHUNK
+"""Past this many accounts, the ended subscriptions are read whole rather than a chunk of ids at a time."""
+
+
 def ended_products(session: Session, account_ids: Sequence[str] | None, now: datetime) -> set[tuple[str, str]]:
     """The (account, product) pairs whose subscription has ended at `now`: no email, charge or block for them."""
     query = select(Subscription.account_id, Subscription.product).where(
         Subscription.ends_at.is_not(None), Subscription.ends_at <= now
     )
-    if account_ids is not None:
-        query = query.where(Subscription.account_id.in_(account_ids))
-    return {(account_id, product) for account_id, product in session.execute(query)}
+    if account_ids is None:
+        return {(account_id, product) for account_id, product in session.execute(query)}
+    if len(account_ids) > WHOLE_READ_FROM:  # day 1 asks about every account: one read of them all, then a filter
+        wanted = set(account_ids)
+        return {(account_id, product) for account_id, product in session.execute(query) if account_id in wanted}
+    return {
+        (account_id, product)
+        for chunk in chunks(sorted(set(account_ids)))
+        for account_id, product in session.execute(query.where(Subscription.account_id.in_(chunk)))
+    }
