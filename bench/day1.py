@@ -104,14 +104,34 @@ def populate(engine: Engine, count: int, *, contacts: bool = False) -> float:
     return time.perf_counter() - started
 
 
-def tick_in_process(database_url: str) -> tuple[dict[str, int], dict[str, float]]:
-    """run_tick, then the charging step, as `regua tick` runs them (the email step is not timed here)."""
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory (VmRSS) or its peak since the last `reset_peak_rss` (VmHWM), in MB."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def reset_peak_rss() -> None:
+    """Start VmHWM again from the current RSS (Linux: "5" to /proc/self/clear_refs)."""
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")
+
+
+def tick_in_process(database_url: str) -> tuple[dict[str, int], dict[str, float], dict[str, float]]:
+    """run_tick, then the charging step, as `regua tick` runs them (the email step is not timed here).
+
+    The phases' seconds, and `rss_before` and `rss_peak`, the process's resident memory before the pass and at its
+    highest during it, in MB."""
     settings = Settings(env="test", database_url=database_url, broker_url=REDIS)
     runtime = build_runtime(settings)
     try:
         jobs = build_jobs(settings, lazy_context(settings))
         context = worker_context(runtime)
         now = parse_instant(NOW)
+        rss_before = rss_mb()
+        reset_peak_rss()
         started = time.perf_counter()
         report = run_tick(runtime, now)
         issued = time.perf_counter()
@@ -119,10 +139,11 @@ def tick_in_process(database_url: str) -> tuple[dict[str, int], dict[str, float]
         planned = time.perf_counter()
         record_tick(runtime, report)
         done = time.perf_counter()
+        rss_peak = rss_mb("VmHWM")
     finally:
         runtime.close()
     phases = {"run_tick": issued - started, "charging": planned - issued, "record": done - planned}
-    return dict(report.as_dict()), phases
+    return dict(report.as_dict()), phases, {"rss_before": rss_before, "rss_peak": rss_peak}
 
 
 def tick_command(database_url: str) -> tuple[dict[str, int] | None, float, str]:
@@ -188,20 +209,24 @@ def main() -> None:
         databases.append(database)
         queue.flushdb()
         print(f"{n:,} card_auto_debit subscriptions bulk-loaded in {load_s:.1f} s (not timed)")
-        counts, phases = tick_in_process(database_url)
+        counts, phases, memory = tick_in_process(database_url)
         found = check(database_url, queue)
         elapsed = sum(phases.values())
         print(f"day-1 tick in process (run_tick + charging_step, Redis broker): {elapsed:.1f} s")
         print("  " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in phases.items()))
+        grown = memory["rss_peak"] - memory["rss_before"]
+        before, peak = memory["rss_before"], memory["rss_peak"]
+        print(f"  RSS {before:.0f} MB before the pass, {peak:.0f} MB at its peak (+{grown:.0f})")
         print(f"  invoices_issued {counts['invoices_issued']:,}, charges_started {counts['charges_started']:,}")
         print(
             f"  rows: {found['invoices']:,} invoices (R$ {found['total_cents'] / 100:,.2f}), "
             f"{found['charges']:,} pending day-1 charges, {found['links']:,} links; "
             f"Redis: {found['queued']:,} charge jobs queued, {found['payloads']:,} payloads"
         )
-        again, again_phases = tick_in_process(database_url)
+        again, again_phases, again_memory = tick_in_process(database_url)
         print(
             f"  second pass at the same instant: {sum(again_phases.values()):.1f} s, "
+            f"RSS peak {again_memory['rss_peak']:.0f} MB, "
             f"charges_started {again['charges_started']}, queue {int(queue.llen('dramatiq:charges')):,}"
         )
         expected = {n} == {counts["invoices_issued"], counts["charges_started"], found["charges"], found["queued"]}

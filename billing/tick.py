@@ -8,7 +8,7 @@ from datetime import datetime
 
 from billing.blocking import BlockChanges, accounts_to_reconcile, lock_accounts, reconcile_blocks
 from billing.db import unit_of_work
-from billing.invoicing import issue_due_invoices
+from billing.invoicing import issue_in_pages
 from billing.journal import TickRun
 from billing.ports import Books
 from billing.verification import expire_verifications
@@ -21,7 +21,6 @@ LOCK_CHUNK = 500
 class TickReport:
     now: datetime
     counts: Counter[str] = field(default_factory=Counter)
-    invoice_ids: list[str] = field(default_factory=list)
     blocks: BlockChanges = field(default_factory=BlockChanges)
     started_at: datetime | None = None
 
@@ -38,12 +37,9 @@ def run_tick(books: Books, now: datetime) -> TickReport:
     report = TickReport(now=now)
     started_at = books.clock.now()
     calendar, sessions = books.calendar, books.sessions
-    with unit_of_work(sessions) as session:
-        issued = issue_due_invoices(session, now, calendar)
-        session.commit()
-    report.invoice_ids = issued.invoice_ids
-    report.counts["invoices_issued"] = len(issued.invoice_ids)
-    report.counts["trials_ended"] = issued.trials_ended
+    issued, trials_ended = issue_in_pages(sessions, now, calendar)
+    report.counts["invoices_issued"] = issued
+    report.counts["trials_ended"] = trials_ended
 
     with unit_of_work(sessions) as session:
         report.counts["verifications_expired"] = len(expire_verifications(session, now))

@@ -94,6 +94,8 @@ class Attempt:
         return now - self.created_at < CUSTOMER_HOLD
 
 
+PAGE = 5000
+"""Accounts planned per page: their invoices, attempts and cards are read, and their charges written, together."""
 CUSTOMER_HOLD = timedelta(hours=1)
 """How long a payment the customer opened and left pending keeps a due auto-debit attempt waiting."""
 
@@ -187,6 +189,35 @@ def plan_auto_debits(
         Invoice.due_date <= today,
         Invoice.total_cents > 0,
     )
+    created: list[str] = []
+    after = ""
+    while True:  # PAGE accounts at a time: day 1 at a million subscriptions never sits in memory at once
+        accounts = list(
+            session.scalars(
+                select(Invoice.account_id)
+                .where(*due, Invoice.account_id > after)
+                .distinct()
+                .order_by(Invoice.account_id)
+                .limit(PAGE)
+            )
+        )
+        if not accounts:
+            return created
+        created += _plan_auto_debits_of(session, accounts, due, now, calendar, policy, on_batch)
+        after = accounts[-1]
+
+
+def _plan_auto_debits_of(
+    session: Session,
+    accounts: list[str],
+    due: tuple[Any, ...],
+    now: datetime,
+    calendar: BillingCalendar,
+    policy: Policy,
+    on_batch: Callable[[list[str]], None] | None,
+) -> list[str]:
+    """The auto-debits due at `now` of these accounts' invoices."""
+    due = (*due, Invoice.account_id.in_(accounts))
     candidates = session.execute(
         select(
             Invoice.id,
@@ -201,10 +232,7 @@ def plan_auto_debits(
         .join(Subscription, Subscription.id == Invoice.subscription_id)
         .where(*due)
     ).all()
-    if not candidates:
-        return []
-    accounts = sorted({row.account_id for row in candidates})
-    oldest = _oldest_unpaid(session)
+    oldest = _oldest_unpaid(session, accounts)
     ended = ended_products(session, accounts, now)
     candidates = [
         row
@@ -262,13 +290,13 @@ def _supersede(session: Session, stale: list[tuple[str, str]], attempt_of: dict[
             charge.gateway_cancel_owed, charge.superseded_by = True, attempt_of[invoice_id]
 
 
-def _oldest_unpaid(session: Session) -> dict[tuple[str, str], date]:
+def _oldest_unpaid(session: Session, accounts: list[str]) -> dict[tuple[str, str], date]:
     """Per account and product, the period start of its oldest unpaid invoice (open or in verification)."""
     return {
         (account_id, product): start
         for account_id, product, start in session.execute(
             select(Invoice.account_id, Invoice.product, func.min(Invoice.period_start))
-            .where(Invoice.status.in_(UNPAID), Invoice.total_cents > 0)
+            .where(Invoice.status.in_(UNPAID), Invoice.total_cents > 0, Invoice.account_id.in_(accounts))
             .group_by(Invoice.account_id, Invoice.product)
         )
     }

@@ -33,7 +33,7 @@ def test_reads_by_account_take_more_ids_than_a_statement_does(api: Api, runtime:
 
     ended = runtime.read(lambda session: ended_products(session, ids, now))
     assert ended == {("oficina-norte", "platform")}
-    assert runtime.read(lambda session: ended_products(session, ids[:10] + ["oficina-norte"], now)) == ended
+    assert runtime.read(lambda session: ended_products(session, [*ids[:10], "oficina-norte"], now)) == ended
     blocked = runtime.read(lambda session: active_blocks(session, set(ids)))
     assert blocked == {("padaria-central", "platform")}
     access = runtime.read(lambda session: access_by_product(session, ids, now, runtime.calendar, runtime.policy))
