@@ -10,7 +10,7 @@ from sqlalchemy import case, func, literal, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from billing.calendar import BillingCalendar, Frequency, Period, billing_period, period_subtotal
-from billing.db import insert_ignoring_conflicts, unit_of_work
+from billing.db import BULK, insert_ignoring_conflicts, refresh_statistics, unit_of_work
 from billing.models import Account, Invoice, InvoiceKind, InvoiceStatus, PaymentMethod, Subscription, new_id
 from billing.money import auto_debit_discount
 from billing.plan_changes import apply_waiting_changes
@@ -111,6 +111,10 @@ def issue_in_pages(sessions: sessionmaker[Session], now: datetime, calendar: Bil
         issued += len(page.invoice_ids)
         trials_ended += page.trials_ended
         after = page.last_subscription_id
+    if issued >= BULK:  # what plans the charges next reads these invoices: let the planner know they are there
+        with unit_of_work(sessions) as session:
+            refresh_statistics(session, "invoices")
+            session.commit()
     return issued, trials_ended
 
 
@@ -151,7 +155,7 @@ def issue_page(
     last_ends = dict(
         session.execute(
             select(Invoice.subscription_id, func.max(Invoice.period_end))
-            .where(Invoice.subscription_id.in_([row.id for row in rows]))
+            .where(Invoice.subscription_id > after, Invoice.subscription_id <= rows[-1].id)
             .group_by(Invoice.subscription_id)
         ).all()
     )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from billing.batches import CHUNK, chunks
@@ -263,15 +263,25 @@ def reactivate(subscription: Subscription, now: datetime, calendar: BillingCalen
     return True
 
 
+def ended_in_range(session: Session, after: str, last: str, now: datetime) -> set[tuple[str, str]]:
+    """`ended_products` of the accounts whose ids sort after `after`, up to `last` (a page of the day-1 planner)."""
+    query = _ended(now).where(Subscription.account_id > after, Subscription.account_id <= last)
+    return {(account_id, product) for account_id, product in session.execute(query)}
+
+
+def _ended(now: datetime) -> Select[str, str]:
+    return select(Subscription.account_id, Subscription.product).where(
+        Subscription.ends_at.is_not(None), Subscription.ends_at <= now
+    )
+
+
 WHOLE_READ_FROM = 20 * CHUNK
 """Past this many accounts, the ended subscriptions are read whole rather than a chunk of ids at a time."""
 
 
 def ended_products(session: Session, account_ids: Sequence[str] | None, now: datetime) -> set[tuple[str, str]]:
     """The (account, product) pairs whose subscription has ended at `now`: no email, charge or block for them."""
-    query = select(Subscription.account_id, Subscription.product).where(
-        Subscription.ends_at.is_not(None), Subscription.ends_at <= now
-    )
+    query = _ended(now)
     if account_ids is None:
         return {(account_id, product) for account_id, product in session.execute(query)}
     if len(account_ids) > WHOLE_READ_FROM:  # day 1 asks about every account: one read of them all, then a filter

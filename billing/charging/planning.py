@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from billing.calendar import BillingCalendar
 from billing.charging.inserts import insert_charges
+from billing.db import BULK, refresh_statistics
 from billing.dunning import attempt_days, regua_day_start
 from billing.models import (
     MANUAL_METHODS,
@@ -42,7 +43,7 @@ from billing.models import (
     Subscription,
     new_charge_id,
 )
-from billing.plan_changes import ended_products
+from billing.plan_changes import ended_in_range
 from billing.policy import Policy
 
 
@@ -183,41 +184,60 @@ def plan_auto_debits(
     commit them and queue their jobs while the next batch is written).
     """
     today = calendar.local_date(now)
-    due = (
+    due: tuple[Any, ...] = (
         Invoice.payment_method == PaymentMethod.CARD_AUTO_DEBIT.value,
         Invoice.status == InvoiceStatus.OPEN.value,
         Invoice.due_date <= today,
         Invoice.total_cents > 0,
     )
+    held = (
+        select(ChargeInvoice.invoice_id)
+        .join(Charge, Charge.id == ChargeInvoice.charge_id)
+        .where(
+            ChargeInvoice.invoice_id == Invoice.id,
+            Charge.status == ChargeStatus.PENDING.value,
+            Charge.source == ChargeSource.AUTO_DEBIT.value,
+        )
+        .exists()
+    )
+    due = (*due, ~held)  # an attempt in flight holds its invoice (Attempt.holds): not even read
     created: list[str] = []
     after = ""
     while True:  # PAGE accounts at a time: day 1 at a million subscriptions never sits in memory at once
-        accounts = list(
-            session.scalars(
-                select(Invoice.account_id)
-                .where(*due, Invoice.account_id > after)
-                .distinct()
-                .order_by(Invoice.account_id)
-                .limit(PAGE)
+        last = session.scalar(
+            select(func.max(Invoice.account_id)).where(
+                Invoice.account_id.in_(
+                    select(Invoice.account_id)
+                    .where(*due, Invoice.account_id > after)
+                    .distinct()
+                    .order_by(Invoice.account_id)
+                    .limit(PAGE)
+                    .scalar_subquery()
+                )
             )
         )
-        if not accounts:
+        if last is None:
             return created
-        created += _plan_auto_debits_of(session, accounts, due, now, calendar, policy, on_batch)
-        after = accounts[-1]
+        page = _plan_auto_debits_of(session, after, last, due, now, calendar, policy, on_batch)
+        if len(page) >= BULK and len(created) < BULK:  # the next pages read the charges this one wrote
+            refresh_statistics(session, "charges", "charge_invoices")
+        created += page
+        after = last
 
 
 def _plan_auto_debits_of(
     session: Session,
-    accounts: list[str],
+    after: str,
+    last: str,
     due: tuple[Any, ...],
     now: datetime,
     calendar: BillingCalendar,
     policy: Policy,
     on_batch: Callable[[list[str]], None] | None,
 ) -> list[str]:
-    """The auto-debits due at `now` of these accounts' invoices."""
-    due = (*due, Invoice.account_id.in_(accounts))
+    """The auto-debits due at `now` of the accounts whose ids sort after `after`, up to `last` (ranges, not lists of
+    ids: a statement with thousands of parameters costs more to build and parse than its rows cost to read)."""
+    due = (*due, Invoice.account_id > after, Invoice.account_id <= last)
     candidates = session.execute(
         select(
             Invoice.id,
@@ -232,8 +252,9 @@ def _plan_auto_debits_of(
         .join(Subscription, Subscription.id == Invoice.subscription_id)
         .where(*due)
     ).all()
-    oldest = _oldest_unpaid(session, accounts)
-    ended = ended_products(session, accounts, now)
+    accounts = sorted({row.account_id for row in candidates})
+    oldest = _oldest_unpaid(session, after, last)
+    ended = ended_in_range(session, after, last, now)
     candidates = [
         row
         for row in candidates
@@ -290,13 +311,15 @@ def _supersede(session: Session, stale: list[tuple[str, str]], attempt_of: dict[
             charge.gateway_cancel_owed, charge.superseded_by = True, attempt_of[invoice_id]
 
 
-def _oldest_unpaid(session: Session, accounts: list[str]) -> dict[tuple[str, str], date]:
-    """Per account and product, the period start of its oldest unpaid invoice (open or in verification)."""
+def _oldest_unpaid(session: Session, after: str, last: str) -> dict[tuple[str, str], date]:
+    """Per account and product, the period start of its oldest unpaid invoice (open or in verification), for the
+    accounts whose ids sort after `after`, up to `last`."""
+    in_range = (Invoice.account_id > after, Invoice.account_id <= last)
     return {
         (account_id, product): start
         for account_id, product, start in session.execute(
             select(Invoice.account_id, Invoice.product, func.min(Invoice.period_start))
-            .where(Invoice.status.in_(UNPAID), Invoice.total_cents > 0, Invoice.account_id.in_(accounts))
+            .where(Invoice.status.in_(UNPAID), Invoice.total_cents > 0, *in_range)
             .group_by(Invoice.account_id, Invoice.product)
         )
     }
