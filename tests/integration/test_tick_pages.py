@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from billing import invoicing
 from billing.charging import planning
@@ -70,3 +70,19 @@ def test_a_month_later_the_pages_issue_the_next_month_and_a_canceled_subscriptio
     # the canceled one ended with December: it is invoiced through its end, and read no more
     nothing = runtime.read(lambda session: issue_page(session, january, runtime.calendar, ""))
     assert nothing.last_subscription_id is None
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_bulk_write_refreshes_the_statistics_the_next_page_is_planned_on(
+    monkeypatch: pytest.MonkeyPatch, api: Api, runtime: Runtime, clock: FrozenClock
+) -> None:
+    """After issuing more than BULK invoices, PostgreSQL's planner knows they are there (reltuples): the planner's
+    pages that follow do not nest loops over a table it believes empty (autovacuum would analyze it minutes later)."""
+    monkeypatch.setattr(invoicing, "BULK", 3)
+    for account in ACCOUNTS[:4]:
+        api.put_account(account)
+        api.subscribe(account, "platform", payment_method="pix")
+    known = "SELECT reltuples FROM pg_class WHERE relname = 'invoices'"
+    assert runtime.read(lambda session: session.execute(text(known)).scalar_one()) <= 0  # never analyzed
+    assert issue_in_pages(runtime.sessions, clock.now(), runtime.calendar) == (4, 0)
+    assert runtime.read(lambda session: session.execute(text(known)).scalar_one()) == 4
