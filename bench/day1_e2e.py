@@ -337,6 +337,22 @@ class Run:
     cpu: dict[str, float] = field(default_factory=dict)
     last: dict[str, int] = field(default_factory=dict)
     mails: tuple[int, int, int] = (0, 0, 0)
+    database: dict[str, int] = field(default_factory=dict)
+    """What PostgreSQL counted for the bench's database during the run (transactions, rows written)."""
+
+
+DATABASE_COUNTS = (
+    "SELECT xact_commit + xact_rollback AS transactions, tup_inserted AS inserted, tup_updated AS updated, "
+    "tup_deleted AS deleted, tup_returned + tup_fetched AS read FROM pg_stat_database WHERE datname = :name"
+)
+
+
+def database_counts(engine: Engine) -> dict[str, int]:
+    """PostgreSQL's own counters of this database (every session's, flushed within a second of their work)."""
+    with engine.connect() as connection:
+        name = connection.exec_driver_sql("SELECT current_database()").scalar_one()
+        row = connection.execute(text(DATABASE_COUNTS), {"name": name}).mappings().one()
+    return {key: int(value) for key, value in row.items()}
 
 
 def workers_ready(log: Path, processes: int, timeout: float = 120) -> None:
@@ -361,6 +377,7 @@ def run_day1(
     run = Run()
     before = {name: sum(cpu_seconds(p) for p in tree(pid)) for name, pid in pids.items()}
     before |= {f"{server} (shared server)": server_cpu(server) for server in SERVERS}
+    counted = database_counts(engine)
     started = time.perf_counter()
     # Files, not pipes: the tick logs as it goes, and a pipe nobody reads until it ends would stop it.
     with (logs / "tick.json").open("wb") as out, (logs / "tick.log").open("wb") as err:
@@ -419,6 +436,8 @@ def run_day1(
         tick.wait()
     run.cpu = {name: sum(cpu_seconds(p) for p in tree(pid)) - before[name] for name, pid in pids.items()}
     run.cpu["regua tick"] = tick_cpu
+    time.sleep(1.5)  # the last sessions' counters reach pg_stat_database
+    run.database = {key: value - counted[key] for key, value in database_counts(engine).items()}
     run.cpu |= {
         f"{server} (shared server)": server_cpu(server) - before[f"{server} (shared server)"] for server in SERVERS
     }
@@ -589,6 +608,13 @@ def main() -> None:
         print("\n| process | CPU seconds in the run | ms per charge |\n|---|---:|---:|")
         for name, seconds in sorted(result.cpu.items(), key=lambda item: -item[1]):
             print(f"| {name} | {seconds:.1f} | {seconds / max(done, 1) * 1000:.1f} |")
+        if result.database:
+            per = {key: value / max(done, 1) for key, value in result.database.items()}
+            print(
+                f"\nPostgreSQL per charge (the tick, the workers, the intake, every session of the run): "
+                f"{per['transactions']:.1f} transactions, {per['inserted']:.1f} rows inserted, "
+                f"{per['updated']:.1f} updated, {per['deleted']:.1f} deleted, {per['read']:.0f} read"
+            )
         rate = done / result.seconds
         if n >= TARGET_N and result.finished:
             verdict = "met" if result.seconds < TARGET_S else "MISSED"
