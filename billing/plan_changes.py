@@ -37,7 +37,7 @@ from billing.models import (
 )
 from billing.money import auto_debit_discount, divide_half_up
 
-Effect = Literal["created", "unchanged", "now", "next_period", "canceled", "reactivated"]
+Effect = Literal["created", "unchanged", "withdrawn", "now", "next_period", "canceled", "reactivated"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,8 @@ class Change:
     """The day the new terms apply from (today for an upgrade; the next period's first day otherwise)."""
     proration_invoice_id: str | None = None
     proration_cents: int = 0
+    withdrawn: Terms | None = None
+    """`withdrawn`: the change that waited for `effective_on` and no longer will (the current terms chosen again)."""
 
 
 def current_period_invoice(session: Session, subscription_id: str, today: date) -> Invoice | None:
@@ -106,8 +108,11 @@ def change_terms(
     today = calendar.local_date(now)
     current = Terms.of(subscription)
     if new.same_offer(current):
+        waiting, effective_on = waiting_terms(subscription), subscription.change_effective_on
         _forget_waiting_change(subscription)
         subscription.price_source = new.price_source.value
+        if waiting is not None and not waiting.same_offer(current):  # the customer kept the plan in force: told
+            return Change("withdrawn", effective_on, withdrawn=waiting)
         return Change("unchanged")
     period = current_period_invoice(session, subscription.id, today)
     if period is None:  # nothing issued for today yet (a trial, a start ahead): the new terms simply apply
@@ -204,6 +209,20 @@ def _apply(subscription: Subscription, terms: Terms) -> None:
     subscription.frequency = terms.frequency.value
 
 
+def waiting_terms(subscription: Subscription) -> Terms | None:
+    """The terms a change waits to apply at the next period, if one does."""
+    if subscription.change_effective_on is None or subscription.next_plan is None:
+        return None
+    assert subscription.next_monthly_price_cents is not None
+    return Terms(
+        subscription.next_plan,
+        tuple(subscription.next_modules or ()),
+        subscription.next_monthly_price_cents,
+        PriceSource(subscription.next_price_source or PriceSource.NEGOTIATED),
+        Frequency(subscription.next_frequency or subscription.frequency),
+    )
+
+
 def _forget_waiting_change(subscription: Subscription) -> None:
     subscription.next_plan = subscription.next_modules = subscription.next_monthly_price_cents = None
     subscription.next_price_source = subscription.next_frequency = subscription.change_effective_on = None
@@ -217,18 +236,9 @@ def apply_waiting_changes(session: Session, today: date) -> list[str]:
             Subscription.change_effective_on.is_not(None), Subscription.change_effective_on <= today
         )
     ):
-        assert subscription.next_plan is not None
-        assert subscription.next_monthly_price_cents is not None
-        _apply(
-            subscription,
-            Terms(
-                subscription.next_plan,
-                tuple(subscription.next_modules or ()),
-                subscription.next_monthly_price_cents,
-                PriceSource(subscription.next_price_source or PriceSource.NEGOTIATED),
-                Frequency(subscription.next_frequency or subscription.frequency),
-            ),
-        )
+        waiting = waiting_terms(subscription)
+        assert waiting is not None
+        _apply(subscription, waiting)
         _forget_waiting_change(subscription)
         applied.append(subscription.id)
     return applied

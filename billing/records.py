@@ -110,7 +110,8 @@ class SubscriptionChange(Base):
     product: Mapped[str] = mapped_column(String(16))
     at: Mapped[datetime]
     effect: Mapped[str] = mapped_column(String(16))
-    """`now` (an upgrade, or a change before anything was issued), `next_period`, `canceled` or `reactivated`."""
+    """`now` (an upgrade, or a change before anything was issued), `next_period`, `withdrawn` (a waiting change
+    given up: `old_*` are its terms, `new_*` the terms that stay), `canceled` or `reactivated`."""
     effective_on: Mapped[date | None] = mapped_column(Date)
     """The first day of the new terms; for a cancellation, the subscription's last day."""
     old_plan: Mapped[str] = mapped_column(String(64))

@@ -24,7 +24,7 @@ from billing.records import SubscriptionChange
 from billing.schedule import DueNotification, K, dedupe_key
 
 KINDS = (K.SUBSCRIPTION_CHANGED.value, K.SUBSCRIPTION_CANCELED.value)
-TOLD_EFFECTS = frozenset({"now", "next_period", "canceled", "reactivated"})
+TOLD_EFFECTS = frozenset({"now", "next_period", "withdrawn", "canceled", "reactivated"})
 """A new subscription (`created`) and terms sent again unchanged are no change to tell."""
 
 
@@ -34,6 +34,8 @@ def record_change(
     """Keep a change just made (`after` None for a cancellation); None when `change` changed nothing."""
     if change.effect not in TOLD_EFFECTS:
         return None
+    if change.withdrawn is not None:  # what was to come, and what stays
+        before, after = change.withdrawn, before
     record = SubscriptionChange(
         id=new_id("sch"),
         subscription_id=subscription.id,

@@ -207,7 +207,8 @@ def subscription_variables(context: EmailContext) -> dict[str, Any]:
 
     `change_case` is what the template says: `upgrade` (in force today, its difference invoiced now),
     `now` (in force today, nothing to pay: a change before anything was issued), `later` (from the next
-    period, not a payment), `reactivated` or `canceled` (access until `effective_on`, the invoices still owed;
+    period, not a payment), `withdrawn` (the change `old` that would have applied on `effective_on` is given up:
+    `new` stays), `reactivated` or `canceled` (access until `effective_on`, the invoices still owed;
     `ended_at_once` when nothing was issued, so it ended before the day it was asked).
     """
     change = context.change
@@ -225,14 +226,14 @@ def subscription_variables(context: EmailContext) -> dict[str, Any]:
         case = "upgrade" if context.invoices else "now"
     elif effect == "next_period":
         case = "later"
-    elif effect in ("reactivated", "canceled"):
+    elif effect in ("withdrawn", "reactivated", "canceled"):
         case = effect
     else:
         raise ValueError(f"unknown change effect {effect!r}")
     if case != "canceled" and new is None:
         raise ValueError(f"a {effect} change names the new terms")
     effective_on = date.fromisoformat(change["effective_on"]) if change.get("effective_on") else None
-    if effective_on is None and case in ("later", "canceled"):
+    if effective_on is None and case in ("later", "withdrawn", "canceled"):
         raise ValueError(f"a {effect} change says from when")
     changed_on = date.fromisoformat(change["changed_on"]) if change.get("changed_on") else None
     return {

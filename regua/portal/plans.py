@@ -204,7 +204,8 @@ class Outcome:
     """What confirming a choice does: the change by rule 3.10, what is owed at once, and what follows."""
 
     effect: str
-    """created, unchanged, now (an upgrade, or new terms before anything was issued), next_period, reactivated."""
+    """created, unchanged, withdrawn (a waiting change given up), now (an upgrade, or new terms before anything was
+    issued), next_period, reactivated."""
     effective_on: str | None
     monthly_price_cents: int
     owed: list[OwedLine]

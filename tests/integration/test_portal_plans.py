@@ -279,6 +279,18 @@ def test_a_downgrade_is_scheduled_for_the_next_period_and_asks_for_no_payment(
     page = customer.get(answer.headers["location"]).text
     assert 'data-next="01/01/2027"' in page
 
+    # The plan in force chosen again: the waiting downgrade is given up, and the review says so first.
+    html = review(customer, runtime, plano="pro", modulo="delivery", opcao="monthly.pix")
+    assert 'data-effect="withdrawn"' in html
+    assert "A mudança de plano prevista para 01/01/2027 é cancelada:" in html
+    answer = confirm(customer, runtime, plano="pro", modulo="delivery", opcao="monthly.pix", parcelas="1")
+    assert answer.status_code == 303
+    kept = subscription(runtime)
+    assert kept is not None
+    assert (kept.plan, kept.next_plan, kept.change_effective_on) == ("pro", None, None)
+    assert [effect for effect, _ in told(runtime)] == ["next_period", "withdrawn"]
+    assert 'data-next="01/01/2027"' not in customer.get(answer.headers["location"]).text
+
 
 def test_canceling_asks_for_confirmation_then_says_until_when_and_what_stays_owed(
     api: Api, customer: TestClient, catalog: None, runtime: Runtime, clock: FrozenClock

@@ -157,6 +157,46 @@ def test_a_downgrade_is_told_with_the_day_it_begins_and_no_invoice_to_pay(
         assert "Vencimento" not in part
 
 
+def test_choosing_the_plan_in_force_again_withdraws_a_waiting_downgrade_and_says_so(
+    api: Api, runtime: Runtime, clock: FrozenClock, smtp_sink: SmtpSink
+) -> None:
+    api.put_account(ACCOUNT)
+    choose(api, "pro", ["delivery"], "pix")
+    move(clock, "2026-12-01T00:05")
+    passes(runtime)
+    move(clock, "2026-12-10T15:00")
+    assert choose(api, "basic", [], "pix")["change"]["effect"] == "next_period"
+    passes(runtime)
+    move(clock, "2026-12-12T09:00")
+    kept = choose(api, "pro", ["delivery"], "pix")
+    assert kept["change"] == {
+        "effect": "withdrawn",
+        "effective_on": "2027-01-01",
+        "proration_invoice_id": None,
+        "proration_cents": 0,
+    }
+    assert kept["pending_change"] is None
+    passes(runtime)
+    told = smtp_sink.of_kind("subscription_changed")
+    assert [message["Subject"] for message in told] == [
+        "Alteração de plano a partir de 01/01/2027",
+        "Alteração de plano cancelada: Plataforma",
+    ]
+    for part in parts(told[1]):
+        assert (
+            "A alteração para o plano Básico, pagamento mensal, que valeria a partir de 01/01/2027, foi cancelada"
+            in part
+        )
+        assert "continua no plano Pro com Delivery, pagamento mensal" in part
+        assert f"Continua: Pro com Delivery, pagamento mensal, {brl(PRO + DELIVERY)} por mês" in part
+    assert choose(api, "pro", ["delivery"], "pix")["change"]["effect"] == "unchanged"  # nothing waits: nothing told
+    move(clock, "2027-01-01T00:05")
+    passes(runtime)
+    assert len(smtp_sink.of_kind("subscription_changed")) == 2
+    january = [i for i in api.invoices(ACCOUNT) if i["period_start"] == "2027-01-01"]
+    assert [invoice["total_cents"] for invoice in january] == [PRO + DELIVERY]
+
+
 def test_a_cancellation_is_told_once_with_the_last_day_of_access_and_what_stays_owed(
     api: Api, client: TestClient, runtime: Runtime, clock: FrozenClock, smtp_sink: SmtpSink
 ) -> None:

@@ -206,3 +206,19 @@ def test_an_upgrade_of_a_card_paid_plan_is_paid_on_the_portal_not_charged_by_its
     for part in both(rendered):
         assert "a fatura abaixo vence hoje e pode ser paga por cartão de crédito" in part
         assert "cobrada agora" not in part
+
+
+def test_a_waiting_change_given_up_names_it_its_day_and_the_plan_that_stays() -> None:
+    rendered = mail("subscription_changed", change("withdrawn", "2027-01-01", BASIC, PRO))
+
+    assert rendered.subject == "Alteração de plano cancelada: Plataforma"
+    for part in both(rendered):
+        assert (
+            "A alteração para o plano Básico, pagamento mensal, que valeria a partir de 01/01/2027, foi cancelada"
+            in part
+        )
+        assert "Cancelada: Básico, pagamento mensal, R$ 99,90 por mês, a partir de 01/01/2027" in part
+        assert "Continua: Pro com Delivery, pagamento mensal, R$ 229,90 por mês" in part
+        assert "Antes:" not in part
+    with pytest.raises(ValueError, match="says from when"):
+        mail("subscription_changed", change("withdrawn", None, BASIC, PRO))
