@@ -14,15 +14,14 @@ from billing.charging.follow_ups import (
 )
 from billing.charging.leases import ChargeInFlight, Decline, leased, take_lease, was_sent
 from billing.charging.manual import claim_manual_charge, issue_manual_charge, send_manual_charge
+from billing.charging.manual_plan import manual_charge_key, plan_manual_charges
 from billing.charging.outcomes import BOOKS_CHANGED, ChargeOutcome
 from billing.charging.planning import (
     Attempt,
     auto_debit_key,
     card_ref,
     due_attempt,
-    manual_charge_key,
     plan_auto_debits,
-    plan_manual_charges,
 )
 from billing.charging.recheck import RecheckPlan, charges_to_recheck, recheck_charge
 

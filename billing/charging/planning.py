@@ -6,7 +6,8 @@ product whose attempt day has come and that has no attempt for that step gets on
 `auto:<invoice id>:day<N>`; a card token the invoice was never tried with is charged at once, keyed
 `auto:<invoice id>:card-<digest>`. A card that was declined hard or charged back is never charged
 automatically again. Every issued `boleto` or `pix` invoice without a charge gets its PIX or boleto
-charge, keyed `manual:<invoice id>`. The unique keys make concurrent passes create each once.
+charge, keyed `manual:<invoice id>` (billing.charging.manual_plan). The unique keys make concurrent passes create
+each once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from billing.charging.inserts import insert_charges
 from billing.db import BULK, refresh_statistics
 from billing.dunning import attempt_days, regua_day_start
 from billing.models import (
-    MANUAL_METHODS,
     UNPAID,
     Charge,
     ChargeAttempt,
@@ -50,10 +50,6 @@ from billing.policy import Policy
 def auto_debit_key(invoice_id: str, step: str) -> str:
     """`auto:<invoice>:day1` or `auto:<invoice>:card-<digest>`: one key per attempt (a job run twice charges once)."""
     return f"auto:{invoice_id}:{step}"
-
-
-def manual_charge_key(invoice_id: str) -> str:
-    return f"manual:{invoice_id}"
 
 
 def card_ref(card_token: str | None) -> str | None:
@@ -96,7 +92,8 @@ class Attempt:
 
 
 PAGE = 5000
-"""Accounts planned per page: their invoices, attempts and cards are read, and their charges written, together."""
+"""Accounts planned per page (invoices, for PIX and boleto): what they need is read, and their charges written,
+together."""
 CUSTOMER_HOLD = timedelta(hours=1)
 """How long a payment the customer opened and left pending keeps a due auto-debit attempt waiting."""
 
@@ -352,51 +349,3 @@ def _attempts(session: Session, due: tuple[Any, ...]) -> dict[str, list[Attempt]
             Attempt(link.regua_day, link.status, bool(link.hard), link.card_ref, link.source, link.created_at, link.id)
         )
     return attempts
-
-
-def plan_manual_charges(
-    session: Session, now: datetime, *, on_batch: Callable[[list[str]], None] | None = None
-) -> list[str]:
-    """Open the PIX or boleto charge of every issued manual invoice that has no charge yet (rule 3.3).
-
-    Returns the ids this pass created. An invoice with any charge (its own, or a checkout's, pending
-    or not) is left alone: the customer has codes, or chose another way. Paid, void and verifying
-    invoices get none. The charge exists before its codes do: a job asks the gateway for them.
-    """
-    due = (
-        Invoice.payment_method.in_(MANUAL_METHODS),
-        Invoice.status == InvoiceStatus.OPEN.value,
-        Invoice.issued_at <= now,
-        Invoice.total_cents > 0,
-    )
-    candidates = session.execute(
-        select(Invoice.id, Invoice.account_id, Invoice.product, Invoice.total_cents, Invoice.payment_method).where(*due)
-    ).all()
-    if not candidates:
-        return []
-    charged = set(
-        session.scalars(
-            select(ChargeInvoice.invoice_id).join(Invoice, Invoice.id == ChargeInvoice.invoice_id).where(*due)
-        )
-    )
-    drafts = [
-        {
-            "id": new_charge_id(),
-            "account_id": row.account_id,
-            "product": row.product,
-            "method": row.payment_method,
-            "amount_cents": row.total_cents,
-            "installments": 1,
-            "status": ChargeStatus.PENDING.value,
-            "idempotency_key": manual_charge_key(row.id),
-            "gateway": "asaas",
-            "source": ChargeSource.MANUAL.value,
-            "regua_day": None,
-            "card_ref": None,
-            "created_at": now,
-            "invoice_id": row.id,
-        }
-        for row in candidates
-        if row.id not in charged
-    ]
-    return insert_charges(session, drafts, on_batch)

@@ -10,7 +10,8 @@ import pytest
 from sqlalchemy import select, text
 
 from billing import invoicing
-from billing.charging import planning
+from billing.charging import manual_plan, planning
+from billing.charging.manual_plan import plan_manual_charges
 from billing.charging.planning import plan_auto_debits
 from billing.clock import FrozenClock
 from billing.invoicing import issue_in_pages, issue_page
@@ -25,6 +26,7 @@ ACCOUNTS = [f"conta-{n}" for n in range(7)]
 def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(invoicing, "PAGE", 2)
     monkeypatch.setattr(planning, "PAGE", 3)
+    monkeypatch.setattr(manual_plan, "PAGE", 2)
 
 
 def test_pages_issue_and_charge_every_subscription_once_and_a_second_pass_reads_none(
@@ -53,6 +55,23 @@ def test_pages_issue_and_charge_every_subscription_once_and_a_second_pass_reads_
     assert again == []
     charged = runtime.read(lambda session: sorted(session.scalars(select(Charge.account_id))))
     assert charged == sorted([*ACCOUNTS, ACCOUNTS[0]])
+
+
+def test_pages_open_one_pix_or_boleto_charge_per_invoice_and_a_second_pass_none(
+    small_pages: None, api: Api, runtime: Runtime, clock: FrozenClock
+) -> None:
+    for number, account in enumerate(ACCOUNTS):
+        api.put_account(account)
+        api.subscribe(account, "platform", payment_method="pix" if number % 2 else "boleto")
+    now = clock.now()
+    assert issue_in_pages(runtime.sessions, now, runtime.calendar) == (7, 0)
+    batches: list[list[str]] = []
+    started = runtime.transaction(lambda session: plan_manual_charges(session, now, on_batch=batches.append))
+    assert len(set(started)) == len(started) == 7
+    assert sorted(charge_id for batch in batches for charge_id in batch) == sorted(started)
+    assert runtime.transaction(lambda session: plan_manual_charges(session, now)) == []
+    methods = runtime.read(lambda session: sorted(session.execute(select(Charge.account_id, Charge.method)).all()))
+    assert methods == [(account, "pix" if number % 2 else "boleto") for number, account in enumerate(ACCOUNTS)]
 
 
 def test_a_month_later_the_pages_issue_the_next_month_and_a_canceled_subscription_none(
