@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from billing.access import ProductAccess, access_by_product
@@ -234,12 +234,9 @@ def trial_invoices(session: Session, invoices: Sequence[Invoice], calendar: Bill
     }
 
 
-def active_blocks(executor: Session | Connection, account_ids: set[str]) -> set[tuple[str, str]]:
-    found: set[tuple[str, str]] = set()
-    for chunk in chunks(sorted(account_ids)):
-        query = select(Block.account_id, Block.product).where(Block.account_id.in_(chunk), Block.lifted_at.is_(None))
-        found.update((account_id, product) for account_id, product in executor.execute(query))
-    return found
+def active_blocks(session: Session, account_ids: set[str]) -> set[tuple[str, str]]:
+    """The (account, product) pairs of these accounts with a block in force."""
+    return set(blocks_in_force(session, account_ids))
 
 
 def invoices_by_id(session: Session, ids: Iterable[str]) -> dict[str, Invoice]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import smtplib
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
@@ -23,7 +24,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
 from billing.clock import FrozenClock
-from regua.mail import KINDS, write_samples
+from regua.mail import KINDS, _sample_contexts, render_email, write_samples
 from regua.sandbox.mail_view import mail_routes
 from regua.sandbox.smtp_sink import MailSink
 from tests.browser.conftest import SCREENSHOTS, LiveServer
@@ -56,7 +57,22 @@ def samples(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The HTML part of every sample email, by its sample name."""
     directory = tmp_path_factory.mktemp("samples")
     written = write_samples(directory) + write_samples(directory, every_kind=True)
-    return {path.stem: path.read_text(encoding="utf-8") for path in written if path.suffix == ".html"}
+    found = {path.stem: path.read_text(encoding="utf-8") for path in written if path.suffix == ".html"}
+    return found | {name: render_email(context).html for name, context in _other_changes().items()}
+
+
+def _other_changes() -> dict[str, Any]:
+    """The subscription mail's other cases, from the upgrade sample: a downgrade waiting for the next period, and
+    that change given up (the plan in force chosen again)."""
+    upgrade = _sample_contexts()["subscription_changed_upgrade"]
+    assert upgrade.change is not None
+    old, new = upgrade.change["new"], upgrade.change["old"]
+    later = {**upgrade.change, "effect": "next_period", "effective_on": "2027-01-01", "old": old, "new": new}
+    withdrawn = {**later, "effect": "withdrawn", "old": new, "new": old}
+    return {
+        "subscription_changed_later": replace(upgrade, invoices=(), change=later),
+        "subscription_changed_withdrawn": replace(upgrade, invoices=(), change=withdrawn),
+    }
 
 
 def test_the_samples_cover_every_kind_of_email(samples: dict[str, str]) -> None:

@@ -178,3 +178,25 @@ def test_an_upgrade_shows_its_difference_and_a_cancellation_asks_first_then_says
     assert "O acesso continua até 31/12/2026" in page.locator("#plano-platform").inner_text()
     assert page.get_by_role("link", name="Escolher um plano e reativar").is_visible()
     looks_right(page, "canceled")
+
+
+def test_choosing_the_plan_in_force_again_says_the_waiting_downgrade_is_given_up(
+    server: LiveServer, asaas: FakeAsaas, page: Any, api: Api, catalog: None, runtime: Runtime, clock: FrozenClock
+) -> None:
+    api.put_account(ACCOUNT)
+    api.subscribe(ACCOUNT, "platform", plan="pro", modules=[], monthly_price_cents=None, payment_method="boleto")
+    tick_once(runtime)
+    pay(runtime, runtime.read(lambda session: list(session.scalars(select(Invoice.id)))))
+    clock.set(parse_instant("2026-12-16T10:00:00-03:00"))
+    waiting = api.subscribe(
+        ACCOUNT, "platform", plan="basic", modules=[], monthly_price_cents=None, payment_method="boleto"
+    )
+    assert waiting["change"]["effect"] == "next_period"
+    page.set_viewport_size(PHONE)
+    page.goto(link(server, runtime))
+    page.get_by_role("link", name="Alterar plano").click()
+    page.get_by_role("radio", name=re.compile("^Pro")).check()
+    page.get_by_role("button", name="Continuar").click()
+    page.get_by_role("button", name="Revisar").click()
+    assert "A mudança de plano prevista para 01/01/2027 é cancelada" in page.locator("#efeito").inner_text()
+    looks_right(page, "withdrawn")

@@ -94,6 +94,17 @@ def parts(message: Received) -> tuple[str, str]:
     return " ".join(message.text.split()), " ".join(seen.split())
 
 
+def a_downgrade_waits(api: Api, runtime: Runtime, clock: FrozenClock) -> None:
+    """Pro with Delivery by PIX from December; on 10/12 Básico chosen, waiting for January, and told."""
+    api.put_account(ACCOUNT)
+    choose(api, "pro", ["delivery"], "pix")
+    move(clock, "2026-12-01T00:05")
+    passes(runtime)
+    move(clock, "2026-12-10T15:00")
+    assert choose(api, "basic", [], "pix")["change"]["effect"] == "next_period"
+    passes(runtime)
+
+
 def test_an_upgrade_mid_month_is_told_once_with_the_new_plan_the_difference_and_the_method(
     api: Api, runtime: Runtime, clock: FrozenClock, smtp_sink: SmtpSink
 ) -> None:
@@ -140,14 +151,7 @@ def test_an_upgrade_by_auto_debit_says_the_difference_is_charged_to_the_card_wit
 def test_a_downgrade_is_told_with_the_day_it_begins_and_no_invoice_to_pay(
     api: Api, runtime: Runtime, clock: FrozenClock, smtp_sink: SmtpSink
 ) -> None:
-    api.put_account(ACCOUNT)
-    choose(api, "pro", ["delivery"], "pix")
-    move(clock, "2026-12-01T00:05")
-    passes(runtime)
-    move(clock, "2026-12-10T15:00")
-    answer = choose(api, "basic", [], "pix")
-    assert answer["change"]["effect"] == "next_period"
-    passes(runtime)
+    a_downgrade_waits(api, runtime, clock)
     message = only(smtp_sink, "subscription_changed")
     assert message["X-Regua-Invoice"] is None
     assert message["Subject"] == "Alteração de plano a partir de 01/01/2027"
@@ -160,13 +164,7 @@ def test_a_downgrade_is_told_with_the_day_it_begins_and_no_invoice_to_pay(
 def test_choosing_the_plan_in_force_again_withdraws_a_waiting_downgrade_and_says_so(
     api: Api, runtime: Runtime, clock: FrozenClock, smtp_sink: SmtpSink
 ) -> None:
-    api.put_account(ACCOUNT)
-    choose(api, "pro", ["delivery"], "pix")
-    move(clock, "2026-12-01T00:05")
-    passes(runtime)
-    move(clock, "2026-12-10T15:00")
-    assert choose(api, "basic", [], "pix")["change"]["effect"] == "next_period"
-    passes(runtime)
+    a_downgrade_waits(api, runtime, clock)
     move(clock, "2026-12-12T09:00")
     kept = choose(api, "pro", ["delivery"], "pix")
     assert kept["change"] == {
