@@ -347,12 +347,47 @@ DATABASE_COUNTS = (
 )
 
 
+STATEMENTS = (
+    "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid "
+    "WHERE d.datname = current_database() AND s.query NOT LIKE '%pg_stat_%'"
+)
+BUSIEST = (
+    "SELECT calls, rows, round(total_exec_time) AS ms, left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS query "
+    "FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database() "
+    "AND s.query NOT LIKE '%pg_stat_%' ORDER BY total_exec_time DESC LIMIT 12"
+)
+
+
 def database_counts(engine: Engine) -> dict[str, int]:
-    """PostgreSQL's own counters of this database (every session's, flushed within a second of their work)."""
+    """PostgreSQL's own counters of this database (every session's, flushed within a second of their work), and
+    its statements when the server loads pg_stat_statements (`shared_preload_libraries`)."""
     with engine.connect() as connection:
         name = connection.exec_driver_sql("SELECT current_database()").scalar_one()
         row = connection.execute(text(DATABASE_COUNTS), {"name": name}).mappings().one()
-    return {key: int(value) for key, value in row.items()}
+        counts = {key: int(value) for key, value in row.items()}
+        if statements_counted(connection):
+            counts["statements"] = int(connection.execute(text(STATEMENTS)).scalar_one())
+    return counts
+
+
+def statements_counted(connection: Any) -> bool:
+    loaded = connection.exec_driver_sql("SHOW shared_preload_libraries").scalar_one()
+    if "pg_stat_statements" not in loaded:
+        return False
+    connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    connection.commit()
+    return True
+
+
+def busiest_statements(engine: Engine) -> list[Any]:
+    """The statements PostgreSQL spent the most time on in this database (empty without pg_stat_statements)."""
+    with engine.connect() as connection:
+        return list(connection.execute(text(BUSIEST))) if statements_counted(connection) else []
+
+
+def jobs_done(queue: redis.Redis) -> int:
+    """Messages the workers took off the broker (every actor's, processed or failed: `workers.stats`)."""
+    return sum(int(value) for value in queue.hgetall("regua:jobs:total").values())
 
 
 def workers_ready(log: Path, processes: int, timeout: float = 120) -> None:
@@ -377,6 +412,9 @@ def run_day1(
     run = Run()
     before = {name: sum(cpu_seconds(p) for p in tree(pid)) for name, pid in pids.items()}
     before |= {f"{server} (shared server)": server_cpu(server) for server in SERVERS}
+    with engine.connect() as connection:
+        if statements_counted(connection):
+            connection.exec_driver_sql("SELECT pg_stat_statements_reset()")
     counted = database_counts(engine)
     started = time.perf_counter()
     # Files, not pipes: the tick logs as it goes, and a pipe nobody reads until it ends would stop it.
@@ -584,6 +622,7 @@ def main() -> None:
             )
             load_before = os.getloadavg()
             result = run_day1(n, env, engine, sink, pids, sim, args.deadline, logs)
+            messages = jobs_done(queue)
             problems = verify(n, engine, sink, sim, env) if result.finished else [f"not done in {args.deadline:.0f} s"]
 
         print(f"\n$ python -m bench.day1_e2e --subscriptions {n} --threads {threads}")
@@ -610,11 +649,18 @@ def main() -> None:
             print(f"| {name} | {seconds:.1f} | {seconds / max(done, 1) * 1000:.1f} |")
         if result.database:
             per = {key: value / max(done, 1) for key, value in result.database.items()}
+            statements = f"{per['statements']:.1f} statements in " if "statements" in per else ""
             print(
                 f"\nPostgreSQL per charge (the tick, the workers, the intake, every session of the run): "
-                f"{per['transactions']:.1f} transactions, {per['inserted']:.1f} rows inserted, "
+                f"{statements}{per['transactions']:.1f} transactions, {per['inserted']:.1f} rows inserted, "
                 f"{per['updated']:.1f} updated, {per['deleted']:.1f} deleted, {per['read']:.0f} read"
             )
+            print(f"broker messages per charge (every actor's, taken off the queues): {messages / max(done, 1):.2f}")
+            busiest = busiest_statements(engine)
+            if busiest:
+                print("\n| calls | rows | ms | statement (the busiest in PostgreSQL's time) |\n|---:|---:|---:|---|")
+                for row in busiest:
+                    print(f"| {row.calls:,} | {row.rows:,} | {row.ms:,} | `{row.query.replace('|', '/')}` |")
         rate = done / result.seconds
         if n >= TARGET_N and result.finished:
             verdict = "met" if result.seconds < TARGET_S else "MISSED"

@@ -388,3 +388,6 @@ class Block(Base):
 
 # The ops dashboard's searches: an account's charges.
 Index("ix_charges_account_id", Charge.account_id)
+# A settlement and the email pass: a charge's payments and refunds.
+Index("ix_payments_charge_id", Payment.charge_id)
+Index("ix_refunds_charge_id", Refund.charge_id)
