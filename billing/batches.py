@@ -11,6 +11,6 @@ CHUNK = 900
 """Ids per statement: well under a statement's 65,535 parameters (and SQLite's older limit of 999)."""
 
 
-def chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
-    for offset in range(0, len(items), CHUNK):
-        yield items[offset : offset + CHUNK]
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for offset in range(0, len(items), size):
+        yield items[offset : offset + size]

@@ -133,6 +133,13 @@ class AsaasProvider:
             raise BadPayload("payment.externalReference", "must be a string")
         return [IncomingEvent(event_id, event, body)]
 
+    def told_paid(self, event_type: str, body: str) -> tuple[str, str] | None:
+        """A confirmation or receipt of a payment: if regua holds it as confirmed, fetching it again changes
+        nothing (a refund or chargeback since has events of its own, each fetched and applied)."""
+        if event_type not in ("PAYMENT_CONFIRMED", "PAYMENT_RECEIVED"):
+            return None
+        return GATEWAY, str(json.loads(body)["payment"]["id"])
+
     def normalize(self, event_type: str, body: str, received_at: datetime) -> list[GatewayEvent]:
         """The event as the re-fetched payment tells it: an unsigned delivery is only a hint."""
         delivery = json.loads(body)

@@ -78,6 +78,13 @@ class Provider(Protocol):
     def normalize(self, event_type: str, body: str, received_at: datetime) -> list[GatewayEvent]:
         """A stored event in regua's own terms (an empty list: nothing to do)."""
 
+    def told_paid(self, event_type: str, body: str) -> tuple[str, str] | None:
+        """(gateway, payment id) when a stored event says no more than that this payment was made; else None.
+
+        An event about a payment the books already hold as confirmed is then done without normalizing it
+        (for Asaas, without fetching the payment again): `already_recorded`, as normalizing would end.
+        """
+
 
 MAX_ID_LENGTH = 100
 """Gateway ids (payments, refunds, charges) fit the books' columns; real ones are 20 to 40 characters."""

@@ -76,6 +76,9 @@ class PixProvider:
                 )
         return events
 
+    def told_paid(self, event_type: str, body: str) -> tuple[str, str] | None:
+        return None  # normalizing asks nothing of the gateway: every event takes the whole path
+
     def normalize(self, event_type: str, body: str, received_at: datetime) -> list[GatewayEvent]:
         item = json.loads(body)
         common: dict[str, Any] = {

@@ -12,7 +12,7 @@ import dramatiq
 from workers import charging, mailing
 from workers.broker import PRIORITY
 from workers.context import WorkerContext
-from workers.processing import process_event
+from workers.processing import process_event, settle_told_payments
 
 log = logging.getLogger("regua.workers")
 
@@ -49,7 +49,10 @@ def declare_actors(broker: dramatiq.Broker, context: Callable[[], WorkerContext]
     def process_webhook_events(event_ids: list[str]) -> None:
         worker = context()
         failed = []
-        for event_id in event_ids:
+        left = settle_told_payments(worker.runtime, worker.providers, event_ids)
+        if len(left) < len(event_ids):
+            log.info("webhook events: %d of %d already recorded", len(event_ids) - len(left), len(event_ids))
+        for event_id in left:
             try:
                 outcome = process_event(worker.runtime, worker.providers, event_id)
                 log.info("webhook event %s: %s", event_id, outcome)

@@ -4,7 +4,13 @@ card attempt, one manual charge, asking again about late charges, refunds and ca
 Each module does one of those; this package re-exports what the doors (jobs, the tick, the checkout) call.
 """
 
-from billing.charging.cards import CardResult, claim_card_charge, make_card_charge, record_gateway_answer
+from billing.charging.cards import (
+    CardResult,
+    claim_card_charge,
+    make_card_charge,
+    make_card_charges,
+    record_gateway_answer,
+)
 from billing.charging.follow_ups import (
     cancel_at_gateway,
     owed_gateway_cancels,
@@ -43,6 +49,7 @@ __all__ = [
     "issue_manual_charge",
     "leased",
     "make_card_charge",
+    "make_card_charges",
     "manual_charge_key",
     "owed_gateway_cancels",
     "owed_refunds",

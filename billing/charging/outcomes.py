@@ -16,6 +16,8 @@ class ChargeOutcome(StrEnum):
     AWAITING_GATEWAY = "awaiting_gateway"
     CANCELED_AT_GATEWAY = "canceled_at_gateway"
     IN_FLIGHT = "in_flight"
+    NOT_SENT = "not_sent"
+    """Claimed with a batch that ran out of time before calling the gateway about it: still pending, to queue again."""
     NOT_PENDING = "not_pending"
     NOTHING_TO_CHARGE = "nothing_to_charge"
     NOT_A_CARD_CHARGE = "not_a_card_charge"

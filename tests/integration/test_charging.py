@@ -345,14 +345,15 @@ def test_the_tick_without_a_broker_charges_inline_and_counts_it(
 
 
 @SQLITE
-def test_the_tick_with_a_broker_queues_one_charge_job_per_charge(
+def test_the_tick_with_a_broker_queues_the_charges_in_jobs_of_twenty(
     runtime: Runtime, context: WorkerContext, asaas: FakeAsaas, auto_debit: str
 ) -> None:
     jobs = declare_actors(build_broker(""), lambda: context)
     report = tick(context, jobs, DAY_1)
     assert report.counts["charges_started"] == 1
     [queued] = list(jobs.broker.queues["charges"].queue)
-    assert json.loads(queued)["args"] == [charges(runtime)[0].id]
+    assert json.loads(queued)["actor_name"] == "charge_cards"
+    assert json.loads(queued)["args"] == [[charges(runtime)[0].id]]
     assert asaas.create.call_count == 0
 
 
