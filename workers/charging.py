@@ -12,14 +12,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import current_millis
 
 from billing.batches import chunks
 from billing.charging import (
@@ -33,7 +30,7 @@ from billing.charging import (
 )
 from billing.errors import NotFound
 from billing.ports import Gateway
-from workers.broker import PRIORITY
+from workers.broker import PRIORITY, enqueue_many
 from workers.context import WorkerContext
 
 log = logging.getLogger("regua.workers.charging")
@@ -41,44 +38,10 @@ log = logging.getLogger("regua.workers.charging")
 QUEUE = "charges"
 KICK_DELAY_MS = 1_000
 """Follow-ups asked for within this window run once, after it (a burst of webhooks, one pass)."""
-PIPELINE_CHUNK = 1_000
 CHARGES_PER_MESSAGE = 20
 """Card charges a job takes: one claim and one record transaction for them all, one gateway call each. Twenty
 keep a job's calls short (at 50 requests a second shared by 16 threads, about 6 s) and cut a charge's share of
 the claim, the record and the message to a twentieth."""
-
-
-def enqueue_many(broker: dramatiq.Broker, messages: Sequence[dramatiq.Message[Any]]) -> None:
-    """Queue many messages; on Redis a thousand at a time in one round trip of three commands.
-
-    One `send` is a round trip running Dramatiq's dispatch script (about 3,700/s). Its enqueue is an
-    HSET of the payload and an RPUSH of the id (and the enqueuer's heartbeat): the same keys are
-    written here for a batch at once, payloads before ids, so a worker never meets an id without its
-    message. Each message still gets a fresh redis_message_id and the enqueue hooks; any other broker
-    enqueues one by one.
-    """
-    if not isinstance(broker, RedisBroker):
-        for message in messages:
-            broker.enqueue(message)
-        return
-    for offset in range(0, len(messages), PIPELINE_CHUNK):
-        prepared = [
-            message.copy(options={"redis_message_id": str(uuid.uuid4())})
-            for message in messages[offset : offset + PIPELINE_CHUNK]
-        ]
-        by_queue: dict[str, list[dramatiq.Message[Any]]] = {}
-        for message in prepared:
-            broker.emit_before("enqueue", message, None)
-            by_queue.setdefault(message.queue_name, []).append(message)
-        with broker.client.pipeline(transaction=True) as pipe:
-            pipe.zadd(f"{broker.namespace}:__heartbeats__", {broker.broker_id: current_millis()})
-            for queue_name, batch in by_queue.items():
-                key = f"{broker.namespace}:{queue_name}"
-                pipe.hset(f"{key}.msgs", mapping={m.options["redis_message_id"]: m.encode() for m in batch})
-                pipe.rpush(key, *(m.options["redis_message_id"] for m in batch))
-            pipe.execute()
-        for message in prepared:
-            broker.emit_after("enqueue", message, None)
 
 
 @dataclass

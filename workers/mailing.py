@@ -21,7 +21,7 @@ import dramatiq
 
 from billing.notifications import record_due_notifications
 from billing.outbox import Delivery, Outcome, notifications_to_send
-from workers.broker import PRIORITY
+from workers.broker import PRIORITY, enqueue_many
 from workers.context import Postman, WorkerContext
 
 if TYPE_CHECKING:
@@ -238,11 +238,10 @@ class MailActors:
             log.warning("could not queue the email pass (the tick will): %s", error)
 
     def queue(self, notification_ids: Sequence[str]) -> int:
-        """One send message per notification; raises if the broker cannot take them."""
-        for notification_id in notification_ids:
-            self.send_notification.send_with_options(
-                args=(notification_id,), min_backoff=self.min_backoff_ms, max_backoff=self.max_backoff_ms
-            )
+        """One send message per notification, queued together; raises if the broker cannot take them."""
+        backoff = {"min_backoff": self.min_backoff_ms, "max_backoff": self.max_backoff_ms}
+        messages = [self.send_notification.message_with_options(args=(i,), **backoff) for i in notification_ids]
+        enqueue_many(self.send_notification.broker, messages)
         return len(notification_ids)
 
     def close(self) -> None:

@@ -43,6 +43,7 @@ DISCOUNT = (UNIT + "test_money.py", UNIT + "test_invoicing_rules.py", INTEGRATIO
 SETTLING = (INTEGRATION + "test_webhook_settlement.py", INTEGRATION + "test_books.py", KILLERS)
 VERIFYING = (INTEGRATION + "test_books.py", INTEGRATION + "test_rules.py", KILLERS)
 CHECK = (INTEGRATION + "test_check*.py", KILLERS)
+BATCHES = INTEGRATION + "test_charge_batches.py"
 
 
 RULES: tuple[Mutant, ...] = (
@@ -189,6 +190,27 @@ RULES: tuple[Mutant, ...] = (
         "    owed = tuple(invoice.id for invoice in owed_now(unpaid, product, now))\n",
         "    owed = tuple(invoice.id for invoice in unpaid if is_open_at(invoice, now))\n",
         (INTEGRATION + "test_messages_true.py", INTEGRATION + "test_portal*.py", "tests/model/test_books_machine.py"),
+    ),
+    Mutant(
+        "the gateway's word on a payment taken back taken for an echo",
+        "workers/processing.py",
+        "                        Payment.status == PaymentStatus.CONFIRMED,\n",
+        "                        Payment.status.is_not(None),\n",
+        (BATCHES,),
+    ),
+    Mutant(
+        "a batch calling the gateway after its leases may have passed to another job",
+        "billing/charging/cards.py",
+        "        if _seconds() > deadline:\n",
+        "        if False:\n",
+        (BATCHES,),
+    ),
+    Mutant(
+        "a batch calling on after the gateway stopped answering",
+        "billing/charging/cards.py",
+        "            calls.untried = list(claims[position + 1 :])\n            break\n",
+        "            calls.untried = []\n",
+        (BATCHES, INTEGRATION + "test_charging.py"),
     ),
 )
 
