@@ -534,15 +534,17 @@ def test_charge_jobs_queued_in_one_pipeline_are_consumed_from_redis_like_any_oth
     jobs = declare_actors(broker, lambda: context)
     try:
         jobs.charging.send_charges([f"chg_{n}" for n in range(2500)])
-        assert broker.client.llen("dramatiq:charges") == 2500
+        assert broker.client.llen("dramatiq:charges") == 125  # twenty charges a job
         consumer = broker.consume("charges", prefetch=3, timeout=500)
         received = [next(consumer) for _ in range(3)]
-        assert [list(message.args) for message in received] == [["chg_0"], ["chg_1"], ["chg_2"]]
-        assert {message.actor_name for message in received} == {"charge"}
+        assert [list(message.args) for message in received] == [
+            [[f"chg_{n}" for n in range(start, start + 20)]] for start in (0, 20, 40)
+        ]
+        assert {message.actor_name for message in received} == {"charge_cards"}
         for message in received:
             consumer.ack(message)
         consumer.close()
-        assert broker.client.hlen("dramatiq:charges.msgs") == 2497
+        assert broker.client.hlen("dramatiq:charges.msgs") == 122
     finally:
         broker.client.flushdb()
         broker.close()
