@@ -166,8 +166,8 @@ RULES: tuple[Mutant, ...] = (
     Mutant(
         "no unblock in the settling job",
         "billing/settlement.py",
-        "    settlement.blocks = reconcile_blocks(session, [charge.account_id], now)\n",
-        "    settlement.blocks = BlockChanges()\n",
+        "    changes = reconcile_blocks(session, accounts, now) if owed else BlockChanges()\n",
+        "    changes = BlockChanges()\n",
         (INTEGRATION + "test_webhook_settlement.py", INTEGRATION + "test_rules.py"),
     ),
     Mutant(
