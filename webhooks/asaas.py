@@ -31,6 +31,7 @@ from webhooks.base import (
     Delivery,
     IncomingEvent,
     NothingToApply,
+    ToldPaid,
     Unauthorized,
     decode_json,
     identifier,
@@ -133,12 +134,13 @@ class AsaasProvider:
             raise BadPayload("payment.externalReference", "must be a string")
         return [IncomingEvent(event_id, event, body)]
 
-    def told_paid(self, event_type: str, body: str) -> tuple[str, str] | None:
+    def told_paid(self, event_type: str, body: str) -> ToldPaid | None:
         """A confirmation or receipt of a payment: if regua holds it as confirmed, fetching it again changes
         nothing (a refund or chargeback since has events of its own, each fetched and applied)."""
         if event_type not in ("PAYMENT_CONFIRMED", "PAYMENT_RECEIVED"):
             return None
-        return GATEWAY, str(json.loads(body)["payment"]["id"])
+        payment = json.loads(body)["payment"]
+        return ToldPaid(GATEWAY, str(payment["id"]), _our_reference(payment.get("externalReference")))
 
     def normalize(self, event_type: str, body: str, received_at: datetime) -> list[GatewayEvent]:
         """The event as the re-fetched payment tells it: an unsigned delivery is only a hint."""

@@ -65,6 +65,16 @@ class IncomingEvent:
     """A type regua does not act on: stored as ignored, no job queued."""
 
 
+@dataclass(frozen=True)
+class ToldPaid:
+    """What an event that says no more than "this payment was made" names: the payment, and our charge."""
+
+    gateway: str
+    payment_id: str
+    charge_ref: str | None
+    """The charge regua sent the payment for (the gateway's copy of our reference), when the event carries it."""
+
+
 class Provider(Protocol):
     name: str
 
@@ -78,11 +88,12 @@ class Provider(Protocol):
     def normalize(self, event_type: str, body: str, received_at: datetime) -> list[GatewayEvent]:
         """A stored event in regua's own terms (an empty list: nothing to do)."""
 
-    def told_paid(self, event_type: str, body: str) -> tuple[str, str] | None:
-        """(gateway, payment id) when a stored event says no more than that this payment was made; else None.
+    def told_paid(self, event_type: str, body: str) -> ToldPaid | None:
+        """The payment a stored event names when it says no more than that this payment was made; else None.
 
         An event about a payment the books already hold as confirmed is then done without normalizing it
-        (for Asaas, without fetching the payment again): `already_recorded`, as normalizing would end.
+        (for Asaas, without fetching the payment again): `already_recorded`, as normalizing would end. One
+        whose charge is being charged at that moment waits for the charge job to record the answer first.
         """
 
 

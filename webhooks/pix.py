@@ -15,6 +15,7 @@ from webhooks.base import (
     BadPayload,
     Delivery,
     IncomingEvent,
+    ToldPaid,
     Unauthorized,
     decode_json,
     identifier,
@@ -76,7 +77,7 @@ class PixProvider:
                 )
         return events
 
-    def told_paid(self, event_type: str, body: str) -> tuple[str, str] | None:
+    def told_paid(self, event_type: str, body: str) -> ToldPaid | None:
         return None  # normalizing asks nothing of the gateway: every event takes the whole path
 
     def normalize(self, event_type: str, body: str, received_at: datetime) -> list[GatewayEvent]:

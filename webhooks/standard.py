@@ -30,6 +30,7 @@ from webhooks.base import (
     BadPayload,
     Delivery,
     IncomingEvent,
+    ToldPaid,
     Unauthorized,
     decode_json,
     identifier,
@@ -92,7 +93,7 @@ class StandardProvider:
         _event_from(event_type, payload)  # every required field checked now, while the sender can hear it
         return [IncomingEvent(key, event_type, body)]
 
-    def told_paid(self, event_type: str, body: str) -> tuple[str, str] | None:
+    def told_paid(self, event_type: str, body: str) -> ToldPaid | None:
         return None  # normalizing asks nothing of the gateway: every event takes the whole path
 
     def normalize(self, event_type: str, body: str, received_at: datetime) -> list[GatewayEvent]:

@@ -17,6 +17,12 @@ from workers.processing import process_event, settle_told_payments
 log = logging.getLogger("regua.workers")
 
 EVENTS_PER_MESSAGE = 100
+ECHO_WAITS = 3
+ECHO_WAIT_MS = 2_000
+"""An echo of a card payment that outran the job charging it is looked at again 2 s later, at most three
+times: by then the job has recorded the answer and the echo is done in the batch's one transaction, instead
+of fetching the payment again and queueing on the account's lock behind the job's own settlement. Past the
+waits (a job slower than 6 s) it takes the whole path, as any other event."""
 
 
 class EventsNotProcessed(Exception):
@@ -46,13 +52,16 @@ class Jobs:
 def declare_actors(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Jobs:
     jobs: list[Jobs] = []
 
-    def process_webhook_events(event_ids: list[str]) -> None:
+    def process_webhook_events(event_ids: list[str], waited: int = 0) -> None:
         worker = context()
         failed = []
-        left = settle_told_payments(worker.runtime, worker.providers, event_ids)
-        if len(left) < len(event_ids):
-            log.info("webhook events: %d of %d already recorded", len(event_ids) - len(left), len(event_ids))
-        for event_id in left:
+        told = settle_told_payments(worker.runtime, worker.providers, event_ids, wait_for_charges=waited < ECHO_WAITS)
+        if told.charging:
+            jobs[0].process_webhook_events.send_with_options(args=(told.charging, waited + 1), delay=ECHO_WAIT_MS)
+        recorded = len(event_ids) - len(told.left) - len(told.charging)
+        if recorded:
+            log.info("webhook events: %d of %d already recorded", recorded, len(event_ids))
+        for event_id in told.left:
             try:
                 outcome = process_event(worker.runtime, worker.providers, event_id)
                 log.info("webhook event %s: %s", event_id, outcome)

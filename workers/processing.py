@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from billing.gateway_events import AppliedEvent, UnknownCharge, apply_gateway_event
 from billing.journal import WebhookEvent
-from billing.models import EventStatus, Payment, PaymentStatus
+from billing.models import Charge, ChargeStatus, EventStatus, Payment, PaymentStatus
 from billing.ports import Books
 from billing.settlement import PaymentNotYetKnown
 from billing.states import Applied
-from webhooks.base import NothingToApply, Provider
+from webhooks.base import NothingToApply, Provider, ToldPaid
 
 log = logging.getLogger("regua.workers")
 
@@ -73,15 +74,27 @@ def process_event(runtime: Books, providers: Mapping[str, Provider], event_id: s
         raise
 
 
-def settle_told_payments(runtime: Books, providers: Mapping[str, Provider], event_ids: Sequence[str]) -> list[str]:
+@dataclass
+class Told:
+    """What `settle_told_payments` left: the events to process, and those whose charge a job is charging now."""
+
+    left: list[str]
+    charging: list[str]
+
+
+def settle_told_payments(
+    runtime: Books, providers: Mapping[str, Provider], event_ids: Sequence[str], *, wait_for_charges: bool = False
+) -> Told:
     """Mark done, in one transaction, the events that only say a payment was made which the books already hold
     as confirmed (the gateway's echo of a charge regua settled from its answer); the ids left to process.
 
     They end `already_recorded`, as `process_event` would end them, without normalizing each one (which, for
-    Asaas, fetches the payment again) nor a transaction of its own.
+    Asaas, fetches the payment again) nor a transaction of its own. With `wait_for_charges`, an echo that
+    outran the job charging its card (the charge still pending under a live lease: the job will record the
+    answer itself) is set apart in `charging`, to be looked at again shortly rather than settled twice over.
     """
 
-    def work(session: Session) -> list[str]:
+    def work(session: Session) -> Told:
         events = list(
             session.scalars(
                 select(WebhookEvent)
@@ -90,15 +103,15 @@ def settle_told_payments(runtime: Books, providers: Mapping[str, Provider], even
                 .with_for_update()
             )
         )
-        told: dict[str, tuple[str, str]] = {}
+        told: dict[str, ToldPaid] = {}
         for event in events:
             provider = providers.get(event.provider)
             payment = provider.told_paid(event.event_type, event.body) if provider is not None else None
             if payment is not None:
                 told[event.id] = payment
         held: dict[tuple[str, str], str] = {}
-        for gateway in {gateway for gateway, _ in told.values()}:
-            payment_ids = sorted({payment_id for name, payment_id in told.values() if name == gateway})
+        for gateway in {payment.gateway for payment in told.values()}:
+            payment_ids = sorted({payment.payment_id for payment in told.values() if payment.gateway == gateway})
             held |= {
                 (gateway, str(payment_id)): str(charge_id)
                 for payment_id, charge_id in session.execute(
@@ -112,14 +125,38 @@ def settle_told_payments(runtime: Books, providers: Mapping[str, Provider], even
         now = runtime.clock.now()
         done = set()
         for event in events:
-            charge_id = held.get(told.get(event.id, ("", "")))
+            payment = told.get(event.id)
+            charge_id = held.get((payment.gateway, payment.payment_id)) if payment is not None else None
             if charge_id is not None:
                 event.status, event.processed_at, event.charge_id = EventStatus.PROCESSED.value, now, charge_id
                 event.outcome, event.attempts = Applied.ALREADY_RECORDED.value, event.attempts + 1
                 done.add(event.id)
-        return [event_id for event_id in event_ids if event_id not in done]
+        waiting = {
+            event_id: payment.charge_ref
+            for event_id, payment in told.items()
+            if event_id not in done and payment.charge_ref is not None
+        }
+        charging = _being_charged(session, set(waiting.values()), now) if wait_for_charges and waiting else set()
+        set_apart = {event_id for event_id, charge_ref in waiting.items() if charge_ref in charging}
+        return Told(
+            [event_id for event_id in event_ids if event_id not in done and event_id not in set_apart],
+            [event_id for event_id in event_ids if event_id in set_apart],
+        )
 
     return runtime.transaction(work)
+
+
+def _being_charged(session: Session, charge_ids: set[str], now: datetime) -> set[str]:
+    """The charges among these that a job is charging at this moment: pending, under a lease not yet run out."""
+    return set(
+        session.scalars(
+            select(Charge.id).where(
+                Charge.id.in_(sorted(charge_ids)),
+                Charge.status == ChargeStatus.PENDING,
+                Charge.lease_until > now,
+            )
+        )
+    )
 
 
 def _finish(session: Session, event_id: str, status: EventStatus, outcome: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from dramatiq.common import dq_name
 from sqlalchemy import Engine, event, select
 from starlette.testclient import TestClient
 
@@ -31,7 +32,7 @@ from tests.integration.asaas_fake import BASE, FakeAsaas, fake_asaas
 from tests.integration.conftest import Api
 from tests.integration.webhook_helpers import asaas_headers
 from webhooks.base import Provider
-from workers.actors import declare_actors
+from workers.actors import ECHO_WAIT_MS, ECHO_WAITS, declare_actors
 from workers.broker import build_broker
 from workers.charging import CHARGES_PER_MESSAGE
 from workers.context import WorkerContext
@@ -294,4 +295,77 @@ def test_a_chargeback_won_is_not_mistaken_for_an_echo(
 
     assert asaas.fetch.call_count == fetches + 1
     assert runtime.read(lambda session: list(session.scalars(select(Invoice.status)))) == ["paid"]
+    assert books_clean(runtime)
+
+
+def echo_during_the_charge(
+    runtime: Runtime, providers: dict[str, Provider], context: WorkerContext, asaas: FakeAsaas, waited: int
+) -> tuple[Any, list[str], int]:
+    """Charge one card; while its job is still between the gateway's answer and recording it, the gateway's
+    confirmation arrives and its webhook job runs (`waited` times looked at already). The jobs, the queued
+    event ids, and how many fetches the webhook job made."""
+    jobs = declare_actors(build_broker(""), lambda: context)
+    queued: list[str] = []
+    fetched: list[int] = []
+    charge_card = context.gateway.charge_card  # type: ignore[union-attr]
+
+    def answered_then_echoed(charge: Any) -> Any:
+        answer = charge_card(charge)
+        payment = asaas.payments[answer.id]
+        with TestClient(create_app(runtime, providers, queued.extend)) as intake:
+            response = intake.post(
+                "/webhooks/asaas", json=asaas_event(payment, "PAYMENT_CONFIRMED"), headers=asaas_headers()
+            )
+            assert response.status_code == 200, response.text
+        before = asaas.fetch.call_count
+        jobs.process_webhook_events(queued, waited)
+        fetched.append(asaas.fetch.call_count - before)
+        return answer
+
+    context.gateway.charge_card = answered_then_echoed  # type: ignore[union-attr,method-assign]
+    return jobs, queued, fetched
+
+
+def test_an_echo_that_outruns_its_charge_job_waits_for_the_job_instead_of_settling_it_again(
+    api: Api, runtime: Runtime, providers: dict[str, Provider], context: WorkerContext, asaas: FakeAsaas
+) -> None:
+    [charge_id] = day_one(api, runtime, 1)
+    jobs, queued, fetched = echo_during_the_charge(runtime, providers, context, asaas, waited=0)
+
+    make_card_charges(runtime, context.gateway, [charge_id])  # type: ignore[arg-type]
+
+    assert fetched == [0], "the payment is not fetched while its charge job holds the lease"
+    [later] = [json.loads(message) for message in jobs.broker.queues[dq_name("webhooks")].queue]
+    assert later["actor_name"] == "process_webhook_events"
+    assert later["args"] == [queued, 1]
+    assert later["options"]["eta"] - later["message_timestamp"] == ECHO_WAIT_MS
+    [waiting] = runtime.read(lambda session: list(session.scalars(select(WebhookEvent))))
+    assert waiting.status == "received", "set apart, not lost: the tick requeues it if the message is"
+    fetches = asaas.fetch.call_count
+
+    jobs.process_webhook_events(*later["args"])
+
+    assert asaas.fetch.call_count == fetches
+    [done] = runtime.read(lambda session: list(session.scalars(select(WebhookEvent))))
+    assert (done.status, done.outcome, done.charge_id) == ("processed", "already_recorded", charge_id)
+    assert runtime.read(lambda session: len(list(session.scalars(select(Payment.id))))) == 1
+    assert books_clean(runtime)
+
+
+def test_an_echo_that_has_waited_its_turns_takes_the_whole_path_and_the_job_finds_it_settled(
+    api: Api, runtime: Runtime, providers: dict[str, Provider], context: WorkerContext, asaas: FakeAsaas
+) -> None:
+    [charge_id] = day_one(api, runtime, 1)
+    jobs, _queued, fetched = echo_during_the_charge(runtime, providers, context, asaas, waited=ECHO_WAITS)
+
+    [result] = make_card_charges(runtime, context.gateway, [charge_id])  # type: ignore[arg-type]
+
+    assert fetched == [1], "past its waits the payment is fetched and settled from the gateway's word"
+    assert not jobs.broker.queues[dq_name("webhooks")].queue
+    assert result.outcome == ChargeOutcome.ALREADY_RECORDED, "the webhook settled it a moment before"
+    [done] = runtime.read(lambda session: list(session.scalars(select(WebhookEvent))))
+    assert (done.status, done.charge_id) == ("processed", charge_id)
+    assert runtime.read(lambda session: list(session.scalars(select(Invoice.status)))) == ["paid"]
+    assert runtime.read(lambda session: len(list(session.scalars(select(Payment.id))))) == 1
+    assert created_per_charge(asaas) == {charge_id: 1}
     assert books_clean(runtime)

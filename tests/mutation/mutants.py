@@ -199,6 +199,20 @@ RULES: tuple[Mutant, ...] = (
         (BATCHES,),
     ),
     Mutant(
+        "an echo fetched and settled again while its charge job records it",
+        "workers/actors.py",
+        "wait_for_charges=waited < ECHO_WAITS)",
+        "wait_for_charges=False)",
+        (BATCHES,),
+    ),
+    Mutant(
+        "an echo waiting for its charge job without end",
+        "workers/actors.py",
+        "wait_for_charges=waited < ECHO_WAITS)",
+        "wait_for_charges=True)",
+        (BATCHES,),
+    ),
+    Mutant(
         "a batch calling the gateway after its leases may have passed to another job",
         "billing/charging/cards.py",
         "        if _seconds() > deadline:\n",
