@@ -15,7 +15,7 @@ from billing.journal import WebhookEvent
 from billing.models import Charge, ChargeStatus, EventStatus, Payment, PaymentStatus
 from billing.ports import Books
 from billing.settlement import PaymentNotYetKnown
-from billing.states import Applied
+from billing.states import Applied, PaymentMethod
 from webhooks.base import NothingToApply, Provider, ToldPaid
 
 log = logging.getLogger("regua.workers")
@@ -23,6 +23,7 @@ log = logging.getLogger("regua.workers")
 REQUEUE_AFTER = timedelta(minutes=5)
 MAX_ATTEMPTS = 25
 DONE = (EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.UNMATCHED)
+CARD_METHODS = (PaymentMethod.CARD_AUTO_DEBIT.value, PaymentMethod.CARD.value)
 
 
 def process_event(runtime: Books, providers: Mapping[str, Provider], event_id: str) -> str:
@@ -147,11 +148,15 @@ def settle_told_payments(
 
 
 def _being_charged(session: Session, charge_ids: set[str], now: datetime) -> set[str]:
-    """The charges among these that a job is charging at this moment: pending, under a lease not yet run out."""
+    """The card charges among these that a job is charging at this moment: pending, under a lease not yet run out.
+
+    Only a card charge's job records the gateway's answer as a payment; a PIX or boleto charge under a lease is
+    having its codes asked for, and its payment is the webhook's to settle at once."""
     return set(
         session.scalars(
             select(Charge.id).where(
                 Charge.id.in_(sorted(charge_ids)),
+                Charge.method.in_(CARD_METHODS),
                 Charge.status == ChargeStatus.PENDING,
                 Charge.lease_until > now,
             )

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from dramatiq.common import dq_name
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Engine, event, select, update
 from starlette.testclient import TestClient
 
 from billing.charging import ChargeOutcome, make_card_charges, plan_auto_debits
@@ -299,11 +299,16 @@ def test_a_chargeback_won_is_not_mistaken_for_an_echo(
 
 
 def echo_during_the_charge(
-    runtime: Runtime, providers: dict[str, Provider], context: WorkerContext, asaas: FakeAsaas, waited: int
-) -> tuple[Any, list[str], int]:
+    runtime: Runtime,
+    providers: dict[str, Provider],
+    context: WorkerContext,
+    asaas: FakeAsaas,
+    waited: int,
+    method: str | None = None,
+) -> tuple[Any, list[str], list[int]]:
     """Charge one card; while its job is still between the gateway's answer and recording it, the gateway's
-    confirmation arrives and its webhook job runs (`waited` times looked at already). The jobs, the queued
-    event ids, and how many fetches the webhook job made."""
+    confirmation arrives and its webhook job runs (`waited` times looked at already; the charge's method
+    changed to `method` first, if given). The jobs, the queued event ids, and the fetches the webhook job made."""
     jobs = declare_actors(build_broker(""), lambda: context)
     queued: list[str] = []
     fetched: list[int] = []
@@ -312,6 +317,12 @@ def echo_during_the_charge(
     def answered_then_echoed(charge: Any) -> Any:
         answer = charge_card(charge)
         payment = asaas.payments[answer.id]
+        if method is not None:
+            runtime.transaction(
+                lambda session: session.execute(
+                    update(Charge).where(Charge.id == charge.charge_id).values(method=method)
+                )
+            )
         with TestClient(create_app(runtime, providers, queued.extend)) as intake:
             response = intake.post(
                 "/webhooks/asaas", json=asaas_event(payment, "PAYMENT_CONFIRMED"), headers=asaas_headers()
@@ -369,3 +380,19 @@ def test_an_echo_that_has_waited_its_turns_takes_the_whole_path_and_the_job_find
     assert runtime.read(lambda session: len(list(session.scalars(select(Payment.id))))) == 1
     assert created_per_charge(asaas) == {charge_id: 1}
     assert books_clean(runtime)
+
+
+def test_a_pix_payment_is_settled_from_its_webhook_at_once_even_while_a_job_holds_its_charge(
+    api: Api, runtime: Runtime, providers: dict[str, Provider], context: WorkerContext, asaas: FakeAsaas
+) -> None:
+    """Only a card charge's job records the gateway's answer: a PIX or boleto payment's webhook never waits."""
+    [charge_id] = day_one(api, runtime, 1)
+    jobs, _queued, fetched = echo_during_the_charge(runtime, providers, context, asaas, waited=0, method="pix")
+
+    make_card_charges(runtime, context.gateway, [charge_id])  # type: ignore[arg-type]
+
+    assert fetched == [1]
+    assert not jobs.broker.queues[dq_name("webhooks")].queue
+    [done] = runtime.read(lambda session: list(session.scalars(select(WebhookEvent))))
+    assert (done.status, done.charge_id) == ("processed", charge_id)
+    assert runtime.read(lambda session: len(list(session.scalars(select(Payment.id))))) == 1

@@ -213,6 +213,13 @@ RULES: tuple[Mutant, ...] = (
         (BATCHES,),
     ),
     Mutant(
+        "a PIX payment's webhook waiting on the job that asks for its codes",
+        "workers/processing.py",
+        "                Charge.method.in_(CARD_METHODS),\n",
+        "                Charge.method.is_not(None),\n",
+        (BATCHES,),
+    ),
+    Mutant(
         "a batch calling the gateway after its leases may have passed to another job",
         "billing/charging/cards.py",
         "        if _seconds() > deadline:\n",
