@@ -20,7 +20,7 @@ EVENTS_PER_MESSAGE = 100
 ECHO_WAITS = 3
 ECHO_WAIT_MS = 2_000
 """An echo of a card payment that outran the job charging it is looked at again 2 s later, at most three
-times: by then the job has recorded the answer and the echo is done in the batch's one transaction, instead
+times: by then the job has usually recorded the answer and the echo is done in the batch's one transaction, instead
 of fetching the payment again and queueing on the account's lock behind the job's own settlement. Past the
 waits (a job slower than 6 s) it takes the whole path, as any other event."""
 
@@ -56,8 +56,6 @@ def declare_actors(broker: dramatiq.Broker, context: Callable[[], WorkerContext]
         worker = context()
         failed = []
         told = settle_told_payments(worker.runtime, worker.providers, event_ids, wait_for_charges=waited < ECHO_WAITS)
-        if told.charging:
-            jobs[0].process_webhook_events.send_with_options(args=(told.charging, waited + 1), delay=ECHO_WAIT_MS)
         recorded = len(event_ids) - len(told.left) - len(told.charging)
         if recorded:
             log.info("webhook events: %d of %d already recorded", recorded, len(event_ids))
@@ -69,8 +67,10 @@ def declare_actors(broker: dramatiq.Broker, context: Callable[[], WorkerContext]
                 log.warning("webhook event %s failed: %s: %s", event_id, type(error).__name__, error)
                 failed.append(event_id)
         jobs[0].kick()
-        if failed:
+        if failed:  # the retry looks at the echoes set apart again: no second chain of waits for them
             raise EventsNotProcessed(f"{len(failed)} of {len(event_ids)} events failed: {failed[:5]}")
+        if told.charging:
+            jobs[0].process_webhook_events.send_with_options(args=(told.charging, waited + 1), delay=ECHO_WAIT_MS)
 
     declared = Jobs(
         broker=broker,

@@ -18,6 +18,7 @@ from starlette.testclient import TestClient
 
 from billing.charging import ChargeOutcome, make_card_charges, plan_auto_debits
 from billing.charging import cards as card_module
+from billing.charging.cards import claim_card_charges
 from billing.check import check_books
 from billing.clock import parse_instant
 from billing.invoicing import issue_due_invoices
@@ -32,7 +33,7 @@ from tests.integration.asaas_fake import BASE, FakeAsaas, fake_asaas
 from tests.integration.conftest import Api
 from tests.integration.webhook_helpers import asaas_headers
 from webhooks.base import Provider
-from workers.actors import ECHO_WAIT_MS, ECHO_WAITS, declare_actors
+from workers.actors import ECHO_WAIT_MS, ECHO_WAITS, EventsNotProcessed, declare_actors
 from workers.broker import build_broker
 from workers.charging import CHARGES_PER_MESSAGE
 from workers.context import WorkerContext
@@ -304,11 +305,11 @@ def echo_during_the_charge(
     context: WorkerContext,
     asaas: FakeAsaas,
     waited: int,
-    method: str | None = None,
+    **changed: Any,
 ) -> tuple[Any, list[str], list[int]]:
     """Charge one card; while its job is still between the gateway's answer and recording it, the gateway's
-    confirmation arrives and its webhook job runs (`waited` times looked at already; the charge's method
-    changed to `method` first, if given). The jobs, the queued event ids, and the fetches the webhook job made."""
+    confirmation arrives and its webhook job runs (`waited` times looked at already; the charge's row
+    `changed` first, if asked). The jobs, the queued event ids, and the fetches the webhook job made."""
     jobs = declare_actors(build_broker(""), lambda: context)
     queued: list[str] = []
     fetched: list[int] = []
@@ -317,11 +318,9 @@ def echo_during_the_charge(
     def answered_then_echoed(charge: Any) -> Any:
         answer = charge_card(charge)
         payment = asaas.payments[answer.id]
-        if method is not None:
+        if changed:
             runtime.transaction(
-                lambda session: session.execute(
-                    update(Charge).where(Charge.id == charge.charge_id).values(method=method)
-                )
+                lambda session: session.execute(update(Charge).where(Charge.id == charge.charge_id).values(**changed))
             )
         with TestClient(create_app(runtime, providers, queued.extend)) as intake:
             response = intake.post(
@@ -349,7 +348,7 @@ def test_an_echo_that_outruns_its_charge_job_waits_for_the_job_instead_of_settli
     [later] = [json.loads(message) for message in jobs.broker.queues[dq_name("webhooks")].queue]
     assert later["actor_name"] == "process_webhook_events"
     assert later["args"] == [queued, 1]
-    assert later["options"]["eta"] - later["message_timestamp"] == ECHO_WAIT_MS
+    assert ECHO_WAIT_MS <= later["options"]["eta"] - later["message_timestamp"] < ECHO_WAIT_MS + 1_000
     [waiting] = runtime.read(lambda session: list(session.scalars(select(WebhookEvent))))
     assert waiting.status == "received", "set apart, not lost: the tick requeues it if the message is"
     fetches = asaas.fetch.call_count
@@ -382,12 +381,23 @@ def test_an_echo_that_has_waited_its_turns_takes_the_whole_path_and_the_job_find
     assert books_clean(runtime)
 
 
-def test_a_pix_payment_is_settled_from_its_webhook_at_once_even_while_a_job_holds_its_charge(
-    api: Api, runtime: Runtime, providers: dict[str, Provider], context: WorkerContext, asaas: FakeAsaas
+@pytest.mark.parametrize(
+    "changed",
+    [{"method": "pix"}, {"lease_until": parse_instant("2025-12-01T00:00:00-03:00")}],
+    ids=["a PIX charge: its job asks for codes, it records no payment", "a card charge whose lease ran out"],
+)
+def test_an_echo_waits_for_no_job_that_will_not_record_its_payment(
+    api: Api,
+    runtime: Runtime,
+    providers: dict[str, Provider],
+    context: WorkerContext,
+    asaas: FakeAsaas,
+    changed: dict[str, Any],
 ) -> None:
-    """Only a card charge's job records the gateway's answer: a PIX or boleto payment's webhook never waits."""
+    """Only a card charge's job records the gateway's answer, and only while its lease runs: a PIX or boleto
+    payment's webhook, or one whose charge job has died (a lease run out), is settled at once."""
     [charge_id] = day_one(api, runtime, 1)
-    jobs, _queued, fetched = echo_during_the_charge(runtime, providers, context, asaas, waited=0, method="pix")
+    jobs, _queued, fetched = echo_during_the_charge(runtime, providers, context, asaas, waited=0, **changed)
 
     make_card_charges(runtime, context.gateway, [charge_id])  # type: ignore[arg-type]
 
@@ -396,3 +406,32 @@ def test_a_pix_payment_is_settled_from_its_webhook_at_once_even_while_a_job_hold
     [done] = runtime.read(lambda session: list(session.scalars(select(WebhookEvent))))
     assert (done.status, done.charge_id) == ("processed", charge_id)
     assert runtime.read(lambda session: len(list(session.scalars(select(Payment.id))))) == 1
+
+
+def test_a_job_retried_for_another_events_failure_sets_the_echo_apart_once(
+    api: Api, runtime: Runtime, providers: dict[str, Provider], context: WorkerContext, asaas: FakeAsaas
+) -> None:
+    """The echo set apart is queued again only by a run that ends well: a run retried because another event
+    failed looks at it again, instead of starting a second chain of waits beside the first."""
+    charging, other = day_one(api, runtime, 2)
+    runtime.transaction(lambda session: claim_card_charges(session, [charging], runtime.clock.now(), runtime.calendar))
+    echo, paid = asaas.add(charging), asaas.add(other)
+    queued: list[str] = []
+    with TestClient(create_app(runtime, providers, queued.extend)) as intake:
+        for payment_id in (echo, paid):
+            event = asaas_event(asaas.payments[payment_id], "PAYMENT_CONFIRMED")
+            assert intake.post("/webhooks/asaas", json=event, headers=asaas_headers()).status_code == 200
+    jobs = declare_actors(build_broker(""), lambda: context)
+    later = jobs.broker.queues[dq_name("webhooks")].queue
+    answer = asaas.fetch.side_effect
+    asaas.fetch.side_effect = httpx.ConnectError("the gateway is down")
+
+    with pytest.raises(EventsNotProcessed):
+        jobs.process_webhook_events(queued)
+    assert not later, "nothing queued by a run that fails"
+
+    asaas.fetch.side_effect = answer
+    jobs.process_webhook_events(queued)
+    assert [json.loads(message)["args"] for message in later] == [[[queued[0]], 1]]
+    statuses = dict(runtime.read(lambda session: session.execute(select(WebhookEvent.id, WebhookEvent.status)).all()))
+    assert statuses == {queued[0]: "received", queued[1]: "processed"}

@@ -220,6 +220,13 @@ RULES: tuple[Mutant, ...] = (
         (BATCHES,),
     ),
     Mutant(
+        "an echo waiting on a charge job that has died",
+        "workers/processing.py",
+        "                Charge.lease_until > now,\n",
+        "                Charge.lease_until.is_not(None),\n",
+        (BATCHES,),
+    ),
+    Mutant(
         "a batch calling the gateway after its leases may have passed to another job",
         "billing/charging/cards.py",
         "        if _seconds() > deadline:\n",
