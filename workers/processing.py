@@ -5,17 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
+from billing.charging.leases import card_charges_in_flight
 from billing.gateway_events import AppliedEvent, UnknownCharge, apply_gateway_event
 from billing.journal import WebhookEvent
-from billing.models import Charge, ChargeStatus, EventStatus, Payment, PaymentStatus
+from billing.models import EventStatus, Payment, PaymentStatus
 from billing.ports import Books
 from billing.settlement import PaymentNotYetKnown
-from billing.states import Applied, PaymentMethod
+from billing.states import Applied
 from webhooks.base import NothingToApply, Provider, ToldPaid
 
 log = logging.getLogger("regua.workers")
@@ -23,7 +24,6 @@ log = logging.getLogger("regua.workers")
 REQUEUE_AFTER = timedelta(minutes=5)
 MAX_ATTEMPTS = 25
 DONE = (EventStatus.PROCESSED, EventStatus.IGNORED, EventStatus.UNMATCHED)
-CARD_METHODS = (PaymentMethod.CARD_AUTO_DEBIT.value, PaymentMethod.CARD.value)
 
 
 def process_event(runtime: Books, providers: Mapping[str, Provider], event_id: str) -> str:
@@ -137,7 +137,9 @@ def settle_told_payments(
             for event_id, payment in told.items()
             if event_id not in done and payment.charge_ref is not None
         }
-        charging = _being_charged(session, set(waiting.values()), now) if wait_for_charges and waiting else set()
+        charging = (
+            card_charges_in_flight(session, set(waiting.values()), now) if wait_for_charges and waiting else set()
+        )
         set_apart = {event_id for event_id, charge_ref in waiting.items() if charge_ref in charging}
         return Told(
             [event_id for event_id in event_ids if event_id not in done and event_id not in set_apart],
@@ -145,23 +147,6 @@ def settle_told_payments(
         )
 
     return runtime.transaction(work)
-
-
-def _being_charged(session: Session, charge_ids: set[str], now: datetime) -> set[str]:
-    """The card charges among these that a job is charging at this moment: pending, under a lease not yet run out.
-
-    Only a card charge's job records the gateway's answer as a payment; a PIX or boleto charge under a lease is
-    having its codes asked for, and its payment is the webhook's to settle at once."""
-    return set(
-        session.scalars(
-            select(Charge.id).where(
-                Charge.id.in_(sorted(charge_ids)),
-                Charge.method.in_(CARD_METHODS),
-                Charge.status == ChargeStatus.PENDING,
-                Charge.lease_until > now,
-            )
-        )
-    )
 
 
 def _finish(session: Session, event_id: str, status: EventStatus, outcome: str) -> str:

@@ -20,8 +20,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from billing.models import AttemptOutcome, Charge, ChargeAttempt, DeclineClass
+from billing.models import AttemptOutcome, Charge, ChargeAttempt, ChargeStatus, DeclineClass
 from billing.settlement import lock_charge
+from billing.states import PaymentMethod
 
 LEASE = timedelta(minutes=4)
 """Longer than one `charge_card` call with the client's own retries (3 x 20 s, plus lookups)."""
@@ -49,6 +50,23 @@ def holder() -> str:
 
 def leased(charge: Charge, now: datetime) -> bool:
     return charge.lease_until is not None and charge.lease_until > now
+
+
+def card_charges_in_flight(session: Session, charge_ids: Collection[str], now: datetime) -> set[str]:
+    """The card charges among these that a job is charging now (pending, leased): it will record the answer.
+
+    Only a card charge's job records the gateway's answer as a payment; a PIX or boleto charge under a lease
+    is having its codes asked for, and its payment is a webhook's to settle."""
+    return set(
+        session.scalars(
+            select(Charge.id).where(
+                Charge.id.in_(sorted(charge_ids)),
+                Charge.method == PaymentMethod.CARD,
+                Charge.status == ChargeStatus.PENDING,
+                Charge.lease_until > now,
+            )
+        )
+    )
 
 
 def was_sent(charge: Charge) -> bool:

@@ -214,14 +214,14 @@ RULES: tuple[Mutant, ...] = (
     ),
     Mutant(
         "a PIX payment's webhook waiting on the job that asks for its codes",
-        "workers/processing.py",
-        "                Charge.method.in_(CARD_METHODS),\n",
+        "billing/charging/leases.py",
+        "                Charge.method == PaymentMethod.CARD,\n",
         "                Charge.method.is_not(None),\n",
         (BATCHES,),
     ),
     Mutant(
         "an echo waiting on a charge job that has died",
-        "workers/processing.py",
+        "billing/charging/leases.py",
         "                Charge.lease_until > now,\n",
         "                Charge.lease_until.is_not(None),\n",
         (BATCHES,),
