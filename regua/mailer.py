@@ -21,7 +21,7 @@ through the same steps as one:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 from email.utils import parseaddr
@@ -218,29 +218,32 @@ def _send(
     sender = parseaddr(settings.mail_from)[1] or settings.mail_from
     domain = sender.rpartition("@")[2] or "localhost"
     results: list[tuple[Delivery, Any, dict[str, Any]] | None] = []
-    outgoing: list[Outgoing] = []
-    for item in claimed:
-        try:
-            portal = portal_link(settings, item.account_id, at)
-            context = email_context(item.kind, item.account_id, item.context, portal)
-            data = message_bytes(
-                render_email(context),
-                context,
-                mail_from=settings.mail_from,
-                message_id_domain=domain,
-                invoice_id=item.invoice_id,
-                sent_at=at,
-                message_id=_message_id(item.id, domain),
-            )
-        except (ValueError, TypeError, KeyError, jinja2.TemplateError) as error:
-            detail = f"could not render: {type(error).__name__}: {error}"
-            log.error("notification %s (%s): %s", item.id, item.kind, detail)
-            failed = {"status": NotificationStatus.FAILED.value, "error": _short(detail)}
-            results.append((Delivery(Outcome.FAILED, detail), _END, failed))
-            continue
-        results.append(None)
-        outgoing.append(Outgoing(data, sender, item.recipients))
-    answers = iter(mailer.send_many(outgoing))
+
+    def rendered() -> Iterator[Outgoing]:
+        """Each message as soon as it is rendered: the mailer sends it while the next one renders."""
+        for item in claimed:
+            try:
+                portal = portal_link(settings, item.account_id, at)
+                context = email_context(item.kind, item.account_id, item.context, portal)
+                data = message_bytes(
+                    render_email(context),
+                    context,
+                    mail_from=settings.mail_from,
+                    message_id_domain=domain,
+                    invoice_id=item.invoice_id,
+                    sent_at=at,
+                    message_id=_message_id(item.id, domain),
+                )
+            except (ValueError, TypeError, KeyError, jinja2.TemplateError) as error:
+                detail = f"could not render: {type(error).__name__}: {error}"
+                log.error("notification %s (%s): %s", item.id, item.kind, detail)
+                failed = {"status": NotificationStatus.FAILED.value, "error": _short(detail)}
+                results.append((Delivery(Outcome.FAILED, detail), _END, failed))
+                continue
+            results.append(None)
+            yield Outgoing(data, sender, item.recipients)
+
+    answers = iter(mailer.send_many(rendered()))
     for position, item in enumerate(claimed):
         if results[position] is None:
             results[position] = _answered(item, next(answers), at, domain)

@@ -1,4 +1,4 @@
-"""The SMTP transport: aiosmtplib on an event loop of its own, a few connections kept open, used from any thread.
+"""The SMTP transport: an event loop of its own, a few connections kept open, used from any thread.
 
     MailError
     ├── TemporaryMailError   try again later; `unreachable` when no conversation took place
@@ -15,13 +15,15 @@ import concurrent.futures
 import contextlib
 import socket
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
+
+from regua.smtp_session import Lost, Refused, Reply, Session
 
 COMMAND_SECONDS = 10.0
 CONNECTIONS = 8
@@ -101,16 +103,27 @@ class Accepted:
 
 
 class Mailer(Protocol):
-    def send_many(self, messages: Sequence[Outgoing]) -> list[Accepted | MailError]:
-        """Hand the messages to the mail server; for each, what the server said (errors are returned, not raised)."""
+    def send_many(self, messages: Iterable[Outgoing]) -> list[Accepted | MailError]:
+        """Hand the messages to the mail server, each as soon as `messages` yields it; for each, what
+        the server said (errors are returned, not raised)."""
         ...
+
+
+@dataclass(eq=False)
+class _Batch:
+    """One send_many's messages on the loop: their tasks, and the failure that spares the rest a wait."""
+
+    tasks: list[asyncio.Task[Accepted | MailError]] = field(default_factory=list)
+    broken: list[MailError] = field(default_factory=list)
+    started: float | None = None
 
 
 class SmtpMailer:
     """Sends over SMTP from any thread, through a few connections kept open between messages.
 
     One event loop runs in a thread of its own; a caller hands it a batch and waits for the
-    answers, the messages of a batch going out side by side on up to `connections` connections. A
+    answers, the messages of a batch going out side by side on up to `connections` connections,
+    each as soon as the caller has it (the first is on the wire while the caller renders the next). A
     connection that idled too long, or that the server dropped before a message was handed over, is
     replaced. Call `close()` (or use it as a context manager) when done.
     """
@@ -123,7 +136,7 @@ class SmtpMailer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._slots: asyncio.Semaphore | None = None
-        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
+        self._idle: list[tuple[Session, float]] = []
         self._hostname: str | None = None
 
     def __enter__(self) -> SmtpMailer:
@@ -139,16 +152,25 @@ class SmtpMailer:
             raise answer
         return answer
 
-    def send_many(self, messages: Sequence[Outgoing]) -> list[Accepted | MailError]:
-        if not messages:
+    def send_many(self, messages: Iterable[Outgoing]) -> list[Accepted | MailError]:
+        loop = self._running_loop()
+        batch = _Batch()
+        count = 0
+        try:
+            for message in messages:
+                loop.call_soon_threadsafe(self._start, batch, message)
+                count += 1
+        finally:
+            if count:  # whatever stopped the caller, what is on its way is seen to the end
+                future = asyncio.run_coroutine_threadsafe(self._finish(batch), loop)
+        if not count:
             return []
-        future = asyncio.run_coroutine_threadsafe(self._send_all(list(messages)), self._running_loop())
         try:
             return future.result(timeout=ATTEMPT_SECONDS + 5)
         except concurrent.futures.TimeoutError:  # the loop itself is stuck: nothing is known
             future.cancel()
             stuck = TemporaryMailError(f"no answer from {self._where()}", unreachable=True)
-            return [stuck for _ in messages]
+            return [stuck for _ in range(count)]
 
     def close(self) -> None:
         """Say QUIT on the idle connections and stop the loop; a later send starts afresh."""
@@ -185,89 +207,80 @@ class SmtpMailer:
         loop.call_soon(ready.set)
         loop.run_forever()
 
-    async def _send_all(self, messages: list[Outgoing]) -> list[Accepted | MailError]:
-        """Each message's answer; those still unanswered after ATTEMPT_SECONDS are temporary failures.
+    def _start(self, batch: _Batch, message: Outgoing) -> None:
+        if batch.started is None:
+            batch.started = asyncio.get_running_loop().time()
+        batch.tasks.append(asyncio.ensure_future(self._send_one(message, batch.broken)))
+
+    async def _finish(self, batch: _Batch) -> list[Accepted | MailError]:
+        """Each message's answer; those still unanswered ATTEMPT_SECONDS after the first began are
+        temporary failures.
 
         The first message that finds the server unreachable fails the ones not yet started the same
         way, instead of each waiting for its own connection to time out.
         """
-        broken: list[MailError] = []
-        tasks = [asyncio.ensure_future(self._send_one(message, broken)) for message in messages]
-        _, pending = await asyncio.wait(tasks, timeout=ATTEMPT_SECONDS)
+        assert batch.started is not None
+        left = ATTEMPT_SECONDS - (asyncio.get_running_loop().time() - batch.started)
+        _, pending = await asyncio.wait(batch.tasks, timeout=max(left, 0.001))
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
         late = TemporaryMailError(f"no answer from {self._where()} within {ATTEMPT_SECONDS:.0f} s", unreachable=True)
-        return [late if task.cancelled() else task.result() for task in tasks]
+        return [late if task.cancelled() else task.result() for task in batch.tasks]
 
     async def _send_one(self, message: Outgoing, broken: list[MailError]) -> Accepted | MailError:
         assert self._slots is not None
         async with self._slots:
             if broken:
                 return broken[0]
-            client: aiosmtplib.SMTP | None = None
+            session: Session | None = None
             try:
-                client, reused = await self._checkout()
+                session, reused = await self._checkout()
                 try:
-                    await client.mail(message.sender)
-                except aiosmtplib.SMTPServerDisconnected:
-                    if not reused:
+                    answer, refused = await session.transaction(message.sender, message.recipients, message.data)
+                except (Lost, Refused) as error:
+                    if not reused or not _dropped_before_mail(error):
                         raise
-                    client.close()  # the server dropped an idle connection: nothing was handed over yet
-                    client = None
-                    client = await self._connect()
-                    await client.mail(message.sender)
-                answer = await self._hand_over(client, message)
-            except (aiosmtplib.SMTPException, OSError) as error:
+                    session.close()  # the server dropped an idle connection: nothing was handed over yet
+                    session = None
+                    session = await self._connect()
+                    answer, refused = await session.transaction(message.sender, message.recipients, message.data)
+            except (Refused, Lost, aiosmtplib.SMTPException, OSError) as error:
                 failure = self._failure(error)
-                if client is None:
+                if session is None:
                     broken.append(failure)
                 else:
-                    client.close()  # a conversation in an unknown state is not reused
+                    session.close()  # a conversation in an unknown state is not reused
                 return failure
             except BaseException:
-                if client is not None:
-                    client.close()
+                if session is not None:
+                    session.close()
                 raise
-            self._idle.append((client, asyncio.get_running_loop().time()))
-            return answer
-
-    async def _hand_over(self, client: aiosmtplib.SMTP, message: Outgoing) -> Accepted | MailError:
-        """RCPT for each recipient, then DATA unless every one was refused (the connection stays usable)."""
-        refused: dict[str, aiosmtplib.SMTPRecipientRefused] = {}
-        for recipient in message.recipients:
-            try:
-                await client.rcpt(recipient)
-            except aiosmtplib.SMTPRecipientRefused as error:
-                refused[recipient] = error
-        if len(refused) == len(message.recipients):
-            await client.rset()
-            return _refusal(refused)
-        response = await client.data(message.data)
-        return Accepted(
-            f"{response.code} {response.message}",
-            {recipient: f"{error.code} {error.message}" for recipient, error in refused.items()},
-        )
+            self._idle.append((session, asyncio.get_running_loop().time()))
+            if answer is None:
+                return _refusal(refused)
+            return Accepted(str(answer), {recipient: str(reply) for recipient, reply in refused.items()})
 
     def _failure(self, error: BaseException) -> MailError:
-        if isinstance(error, aiosmtplib.SMTPSenderRefused | aiosmtplib.SMTPRecipientRefused | aiosmtplib.SMTPDataError):
-            answer = f"{error.code} {error.message}"
-            return PermanentMailError(answer) if error.code >= 500 else TemporaryMailError(answer)
+        if isinstance(error, Refused):
+            answer = str(error.reply)
+            return PermanentMailError(answer) if error.reply.code >= 500 else TemporaryMailError(answer)
         if isinstance(error, aiosmtplib.SMTPResponseException):  # to the greeting, EHLO, STARTTLS or AUTH
             return TemporaryMailError(f"{self._where()} answered {error.code} {error.message}", unreachable=True)
         return TemporaryMailError(f"{self._where()}: {type(error).__name__}: {error}", unreachable=True)
 
-    async def _checkout(self) -> tuple[aiosmtplib.SMTP, bool]:
+    async def _checkout(self) -> tuple[Session, bool]:
         now = asyncio.get_running_loop().time()
         while self._idle:
-            client, since = self._idle.pop()
-            if client.is_connected and now - since < self._idle_seconds:
-                return client, True
-            client.close()
+            session, since = self._idle.pop()
+            if session.is_open and now - since < self._idle_seconds:
+                return session, True
+            session.close()
         return await self._connect(), False
 
-    async def _connect(self) -> aiosmtplib.SMTP:
+    async def _connect(self) -> Session:
+        """A connection past its greeting, EHLO, STARTTLS and AUTH (aiosmtplib's), handed over to a Session."""
         if self._hostname is None:
             self._hostname = socket.getfqdn()  # once: aiosmtplib would look it up on every connection
         client = aiosmtplib.SMTP(
@@ -281,19 +294,31 @@ class SmtpMailer:
             timeout=COMMAND_SECONDS,
         )
         await client.connect()
-        return client
+        if client.is_ehlo_or_helo_needed:  # connect() said EHLO only for STARTTLS or AUTH
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()
+        assert client.transport is not None
+        return Session.take_over(client.transport, utf8=client.supports_extension("smtputf8"), timeout=COMMAND_SECONDS)
 
     async def _quit_all(self) -> None:
         idle, self._idle = self._idle, []
-        for client, _ in idle:
+        for session, _ in idle:
             with contextlib.suppress(Exception):
-                await client.quit(timeout=2)
-            client.close()
+                async with asyncio.timeout(2):
+                    await session.quit()
+            session.close()
         await asyncio.sleep(0)  # let the transports finish closing before the loop stops
 
 
-def _refusal(refused: Mapping[str, aiosmtplib.SMTPRecipientRefused]) -> MailError:
-    answer = "; ".join(f"{recipient}: {error.code} {error.message}" for recipient, error in refused.items())
-    if all(error.code >= 500 for error in refused.values()):
+def _dropped_before_mail(error: Lost | Refused) -> bool:
+    """A kept connection found closed, or closing (421), at MAIL: the server dropped it while it idled."""
+    return isinstance(error, Lost) or (error.command == "MAIL" and error.reply.code == 421)
+
+
+def _refusal(refused: Mapping[str, Reply]) -> MailError:
+    answer = "; ".join(f"{recipient}: {reply}" for recipient, reply in refused.items())
+    if all(reply.code >= 500 for reply in refused.values()):
         return PermanentMailError(answer)
     return TemporaryMailError(answer)
