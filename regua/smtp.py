@@ -23,7 +23,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 
-from regua.smtp_session import Lost, Refused, Reply, Session
+from regua.smtp_session import Lost, LostBeforeMail, Refused, Reply, Session
 
 COMMAND_SECONDS = 10.0
 CONNECTIONS = 8
@@ -313,8 +313,13 @@ class SmtpMailer:
 
 
 def _dropped_before_mail(error: Lost | Refused) -> bool:
-    """A kept connection found closed, or closing (421), at MAIL: the server dropped it while it idled."""
-    return isinstance(error, Lost) or (error.command == "MAIL" and error.reply.code == 421)
+    """A kept connection found closed, or closing (421), at MAIL: the server dropped it while it idled.
+
+    Lost later (after RCPT, DATA or the message itself), the message may have been accepted: it is a
+    temporary failure, retried by the job with the same Message-ID, never sent again at once."""
+    if isinstance(error, Refused):
+        return error.command == "MAIL" and error.reply.code == 421
+    return isinstance(error, LostBeforeMail)
 
 
 def _refusal(refused: Mapping[str, Reply]) -> MailError:

@@ -43,6 +43,10 @@ class Lost(ConnectionError):
     """The connection closed, or answered garbage, while a reply was awaited."""
 
 
+class LostBeforeMail(Lost):
+    """Lost before MAIL was answered: nothing of the message was handed over, it can go on another connection."""
+
+
 class Session(asyncio.Protocol):
     """An SMTP connection past its greeting, EHLO and AUTH, ready for mail transactions, one at a time."""
 
@@ -76,7 +80,11 @@ class Session(asyncio.Protocol):
         usable. Raises Refused for an unwelcome answer to MAIL or DATA, Lost or TimeoutError when
         the conversation broke off (the connection is then no good).
         """
-        mail = await self._command(b"MAIL FROM:<%s>%s\r\n" % (self._address(sender), self._options(sender, recipients)))
+        options = self._options(sender, recipients)
+        try:
+            mail = await self._command(b"MAIL FROM:<%s>%s\r\n" % (self._address(sender), options))
+        except Lost as lost:
+            raise LostBeforeMail(str(lost)) from lost
         if not mail.ok:
             raise Refused("MAIL", mail)
         refused: dict[str, Reply] = {}
