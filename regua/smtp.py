@@ -304,12 +304,7 @@ class SmtpMailer:
 
     async def _quit_all(self) -> None:
         idle, self._idle = self._idle, []
-        for session, _ in idle:
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(2):
-                    await session.quit()
-            session.close()
-        await asyncio.sleep(0)  # let the transports finish closing before the loop stops
+        await asyncio.gather(*(session.quit(wait=1.0) for session, _ in idle), return_exceptions=True)
 
 
 def _dropped_before_mail(error: Lost | Refused) -> bool:

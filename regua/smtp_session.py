@@ -58,6 +58,7 @@ class Session(asyncio.Protocol):
         self._lines: list[bytes] = []
         self._waiter: asyncio.Future[Reply] | None = None
         self._lost: BaseException | None = None
+        self._gone = asyncio.get_running_loop().create_future()
 
     @classmethod
     def take_over(cls, transport: asyncio.BaseTransport, *, utf8: bool, timeout: float) -> Session:
@@ -103,10 +104,18 @@ class Session(asyncio.Protocol):
             raise Refused("DATA", answer)
         return answer, refused
 
-    async def quit(self) -> None:
+    async def quit(self, *, wait: float) -> None:
+        """QUIT, close, and wait up to `wait` seconds for the connection to end: a TLS connection ends once
+        the server answered the close; one that does not is dropped without that courtesy."""
         with contextlib.suppress(Exception):
-            await self._command(b"QUIT\r\n")
+            async with asyncio.timeout(wait):
+                await self._command(b"QUIT\r\n")
         self.close()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(wait):
+                await asyncio.shield(self._gone)
+        if not self._gone.done():
+            self._transport.abort()
 
     def close(self) -> None:
         self._transport.close()
@@ -132,6 +141,8 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._break(Lost(f"the connection was lost: {exc}" if exc else "the connection was closed"))
+        if not self._gone.done():
+            self._gone.set_result(None)
 
     # Inside
 
