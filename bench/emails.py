@@ -4,7 +4,8 @@ The sink is aiosmtpd in a process of its own (so it does not share the worker's 
 it accepts. In the same run:
 
 - raw: one pre-built message sent again and again with aiosmtplib, on 1 connection, then on as
-  many connections as the worker has threads (the ceiling for this sink on this machine);
+  many connections as regua's SMTP pool keeps (the ceiling for this sink on this machine);
+- transport: the same message through regua's SmtpMailer alone (no database, no rendering);
 - render: the templates of one notification rendered into a MIME message, in one thread (no I/O);
 - regua: one Dramatiq worker (the in-process broker, THREADS threads) draining one send job per
   notification: claim it in the database, check it is still true, render it, send it over pooled
@@ -12,7 +13,12 @@ it accepts. In the same run:
   send side by side: workers.mailing.Grouped). The script checks that the sink got every one and
   the database says each was sent once.
 
-    python -m bench.emails [--emails 2000] [--threads 8,32] [--sqlite]
+On two cores the sink, the worker and PostgreSQL share the machine, and one ceiling run differs
+from the next by a third. So the worker runs ROUNDS times for each thread count, each round
+between two ceiling runs, and each worker run is set against the mean of the two ceilings around
+it; the median of those shares is the figure.
+
+    python -m bench.emails [--emails 2000] [--threads 8,32] [--rounds 3] [--sqlite]
 
 Uses a fresh PostgreSQL database (REGUA_TEST_POSTGRES_URL's server) unless --sqlite is given.
 """
@@ -24,6 +30,7 @@ import asyncio
 import multiprocessing
 import os
 import socket
+import statistics
 import tempfile
 import time
 import uuid
@@ -50,7 +57,7 @@ from regua.mailer import SmtpPostman, email_context
 from regua.migrate import upgrade
 from regua.runtime import Runtime, build_runtime
 from regua.settings import Settings
-from regua.smtp import CONNECTIONS
+from regua.smtp import CONNECTIONS, Outgoing, SmtpMailer
 from workers.actors import declare_actors
 from workers.broker import build_broker
 from workers.context import WorkerContext
@@ -201,6 +208,15 @@ def raw(port: int, count: int, connections: int, data: bytes) -> Result:
     return Result(f"raw aiosmtplib, {connections} connection{'s' if connections > 1 else ''}", count, _since(started))
 
 
+def transport(port: int, count: int, data: bytes) -> Result:
+    with SmtpMailer(f"smtp://127.0.0.1:{port}") as mailer:
+        started = time.perf_counter()
+        answers = mailer.send_many(Outgoing(data, SENDER, ("financeiro0@cliente.example",)) for _ in range(count))
+        seconds = _since(started)
+    assert all(not isinstance(answer, Exception) for answer in answers), "the transport run had failures"
+    return Result(f"regua's SmtpMailer alone, {CONNECTIONS} connections", count, seconds)
+
+
 def render_only(runtime: Runtime, notification_id: str, count: int) -> tuple[Result, bytes]:
     notification = runtime.read(lambda session: session.get(Notification, notification_id))
     assert notification is not None
@@ -258,7 +274,8 @@ def _since(started: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--emails", type=int, default=2000)
-    parser.add_argument("--threads", default="8,32", help="worker threads, one run each (default 8,32)")
+    parser.add_argument("--threads", default="8,32", help="worker threads, one run each a round (default 8,32)")
+    parser.add_argument("--rounds", type=int, default=3, help="worker runs for each thread count (default 3)")
     parser.add_argument("--sqlite", action="store_true", help="the embedded default instead of PostgreSQL")
     args = parser.parse_args()
     runs = [int(threads) for threads in args.threads.split(",")]
@@ -273,31 +290,46 @@ def main() -> None:
         )
         runtime = build_runtime(settings, clock=FrozenClock(parse_instant(START)))
         try:
-            batches = [customers(runtime, args.emails, f"run{n}") for n in range(len(runs))]
-            rendered, data = render_only(runtime, batches[0][0], min(args.emails, 1000))
-            connections = CONNECTIONS
-            results = [raw(port, args.emails, 1, data), raw(port, args.emails, connections, data), rendered]
-            results += [
-                regua_worker(runtime, ids, threads, received) for ids, threads in zip(batches, runs, strict=True)
-            ]
+            batches = iter([customers(runtime, args.emails, f"run{n}") for n in range(len(runs) * args.rounds)])
+            first = customers(runtime, 1, "sample")
+            rendered, data = render_only(runtime, first[0], min(args.emails, 1000))
+            single = raw(port, args.emails, 1, data)
+            alone = transport(port, args.emails, data)
+            ceilings = [raw(port, args.emails, CONNECTIONS, data)]
+            workers: dict[int, list[Result]] = {threads: [] for threads in runs}
+            for _ in range(args.rounds):
+                for threads in runs:
+                    workers[threads].append(regua_worker(runtime, next(batches), threads, received))
+                ceilings.append(raw(port, args.emails, CONNECTIONS, data))
         finally:
             runtime.close()
 
     database_name = "SQLite" if args.sqlite else "PostgreSQL"
     sqlite = " --sqlite" if args.sqlite else ""
-    print(f"\n$ python -m bench.emails --emails {args.emails} --threads {args.threads}{sqlite}")
+    print(f"\n$ python -m bench.emails --emails {args.emails} --threads {args.threads} --rounds {args.rounds}{sqlite}")
     print(
-        f"{args.emails} emails a row, to an aiosmtpd sink in another process; {database_name}; {os.cpu_count()} cores\n"
+        f"{args.emails} emails a row, to an aiosmtpd sink in another process; {database_name}; {os.cpu_count()} cores; "
+        f"load average {os.getloadavg()[0]:.2f} at the end\n"
     )
-    print(f"| {'':<58} | {'emails':>6} | {'seconds':>7} | {'per second':>10} |")
-    print(f"|{'-' * 60}|{'-' * 7}:|{'-' * 8}:|{'-' * 11}:|")
-    for result in results:
-        print(f"| {result.name:<58} | {result.emails:>6} | {result.seconds:>7.2f} | {result.rate:>10,.0f} |")
-    ceiling = results[1]
-    print(f"\nregua's SMTP pool has {connections} connections: the ceiling is the raw row with as many.")
-    for worker in results[3:]:
-        share = worker.rate / ceiling.rate
-        print(f"{worker.name}: {share:.2f} of the ceiling; target {TARGET} {'met' if share >= TARGET else 'NOT met'}")
+    print(f"| {'':<58} | {'runs':>4} | {'per second (median)':>19} | {'range':>13} |")
+    print(f"|{'-' * 60}|{'-' * 5}:|{'-' * 20}:|{'-' * 14}:|")
+    for results in ([single], ceilings, [alone], [rendered], *workers.values()):
+        rates = [result.rate for result in results]
+        spread = f"{min(rates):,.0f}-{max(rates):,.0f}" if len(rates) > 1 else ""
+        print(f"| {results[0].name:<58} | {len(rates):>4} | {statistics.median(rates):>19,.0f} | {spread:>13} |")
+    print(f"\nThe ceiling is the raw row with {CONNECTIONS} connections, as many as regua's SMTP pool keeps;")
+    print("each worker run is set against the mean of the ceiling runs just before and just after it.")
+    for threads, results in workers.items():
+        shares = [
+            result.rate / statistics.mean((ceilings[round_].rate, ceilings[round_ + 1].rate))
+            for round_, result in enumerate(results)
+        ]
+        median = statistics.median(shares)
+        listed = ", ".join(f"{share:.2f}" for share in shares)
+        print(
+            f"regua worker, {threads} threads: {listed} of the ceiling; median {median:.2f}; "
+            f"target {TARGET} {'met' if median >= TARGET else 'NOT met'}"
+        )
 
 
 if __name__ == "__main__":
