@@ -137,6 +137,7 @@ class SmtpMailer:
         self._thread: threading.Thread | None = None
         self._slots: asyncio.Semaphore | None = None
         self._idle: list[tuple[Session, float]] = []
+        self._sending: set[asyncio.Task[Accepted | MailError]] = set()
         self._hostname: str | None = None
 
     def __enter__(self) -> SmtpMailer:
@@ -180,7 +181,7 @@ class SmtpMailer:
         if loop is None or thread is None:
             return
         with contextlib.suppress(Exception):
-            asyncio.run_coroutine_threadsafe(self._quit_all(), loop).result(timeout=5)
+            asyncio.run_coroutine_threadsafe(self._quit_all(), loop).result(timeout=COMMAND_SECONDS + 5)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)
         if not thread.is_alive():
@@ -210,7 +211,10 @@ class SmtpMailer:
     def _start(self, batch: _Batch, message: Outgoing) -> None:
         if batch.started is None:
             batch.started = asyncio.get_running_loop().time()
-        batch.tasks.append(asyncio.ensure_future(self._send_one(message, batch.broken)))
+        task = asyncio.ensure_future(self._send_one(message, batch.broken))
+        batch.tasks.append(task)
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
 
     async def _finish(self, batch: _Batch) -> list[Accepted | MailError]:
         """Each message's answer; those still unanswered ATTEMPT_SECONDS after the first began are
@@ -231,6 +235,8 @@ class SmtpMailer:
 
     async def _send_one(self, message: Outgoing, broken: list[MailError]) -> Accepted | MailError:
         assert self._slots is not None
+        if not message.recipients:
+            return PermanentMailError("a message with no recipients")
         async with self._slots:
             if broken:
                 return broken[0]
@@ -286,23 +292,32 @@ class SmtpMailer:
         client = aiosmtplib.SMTP(
             hostname=self.url.host,
             port=self.url.port,
-            username=self.url.username,
-            password=self.url.password,
             use_tls=self.url.tls,
             start_tls=self.url.starttls,
             local_hostname=self._hostname,
             timeout=COMMAND_SECONDS,
         )
         await client.connect()
-        if client.is_ehlo_or_helo_needed:  # connect() said EHLO only for STARTTLS or AUTH
-            try:
-                await client.ehlo()
-            except aiosmtplib.SMTPHeloError:
-                await client.helo()
+        try:
+            if client.is_ehlo_or_helo_needed:  # after STARTTLS, connect() said EHLO already
+                try:
+                    await client.ehlo()
+                except aiosmtplib.SMTPHeloError:
+                    await client.helo()
+            if self.url.username is not None:
+                await client.login(self.url.username, self.url.password or "")
+        except BaseException:
+            if isinstance(client.transport, asyncio.Transport):
+                client.transport.abort()  # a TLS close would wait for a server that has just said no
+            client.close()
+            raise
         assert client.transport is not None
         return Session.take_over(client.transport, utf8=client.supports_extension("smtputf8"), timeout=COMMAND_SECONDS)
 
     async def _quit_all(self) -> None:
+        """Let the messages on their way finish (a caller that stopped early may have left some), then QUIT."""
+        if self._sending:
+            await asyncio.wait(set(self._sending), timeout=COMMAND_SECONDS)
         idle, self._idle = self._idle, []
         await asyncio.gather(*(session.quit(wait=1.0) for session, _ in idle), return_exceptions=True)
 

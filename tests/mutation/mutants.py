@@ -240,6 +240,20 @@ RULES: tuple[Mutant, ...] = (
         "            calls.untried = []\n",
         (BATCHES, INTEGRATION + "test_charging.py"),
     ),
+    Mutant(
+        "an email whose connection broke after its message was handed over sent again at once",
+        "regua/smtp.py",
+        "    return isinstance(error, LostBeforeMail)\n",
+        "    return isinstance(error, Lost)\n",
+        (INTEGRATION + "test_smtp_session.py",),
+    ),
+    Mutant(
+        "an email's lines beginning with a dot sent as they are (the server takes the dot away)",
+        "regua/smtp_session.py",
+        '    return data.replace(b"\\r\\n.", b"\\r\\n..") + b".\\r\\n"\n',
+        '    return data + b".\\r\\n"\n',
+        (INTEGRATION + "test_smtp_session.py",),
+    ),
 )
 
 
