@@ -221,28 +221,15 @@ class SilentAtMail(Sink):
         return "250 too late"
 
 
-class CountedSMTP(SMTP):
-    """aiosmtpd's SMTP, telling its controller when its connection has ended."""
-
-    on_lost: Callable[[], None] | None = None
-
-    def connection_lost(self, error: Exception | None) -> None:
-        super().connection_lost(error)
-        if self.on_lost is not None:
-            self.on_lost()
-
-
 class Server(Controller):
-    """aiosmtpd on a free 127.0.0.1 port, counting the connections it takes and those ended (not counting its
-    own start-up probe)."""
+    """aiosmtpd on a free 127.0.0.1 port, counting the connections it takes (not its own start-up probe)."""
 
-    def __init__(self, handler: Sink, *, smtp_class: type[CountedSMTP] = CountedSMTP, **smtp: Any) -> None:
+    def __init__(self, handler: Sink, *, smtp_class: type[SMTP] = SMTP, **smtp: Any) -> None:
         super().__init__(
             handler, hostname="127.0.0.1", port=free_port(), server_hostname="sink.test", ready_timeout=5, **smtp
         )
         self.smtp_class = smtp_class
         self.connections = 0
-        self.ended = 0
         self._probing = False
 
     def start(self) -> None:
@@ -256,11 +243,7 @@ class Server(Controller):
         smtp = self.smtp_class(self.handler, **self.SMTP_kwargs)
         if not self._probing:
             self.connections += 1
-            smtp.on_lost = self._ended
         return smtp
-
-    def _ended(self) -> None:
-        self.ended += 1
 
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}"
@@ -715,7 +698,7 @@ def test_over_tls_a_certificate_from_an_unknown_ca_is_not_trusted(
     assert sink.received == []
 
 
-class DeafAfterQuit(CountedSMTP):
+class DeafAfterQuit(SMTP):
     """Answers QUIT, then reads nothing more: the client's TLS close is never answered."""
 
     async def smtp_QUIT(self, arg: str) -> None:
@@ -724,22 +707,32 @@ class DeafAfterQuit(CountedSMTP):
         self.transport.pause_reading()
 
 
+def sent_then_closed(
+    mode: str, certificates: Certificates, sink: Sink, smtp_class: type[SMTP], credentials: str, **smtp: Any
+) -> tuple[Accepted | MailError, list[str]]:
+    """One message through a mailer then closed: its answer, and the sockets the mailer left open (collected
+    while the server still runs, so that what is found is the mailer's)."""
+    with tls_server(mode, certificates, sink, smtp_class=smtp_class, **smtp) as (_, url):
+        with SmtpMailer(url.format(credentials)) as mailer:
+            [answer] = mailer.send_many([Outgoing(message("primeira"), SENDER, (ANA,))])
+        left_open = collect_unclosed()
+    collect_unclosed()  # and the server's side of it, once it has stopped
+    return answer, left_open
+
+
 @pytest.mark.parametrize("mode", ["starttls", "smtps"])
 def test_closing_the_mailer_closes_its_tls_connection_even_when_the_server_does_not_answer_the_tls_close(
     mode: str, certificates: Certificates, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca))
     sink = RequiresAuth()
-    with tls_server(mode, certificates, sink, smtp_class=DeafAfterQuit) as (_, url):
-        with SmtpMailer(url.format(CREDENTIALS)) as mailer:
-            send(mailer, message("primeira"))
-        left_open = collect_unclosed()  # the server still runs: what is found is the mailer's
-    collect_unclosed()  # and the server's side of it, once it has stopped
+    answer, left_open = sent_then_closed(mode, certificates, sink, DeafAfterQuit, CREDENTIALS)
+    assert isinstance(answer, Accepted)
     assert len(sink.received) == 1
     assert left_open == []
 
 
-class DeafAfterRefusedAuth(CountedSMTP):
+class DeafAfterRefusedAuth(SMTP):
     """After refusing AUTH, reads nothing more: the client's TLS close is never answered."""
 
     async def smtp_AUTH(self, arg: str) -> None:
@@ -754,13 +747,12 @@ def test_closing_the_mailer_closes_a_tls_connection_that_failed_to_open_even_whe
     mode: str, certificates: Certificates, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca))
-    sink = RequiresAuth()
     only_plain = {"auth_exclude_mechanism": ["LOGIN"]}  # one refusal, and the client gives up
-    with tls_server(mode, certificates, sink, smtp_class=DeafAfterRefusedAuth, **only_plain) as (_, url):
-        with SmtpMailer(url.format(WRONG_CREDENTIALS)) as mailer, pytest.raises(TemporaryMailError, match="535"):
-            send(mailer, message("primeira"))
-        left_open = collect_unclosed()  # the server still runs: what is found is the mailer's
-    collect_unclosed()  # and the server's side of it, once it has stopped
+    answer, left_open = sent_then_closed(
+        mode, certificates, RequiresAuth(), DeafAfterRefusedAuth, WRONG_CREDENTIALS, **only_plain
+    )
+    assert isinstance(answer, TemporaryMailError)
+    assert "535" in str(answer)
     assert left_open == []
 
 
