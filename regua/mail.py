@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import sys
 import textwrap
 from collections.abc import Callable, Iterator
@@ -79,6 +80,12 @@ def _wordwrap(
 
 
 def _wrap_words(line: str, width: int, newline: str) -> str:
+    if _SINGLE_SPACED.fullmatch(line):
+        # the common case, in C: a line that fits, or one whose every word fits
+        if len(line) <= width:
+            return line
+        if max(map(len, line.split(" "))) <= width:
+            return newline.join(_greedy_lines(width).findall(line))
     words = line.split(" ")
     # within a line, a tab is the one other place textwrap splits; it drops words that are only whitespace
     if "\t" in line or not all(word.strip() for word in words):
@@ -98,6 +105,16 @@ def _wrap_words(line: str, width: int, newline: str) -> str:
         length += 1 + len(word)
     lines.append(" ".join(taken))
     return newline.join(lines)
+
+
+_SINGLE_SPACED = re.compile(r"\S+(?: \S+)*")
+"""Words between single spaces, and nothing else: the lines the text parts are made of."""
+
+
+@functools.cache
+def _greedy_lines(width: int) -> re.Pattern[str]:
+    """The longest run of whole words that fits in `width`, from a word's start (every word fits)."""
+    return re.compile(rf"\S.{{0,{width - 1}}}(?= |$)")
 
 
 # Formatting: exactly one filter for money and one for dates.

@@ -6,6 +6,7 @@ import base64
 import binascii
 import email
 import email.policy
+import functools
 import hashlib
 import re
 from datetime import datetime
@@ -38,7 +39,7 @@ def message_bytes(
     """
     if not context.recipients:
         raise ValueError(f"a {context.kind} email for account {context.account_id!r} has no recipients")
-    sender_name, sender = parseaddr(mail_from)
+    sender_name, sender = _parsed_sender(mail_from)
     if "@" not in sender:
         raise ValueError(f"not an email address to send from: {mail_from!r}")
     message_id = message_id or make_msgid(idstring=context.kind, domain=message_id_domain)
@@ -98,6 +99,12 @@ def _no_line_breaks(name: str, value: str) -> None:
         raise ValueError(f"the {name} header may not contain CR or LF: {value!r}")
 
 
+@functools.lru_cache(maxsize=8)
+def _parsed_sender(mail_from: str) -> tuple[str, str]:
+    """REGUA_MAIL_FROM's name and address: one setting, parsed once rather than for every email."""
+    return parseaddr(mail_from)
+
+
 def _header_text(name: str, text: str) -> str:
     """Unstructured header text: as it is when ASCII, else as RFC 2047 encoded words."""
     _no_line_breaks(name, text)
@@ -121,12 +128,17 @@ def _encoded_words(text: str, *, chunk_bytes: int = 45) -> str:
     (email.header does the same, but tries quoted-printable character by character first: that
     cost more than rendering the templates.)
     """
-    chunks: list[bytes] = [b""]
-    for character in text:
-        encoded = character.encode("utf-8")
-        if len(chunks[-1]) + len(encoded) > chunk_bytes:
-            chunks.append(b"")
-        chunks[-1] += encoded
+    if chunk_bytes < 4:
+        raise ValueError("an encoded word holds at least one character: 4 bytes of UTF-8")
+    encoded = text.encode("utf-8")
+    chunks: list[bytes] = []
+    start = 0
+    while start < len(encoded):
+        end = min(start + chunk_bytes, len(encoded))
+        while end < len(encoded) and encoded[end] & 0xC0 == 0x80:  # not inside a character
+            end -= 1
+        chunks.append(encoded[start:end])
+        start = end
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?=" for chunk in chunks)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from datetime import date, timedelta
 from typing import Any
@@ -252,10 +253,13 @@ def subscription_variables(context: EmailContext) -> dict[str, Any]:
     }
 
 
+_NOT_DIGITS = re.compile(r"[^0-9]")
+
+
 def printed_boleto_line(line: str) -> str:
     """A boleto's typeable line as it is printed (FEBRABAN: 5.5 5.6 5.6 1 14 digits), from its 47 digits; any other
     text is left as it came (a gateway that already grouped it, or a line of another length)."""
-    digits = "".join(character for character in line if character.isdigit())
+    digits = _NOT_DIGITS.sub("", line)
     if len(digits) != 47 or len(digits) != len(line.replace(".", "").replace(" ", "")):
         return line
     fields = (digits[0:10], digits[10:21], digits[21:32])

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import itertools
 import re
 from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
+from email.header import decode_header, make_header
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regua import mail
+from regua import mail, mail_message
 from regua.mail import KINDS, EmailContext, InvoiceLine, build_message, render_email
 
 PORTAL = "https://app.example.com.br/portal"
@@ -498,3 +501,26 @@ def test_the_text_parts_wrap_exactly_as_jinjas_own_wordwrap(
     arguments = (text, width, breaks[0], wrapstring, breaks[1])
 
     assert mail._wordwrap(environment, *arguments) == jinja2.filters.do_wordwrap(environment, *arguments)
+
+
+@given(
+    text=st.text(alphabet=st.sampled_from(list("aZ 9-çãéÀ€😀\u00a0")), min_size=1, max_size=200),
+    chunk_bytes=st.integers(min_value=4, max_value=60),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_header_in_encoded_words_decodes_to_its_text_each_word_whole_characters_and_as_full_as_fits(
+    text: str, chunk_bytes: int
+) -> None:
+    words = mail_message._encoded_words(text, chunk_bytes=chunk_bytes).split("\r\n ")
+
+    payloads = []
+    for word in words:
+        assert word.startswith("=?utf-8?b?")
+        assert word.endswith("?=")
+        payloads.append(base64.b64decode(word[len("=?utf-8?b?") : -2]))
+    assert all(0 < len(payload) <= chunk_bytes for payload in payloads)
+    assert "".join(payload.decode("utf-8") for payload in payloads) == text  # each a whole number of characters
+    for payload, following in itertools.pairwise(payloads):
+        first = following.decode("utf-8")[0].encode("utf-8")
+        assert len(payload) + len(first) > chunk_bytes  # the next character would not have fitted
+    assert str(make_header(decode_header(" ".join(words)))) == text
