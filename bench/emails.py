@@ -7,11 +7,11 @@ it accepts. In the same run:
   many connections as regua's SMTP pool keeps (the ceiling for this sink on this machine);
 - transport: the same message through regua's SmtpMailer alone (no database, no rendering);
 - render: the templates of one notification rendered into a MIME message, in one thread (no I/O);
-- regua: one Dramatiq worker (the in-process broker, THREADS threads) draining one send job per
-  notification: claim it in the database, check it is still true, render it, send it over pooled
-  SMTP connections, mark it sent (the jobs that run at the same time share the transactions and
-  send side by side: workers.mailing.Grouped). The script checks that the sink got every one and
-  the database says each was sent once.
+- regua: one Dramatiq worker (the in-process broker, THREADS threads) draining the send jobs as
+  the tick queues them (up to 16 notifications a job): claim them in the database, check each is
+  still true, render it, send it over pooled SMTP connections, mark it sent (jobs that run at the
+  same time share the transactions and send side by side: workers.mailing.Grouped). The script
+  checks that the sink got every one and the database says each was sent once.
 
 On two cores the sink, the worker and PostgreSQL share the machine, and one ceiling run differs
 from the next by a third. So the worker runs ROUNDS times for each thread count, each round

@@ -40,10 +40,10 @@ KICK_OVERLAP = timedelta(seconds=30)
 """...and, after an earlier pass in the same process, only from a little before that one: a happening
 can be committed a moment after the instant it carries. One committed later still is the tick's."""
 BATCH = 16
-"""Notifications delivered together (one claim and one record transaction, the sends side by side).
-Sixteen rather than 32: a leader renders its batch before the first send, and the other leader's
-sends fill that gap better when it is shorter (`bench.emails`: 0.58 to 0.62 of the ceiling against
-0.54 to 0.56, alternated runs)."""
+"""Notifications a send message carries, and at most as many delivered together (one claim and one
+record transaction, the sends side by side). Sixteen rather than 32: a leader renders its batch before
+the first send, and the other leader's sends fill that gap better when it is shorter (`bench.emails`:
+0.58 to 0.62 of the ceiling against 0.54 to 0.56, alternated runs)."""
 KICK_DELAY_MS = 1_000
 """Kicks within this window share one pass, run after it (a burst of webhooks, one pass)."""
 
@@ -113,6 +113,11 @@ class Coalesced:
             raise
 
 
+def _listed(notification_ids: Sequence[str], shown: int = 3) -> str:
+    more = len(notification_ids) - shown
+    return ", ".join(notification_ids[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def kick_window_start(now: datetime, previous: datetime | None) -> datetime:
     """Where a pass after a webhook starts looking: the cost of a pass is what it reads, and on day 1 an
     hour back is every payment settled so far, read again after every settlement."""
@@ -127,23 +132,25 @@ class DeliveryFailed(Exception):
 
 @dataclass(eq=False)
 class _Asked:
-    notification_id: str
+    notification_ids: list[str]
     woken: threading.Event = field(default_factory=threading.Event)
-    """Set once: when the answer is there, or when this job's thread is to lead the next batch."""
+    """Set once: when the answers are there, or when this job's thread is to lead the next batch."""
     leads: bool = False
-    answer: Delivery | None = None
+    answers: list[Delivery] | None = None
     error: BaseException | None = None
 
 
 class Grouped:
     """The deliveries this process's worker threads ask for at the same time, done as batches.
 
-    One send job per notification, as the queue sees it; but claiming and recording cost a
-    transaction each, and the SMTP conversations can run side by side. So up to `leaders` job
-    threads at a time each deliver a batch: their own id and the ids waiting (oldest first, up to
-    `batch`, after a short `linger` for the jobs on their way), while the other jobs' threads sleep
-    until their answer comes. A leader then hands over to the oldest waiting job, whose id heads the
-    next batch: no job waits behind a stream of others, and each thread is woken once.
+    A send job carries up to BATCH notifications; the jobs of a day-1 run carry that many, those of a
+    pass after a webhook often one or two. Claiming and recording cost a transaction each, and the
+    SMTP conversations can run side by side. So up to `leaders` job threads at a time each deliver a
+    batch: their own ids and those of the jobs waiting (oldest first, whole jobs while they fit in
+    `batch`, after a short `linger` for the jobs on their way unless their own fill it), while the
+    other jobs' threads sleep until their answers come. A leader then hands over to the oldest
+    waiting job, whose ids head the next batch: no job waits behind a stream of others, and each
+    thread is woken once.
     """
 
     def __init__(
@@ -162,8 +169,9 @@ class Grouped:
         self._waiting: deque[_Asked] = deque()
         self._lock = threading.Lock()
 
-    def __call__(self, notification_id: str) -> Delivery:
-        asked = _Asked(notification_id)
+    def __call__(self, notification_ids: Sequence[str]) -> list[Delivery]:
+        """One Delivery for each of these ids, in order, once the batch they went in was delivered."""
+        asked = _Asked(list(notification_ids))
         with self._lock:
             if self._running < self._leaders:
                 self._running += 1
@@ -175,22 +183,24 @@ class Grouped:
         if asked.leads:
             self._lead(asked)
         if asked.error is not None:
-            raise DeliveryFailed(f"notification {notification_id}: {asked.error!r}") from asked.error
-        assert asked.answer is not None
-        return asked.answer
+            raise DeliveryFailed(f"notifications {_listed(asked.notification_ids)}: {asked.error!r}") from asked.error
+        assert asked.answers is not None
+        return asked.answers
 
     def _lead(self, asked: _Asked) -> None:
-        """Deliver `asked` and the ids waiting behind it as one batch, then hand over to the next in line."""
+        """Deliver `asked` and the jobs waiting behind it as one batch, then hand over to the next in line."""
         try:
-            if self._linger:
+            if self._linger and len(asked.notification_ids) < self._batch:
                 time.sleep(self._linger)
             with self._lock:
-                room = min(self._batch - 1, len(self._waiting))
-                batch = [asked, *(self._waiting.popleft() for _ in range(room))]
+                batch, size = [asked], len(asked.notification_ids)
+                while self._waiting and size + len(self._waiting[0].notification_ids) <= self._batch:
+                    batch.append(self._waiting.popleft())
+                    size += len(batch[-1].notification_ids)
             try:
-                answers = self._deliver([item.notification_id for item in batch])
-                for item, answer in zip(batch, answers, strict=True):
-                    item.answer = answer
+                answers = iter(self._deliver([i for item in batch for i in item.notification_ids]))
+                for item in batch:
+                    item.answers = [next(answers) for _ in item.notification_ids]
             except BaseException as error:
                 for item in batch:
                     item.error = error
@@ -210,7 +220,9 @@ class Grouped:
 class MailActors:
     """The email actors declared on one broker."""
 
+    send_notifications: Any
     send_notification: Any
+    """The one-notification send of earlier releases: its messages still in a queue are delivered."""
     deliver_pending: Any
     mailer: MailerSlot = field(repr=False)
     min_backoff_ms: int = MIN_BACKOFF_MS
@@ -238,11 +250,15 @@ class MailActors:
             log.warning("could not queue the email pass (the tick will): %s", error)
 
     def queue(self, notification_ids: Sequence[str]) -> int:
-        """One send message per notification, queued together; raises if the broker cannot take them."""
+        """Send messages of up to BATCH notifications each, queued together; raises if the broker cannot take them."""
         backoff = {"min_backoff": self.min_backoff_ms, "max_backoff": self.max_backoff_ms}
-        messages = [self.send_notification.message_with_options(args=(i,), **backoff) for i in notification_ids]
-        enqueue_many(self.send_notification.broker, messages)
-        return len(notification_ids)
+        ids = list(notification_ids)
+        messages = [
+            self.send_notifications.message_with_options(args=(ids[start : start + BATCH],), **backoff)
+            for start in range(0, len(ids), BATCH)
+        ]
+        enqueue_many(self.send_notifications.broker, messages)
+        return len(ids)
 
     def close(self) -> None:
         self.mailer.close()
@@ -255,11 +271,19 @@ def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Ma
 
     grouped = Grouped(lambda ids: slot.get().deliver(ids))
 
+    def send_notifications(notification_ids: list[str]) -> None:
+        """Deliver these; if any is not sent yet, the whole message is retried: those already sent,
+        refused or found obsolete answer "done" at once the next time, and are never sent again."""
+        waiting: list[str] = []
+        for notification_id, delivery in zip(notification_ids, grouped(notification_ids), strict=True):
+            log.info("notification %s: %s %s", notification_id, delivery.outcome, delivery.detail)
+            if delivery.outcome in (Outcome.DEFERRED, Outcome.BUSY):
+                waiting.append(notification_id)
+        if waiting:
+            raise NotSentYet(f"notifications {_listed(waiting)} not sent yet")
+
     def send_notification(notification_id: str) -> None:
-        delivery = grouped(notification_id)
-        log.info("notification %s: %s %s", notification_id, delivery.outcome, delivery.detail)
-        if delivery.outcome in (Outcome.DEFERRED, Outcome.BUSY):
-            raise NotSentYet(f"notification {notification_id} not sent yet: {delivery.detail}")
+        send_notifications([notification_id])
 
     previous: list[datetime] = []  # the instant of this process's last pass that recorded (one at a time)
 
@@ -276,17 +300,18 @@ def declare(broker: dramatiq.Broker, context: Callable[[], WorkerContext]) -> Ma
         lost = runtime.read(lambda session: notifications_to_send(session, now))
         declared[0].queue(list(dict.fromkeys(recorded.pending + lost)))
 
+    sending: dict[str, Any] = {
+        "queue_name": QUEUE,
+        "priority": PRIORITY[QUEUE],
+        "broker": broker,
+        "max_retries": SEND_RETRIES,
+        "min_backoff": MIN_BACKOFF_MS,
+        "max_backoff": MAX_BACKOFF_MS,
+        "time_limit": 180_000,
+    }
     actors = MailActors(
-        send_notification=dramatiq.actor(
-            actor_name="send_notification",
-            queue_name=QUEUE,
-            priority=PRIORITY[QUEUE],
-            broker=broker,
-            max_retries=SEND_RETRIES,
-            min_backoff=MIN_BACKOFF_MS,
-            max_backoff=MAX_BACKOFF_MS,
-            time_limit=180_000,
-        )(send_notification),
+        send_notifications=dramatiq.actor(actor_name="send_notifications", **sending)(send_notifications),
+        send_notification=dramatiq.actor(actor_name="send_notification", **sending)(send_notification),
         deliver_pending=dramatiq.actor(
             actor_name="deliver_pending_notifications",
             queue_name=QUEUE,

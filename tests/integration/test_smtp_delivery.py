@@ -115,6 +115,41 @@ def test_a_send_job_run_twice_or_on_two_threads_at_once_sends_once(
     assert smtp_sink.messages[0]["Message-ID"] == notification.message_id == f"<{notification_id}@regua.example>"
 
 
+def test_one_send_message_for_several_notifications_retries_only_what_is_not_sent_and_sends_each_once(
+    client: TestClient, api: Api, runtime: Runtime, clock: FrozenClock, jobs: Jobs, smtp_sink: SmtpSink
+) -> None:
+    accounts = {f"conta-{n}": f"financeiro{n}@conta.example" for n in range(3)}
+    for account, address in accounts.items():
+        api.put_account(account, contacts=[{"email": address, "name": "Ana", "manage_payments": True}])
+        api.subscribe(account, "platform", payment_method="boleto")
+    now = runtime.clock.now()
+    runtime.transaction(lambda session: issue_due_invoices(session, now, runtime.calendar))
+    ids = recorded(runtime)
+    assert len(ids) == 3
+    busy = accounts["conta-1"]
+    smtp_sink.refuse[busy] = "450 4.2.1 mailbox busy, try again later"
+
+    assert jobs.mailing.queue(ids) == 3  # one message for the three
+    wait_until(lambda: len(smtp_sink.messages) == 2, what="the two accepted mails")
+    wait_until(
+        lambda: all(n.status == NotificationStatus.SENT or n.last_error for n in notifications(runtime)),
+        what="the refused one's attempt recorded",
+    )
+    waiting = [n for n in notifications(runtime) if n.status == NotificationStatus.PENDING]
+    assert [n.account_id for n in waiting] == ["conta-1"]
+    assert "450 4.2.1" in (waiting[0].last_error or "")
+
+    del smtp_sink.refuse[busy]
+    clock.set(clock.now() + timedelta(minutes=2))  # the refused attempt's lease is over; the message is retried
+    smtp_sink.wait_for(3)
+    drain(jobs)
+    assert sorted(m["To"] or "" for m in smtp_sink.messages) == sorted(f"Ana <{a}>" for a in accounts.values())
+    sent = notifications(runtime)
+    assert {n.status for n in sent} == {NotificationStatus.SENT}
+    assert sorted(n.attempts for n in sent) == [1, 1, 2]  # the two sent at once were never claimed again
+    assert smtp_sink.rcpt_attempts.count(busy) == 2
+
+
 def test_the_message_is_multipart_alternative_text_first_with_the_regua_headers(
     api: Api, runtime: Runtime, smtp_sink: SmtpSink
 ) -> None:

@@ -254,6 +254,13 @@ RULES: tuple[Mutant, ...] = (
         '    return data + b".\\r\\n"\n',
         (INTEGRATION + "test_smtp_session.py",),
     ),
+    Mutant(
+        "a send message whose other notifications went out not retried for the one still waiting",
+        "workers/mailing.py",
+        "        if waiting:\n            raise NotSentYet(",
+        "        if len(waiting) == len(notification_ids):\n            raise NotSentYet(",
+        (INTEGRATION + "test_smtp_delivery.py",),
+    ),
 )
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import dramatiq
 import pytest
+from dramatiq.brokers.stub import StubBroker
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -25,7 +28,7 @@ from billing.schedule import (
 from regua import mail
 from regua.mail import render_email
 from regua.mailer import email_context
-from workers.mailing import Coalesced, DeliveryFailed, Grouped
+from workers.mailing import BATCH, Coalesced, DeliveryFailed, Grouped, declare
 
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
 SAMPLES = Path(__file__).resolve().parents[2] / "docs" / "samples"
@@ -221,7 +224,8 @@ def test_deliveries_asked_for_at_once_go_in_batches_and_each_job_gets_its_own_an
     answers: dict[str, str] = {}
 
     def job(notification_id: str) -> None:
-        answers[notification_id] = grouped(notification_id).detail
+        [answer] = grouped([notification_id])
+        answers[notification_id] = answer.detail
 
     threads = [threading.Thread(target=job, args=(f"ntf_{n}",)) for n in range(12)]
     for thread in threads:
@@ -240,7 +244,63 @@ def test_a_batch_that_fails_fails_every_job_in_it_so_each_is_retried() -> None:
         raise ConnectionError("database unreachable")
 
     with pytest.raises(DeliveryFailed, match="database unreachable"):
-        Grouped(deliver, linger=0)("ntf_1")
+        Grouped(deliver, linger=0)(["ntf_1"])
+
+
+def test_jobs_of_several_ids_go_whole_into_batches_and_each_gets_its_answers_in_order() -> None:
+    batches: list[list[str]] = []
+    lock = threading.Lock()
+    gate = threading.Event()
+
+    def deliver(ids: list[str]) -> list[Delivery]:
+        with lock:
+            batches.append(ids)
+        gate.wait(timeout=5)
+        return [Delivery(Outcome.SENT, f"250 {notification_id}") for notification_id in ids]
+
+    grouped = Grouped(deliver, batch=5, leaders=1, linger=0)
+    jobs = {
+        "first": ["a1", "a2", "a3", "a4", "a5"],  # a full batch: delivered alone, no linger
+        "two": ["b1", "b2"],
+        "three": ["c1", "c2", "c3"],
+        "four": ["d1", "d2", "d3", "d4"],
+        "one": ["e1"],
+        "again": ["a1", "e1"],  # the same ids asked for twice: each job still gets one answer per id it gave
+    }
+    answers: dict[str, list[str]] = {}
+
+    def job(name: str) -> None:
+        answers[name] = [answer.detail for answer in grouped(jobs[name])]
+
+    threads = [threading.Thread(target=job, args=(name,)) for name in jobs]
+    threads[0].start()
+    while not batches:
+        time.sleep(0.001)  # the first job leads; the others queue behind it, in this order
+    for thread in threads[1:]:
+        thread.start()
+        time.sleep(0.02)
+    gate.set()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert answers == {name: [f"250 {i}" for i in ids] for name, ids in jobs.items()}
+    assert batches == [jobs["first"], jobs["two"] + jobs["three"], jobs["four"] + jobs["one"], jobs["again"]]
+
+
+def test_a_send_message_carries_up_to_a_batch_of_notifications() -> None:
+    broker = StubBroker()
+    actors = declare(broker, lambda: pytest.fail("queueing needs no worker context"))
+    broker.declare_queue("email")
+
+    assert actors.queue([f"ntf_{n:02d}" for n in range(BATCH * 2 + 3)]) == BATCH * 2 + 3
+
+    messages = [dramatiq.Message.decode(raw) for raw in broker.queues["email"].queue]
+    assert [message.actor_name for message in messages] == ["send_notifications"] * 3
+    assert [message.args[0] for message in messages] == [
+        [f"ntf_{n:02d}" for n in range(start, min(start + BATCH, BATCH * 2 + 3))] for start in (0, BATCH, BATCH * 2)
+    ]
+    assert actors.queue([]) == 0
+    assert len(broker.queues["email"].queue) == 3
 
 
 def test_docs_samples_show_every_kind_as_the_templates_render_it_today(tmp_path: Path) -> None:
