@@ -28,7 +28,7 @@ from email.utils import parseaddr
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, bindparam, or_, select, update
+from sqlalchemy import Connection, bindparam, literal, or_, select, update
 
 from billing.journal import Notification
 from billing.models import NotificationStatus
@@ -76,15 +76,25 @@ def deliver_notifications(
 ) -> list[Delivery]:
     """Send these notifications (see the module's docstring); one Delivery per id, in order."""
     at = now or runtime.clock.now()
+    domain = _message_id_domain(runtime.settings)
     with runtime.engine.connect() as connection:
         with connection.begin():
             claimed, deliveries = _claim(connection, runtime, list(dict.fromkeys(notification_ids)), at)
+        accepted: list[str] = []
         records: dict[Any, list[dict[str, Any]]] = {_SENT: [], _DEFERRED: [], _END: []}
-        for item, (delivery, statement, parameters) in zip(claimed, _send(runtime, mailer, claimed, at), strict=True):
+        for item, (delivery, statement, parameters) in zip(
+            claimed, _send(runtime, mailer, claimed, at, domain), strict=True
+        ):
             deliveries[item.id] = delivery
-            records[statement].append({"notification_id": item.id, **parameters})
-        if any(records.values()):
+            if statement is _ACCEPTED:
+                accepted.append(item.id)
+            else:
+                records[statement].append({"notification_id": item.id, **parameters})
+        if accepted or any(records.values()):
             with connection.begin():
+                if accepted:
+                    ending = _message_id_end(domain)
+                    connection.execute(_ACCEPTED, {"ids": accepted, "sent": at, "message_id_end": ending})
                 for statement, rows in records.items():
                     if rows:
                         connection.execute(statement, rows)
@@ -129,6 +139,18 @@ _DEFERRED = update(Notification).where(_THIS, _PENDING).values(last_error=bindpa
 _HELD = update(Notification).where(_THIS, _PENDING).values(last_error=bindparam("error"), sent_at=None)
 """Held back, not tried: the claim is given up at once, so that the retry finds no attempt under way
 (on a shared clock standing still, a claim's minute would never pass)."""
+_ACCEPTED = (
+    update(Notification)
+    .where(Notification.id.in_(bindparam("ids", expanding=True)), _PENDING)
+    .values(
+        status=NotificationStatus.SENT.value,
+        sent_at=bindparam("sent"),
+        message_id=literal("<") + Notification.id + bindparam("message_id_end"),
+        last_error=None,
+    )
+)
+"""Sent to every recipient: a batch's usual outcome, recorded in one statement for all of them (each
+row's Message-ID is `_message_id`'s, written from its id)."""
 _SENT = (
     update(Notification)
     .where(_THIS, _PENDING)
@@ -210,13 +232,20 @@ def _claim(
     return claimed, deliveries
 
 
+def _message_id_domain(settings: Settings) -> str:
+    return _sender(settings).rpartition("@")[2] or "localhost"
+
+
+def _sender(settings: Settings) -> str:
+    return parseaddr(settings.mail_from)[1] or settings.mail_from
+
+
 def _send(
-    runtime: Runtime, mailer: Mailer, claimed: list[_Claimed], at: datetime
+    runtime: Runtime, mailer: Mailer, claimed: list[_Claimed], at: datetime, domain: str
 ) -> list[tuple[Delivery, Any, dict[str, Any]]]:
     """Render and send the claimed notifications: how each went, and the statement that records it."""
     settings = runtime.settings
-    sender = parseaddr(settings.mail_from)[1] or settings.mail_from
-    domain = sender.rpartition("@")[2] or "localhost"
+    sender = _sender(settings)
     results: list[tuple[Delivery, Any, dict[str, Any]] | None] = []
 
     def rendered() -> Iterator[Outgoing]:
@@ -263,17 +292,25 @@ def _answered(
         log.warning("notification %s (%s) refused for good: %s", item.id, item.kind, answer)
         failed = {"status": NotificationStatus.FAILED.value, "error": _short(str(answer))}
         return Delivery(Outcome.FAILED, str(answer)), _END, failed
+    if not answer.refused:
+        return Delivery(Outcome.SENT, answer.reply), _ACCEPTED, {}
     refused = "; ".join(f"{recipient}: {reply}" for recipient, reply in answer.refused.items())
     sent = {
         "sent": at,
         "message": _message_id(item.id, domain),
-        "error": _short(f"refused: {refused}") if refused else None,
+        "error": _short(f"refused: {refused}"),
     }
     return Delivery(Outcome.SENT, answer.reply), _SENT, sent
 
 
 def _message_id(notification_id: str, domain: str) -> str:
-    return f"<{notification_id}@{domain}>"
+    """`<notification id@domain>`: a copy resent after a crash carries the same Message-ID."""
+    return "<" + notification_id + _message_id_end(domain)
+
+
+def _message_id_end(domain: str) -> str:
+    """What follows the id in a notification's Message-ID (`_ACCEPTED` writes it after the id)."""
+    return f"@{domain}>"
 
 
 def _short(text: str) -> str:

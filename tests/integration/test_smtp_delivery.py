@@ -147,6 +147,8 @@ def test_one_send_message_for_several_notifications_retries_only_what_is_not_sen
     sent = notifications(runtime)
     assert {n.status for n in sent} == {NotificationStatus.SENT}
     assert sorted(n.attempts for n in sent) == [1, 1, 2]  # the two sent at once were never claimed again
+    assert [n.last_error for n in sent] == [None, None, None]  # the refusal is history once the mail went
+    assert {n.message_id for n in sent} == {m["Message-ID"] for m in smtp_sink.messages}
     assert smtp_sink.rcpt_attempts.count(busy) == 2
 
 
