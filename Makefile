@@ -25,7 +25,7 @@ lint: install
 	$(BIN)/lint-imports --no-cache
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 	$(BIN)/python -m tests.mutation.run
 
 # Hand-made mutants of the rules (tests/mutation), each applied to a copy of the project: the fast SQLite tests

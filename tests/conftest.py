@@ -23,7 +23,21 @@ from regua.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 POSTGRES_ADMIN_URL = os.environ.get("REGUA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("REGUA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _redis_databases() -> tuple[str, str]:
+    """Two Redis databases of this test process's own, which its tests flush: 15 and 14 for a run in one
+    process, 13 and 12 for pytest-xdist's second worker (gw1), and so on down."""
+    url = os.environ.get("REGUA_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    base, _, database = url.rpartition("/")
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    first = int(database or 15) - 2 * worker
+    if first < 1:
+        raise RuntimeError(f"too many test workers for Redis's 16 databases below {database}")
+    return f"{base}/{first}", f"{base}/{first - 1}"
+
+
+REDIS_URL, SPARE_REDIS_URL = _redis_databases()
 
 
 def service_missing(what: str, error: Exception) -> None:

@@ -522,9 +522,9 @@ def test_the_webhook_job_kicks_the_follow_ups_that_send_the_refund(
 def test_charge_jobs_queued_in_one_pipeline_are_consumed_from_redis_like_any_other() -> None:
     from dramatiq.brokers.redis import RedisBroker
 
-    from tests.conftest import REDIS_URL, service_missing
+    from tests.conftest import SPARE_REDIS_URL, service_missing
 
-    broker = build_broker(REDIS_URL.rsplit("/", 1)[0] + "/14")  # a database of its own
+    broker = build_broker(SPARE_REDIS_URL)  # a database of its own
     assert isinstance(broker, RedisBroker)
     try:
         broker.client.flushdb()
