@@ -642,15 +642,20 @@ def tls_server(mode: str, certificates: Certificates, sink: Sink, **smtp: Any) -
         yield server, url % server.port
 
 
+@pytest.fixture
+def trusted_ca(certificates: Certificates, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test CA is the one this process trusts (SSL_CERT_FILE, read by Python's default context)."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca))
+
+
 CREDENTIALS = f"{USER}:{PASSWORD.replace(' ', '%20')}@"
 WRONG_CREDENTIALS = f"{USER}:errada@"
 
 
 @pytest.mark.parametrize("mode", ["starttls", "smtps"])
 def test_over_tls_with_auth_two_messages_go_on_the_one_encrypted_connection(
-    mode: str, certificates: Certificates, monkeypatch: pytest.MonkeyPatch
+    mode: str, certificates: Certificates, trusted_ca: None
 ) -> None:
-    monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca))
     sink = RequiresAuth()
     with tls_server(mode, certificates, sink) as (server, url), SmtpMailer(url.format(CREDENTIALS)) as mailer:
         first = send(mailer, message("primeira"))
@@ -664,9 +669,8 @@ def test_over_tls_with_auth_two_messages_go_on_the_one_encrypted_connection(
 
 @pytest.mark.parametrize("mode", ["starttls", "smtps"])
 def test_over_tls_a_wrong_password_is_a_temporary_unreachable_failure(
-    mode: str, certificates: Certificates, monkeypatch: pytest.MonkeyPatch
+    mode: str, certificates: Certificates, trusted_ca: None
 ) -> None:
-    monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca))
     sink = RequiresAuth()
     with (
         tls_server(mode, certificates, sink) as (_, url),
@@ -722,9 +726,8 @@ def sent_then_closed(
 
 @pytest.mark.parametrize("mode", ["starttls", "smtps"])
 def test_closing_the_mailer_closes_its_tls_connection_even_when_the_server_does_not_answer_the_tls_close(
-    mode: str, certificates: Certificates, monkeypatch: pytest.MonkeyPatch
+    mode: str, certificates: Certificates, trusted_ca: None
 ) -> None:
-    monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca))
     sink = RequiresAuth()
     answer, left_open = sent_then_closed(mode, certificates, sink, DeafAfterQuit, CREDENTIALS)
     assert isinstance(answer, Accepted)
@@ -744,9 +747,8 @@ class DeafAfterRefusedAuth(SMTP):
 
 @pytest.mark.parametrize("mode", ["starttls", "smtps"])
 def test_closing_the_mailer_closes_a_tls_connection_that_failed_to_open_even_when_the_server_does_not_answer(
-    mode: str, certificates: Certificates, monkeypatch: pytest.MonkeyPatch
+    mode: str, certificates: Certificates, trusted_ca: None
 ) -> None:
-    monkeypatch.setenv("SSL_CERT_FILE", str(certificates.ca))
     only_plain = {"auth_exclude_mechanism": ["LOGIN"]}  # one refusal, and the client gives up
     answer, left_open = sent_then_closed(
         mode, certificates, RequiresAuth(), DeafAfterRefusedAuth, WRONG_CREDENTIALS, **only_plain

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from regua import mail, mail_message
+from regua import mail, mail_message, mail_wrap
 from regua.mail import KINDS, EmailContext, InvoiceLine, build_message, render_email
 
 PORTAL = "https://app.example.com.br/portal"
@@ -500,7 +500,7 @@ def test_the_text_parts_wrap_exactly_as_jinjas_own_wordwrap(
     environment = jinja2.Environment(newline_sequence="\n")
     arguments = (text, width, breaks[0], wrapstring, breaks[1])
 
-    assert mail._wordwrap(environment, *arguments) == jinja2.filters.do_wordwrap(environment, *arguments)
+    assert mail_wrap.wordwrap(environment, *arguments) == jinja2.filters.do_wordwrap(environment, *arguments)
 
 
 @given(
