@@ -73,6 +73,12 @@ def _data(day: date, style: str = "dia") -> str:
     """dd/mm/aaaa; with style "mes", the month as people say it: dezembro/2026."""
     if not isinstance(day, date):
         raise TypeError(f"not a date: {day!r}")
+    return _formatted_date(day, style)
+
+
+@functools.lru_cache(maxsize=1024)
+def _formatted_date(day: date, style: str) -> str:
+    """An email names a dozen dates, the same few in every email of a day: each is written once."""
     if style == "dia":
         return f"{day.day:02d}/{day.month:02d}/{day.year:04d}"
     if style == "mes":

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import dataclasses
 import itertools
+import quopri
 import re
 from datetime import UTC, date, datetime
 from email import message_from_bytes, policy
@@ -524,3 +526,29 @@ def test_a_header_in_encoded_words_decodes_to_its_text_each_word_whole_character
         first = following.decode("utf-8")[0].encode("utf-8")
         assert len(payload) + len(first) > chunk_bytes  # the next character would not have fitted
     assert str(make_header(decode_header(" ".join(words)))) == text
+
+
+@given(text=st.text(alphabet=st.sampled_from(list("ab =.\t\r\nçé€😀")), max_size=300))
+@settings(max_examples=400, deadline=None)
+def test_a_part_encoded_line_by_line_is_the_whole_text_in_quoted_printable(text: str) -> None:
+    whole = binascii.b2a_qp(text.encode("utf-8"), quotetabs=False, istext=True, header=False)
+    expected = whole.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+    assert mail_message._quoted_printable(text) == expected
+    assert mail_message._quoted_printable(text) == expected  # and again, from the remembered lines
+    assert all(len(line) <= 76 for line in expected.split(b"\r\n"))
+    if "\r" not in text:  # (a lone CR is the whole-text encoder's business: the part goes as it would)
+        assert quopri.decodestring(expected).replace(b"\r\n", b"\n") == text.encode("utf-8")
+
+
+def test_the_date_filter_writes_days_and_months_and_refuses_what_is_not_a_date_every_time() -> None:
+    for _ in range(2):  # the second time from the written dates it remembers
+        assert mail._data(date(2026, 3, 7)) == "07/03/2026"
+        assert mail._data(date(2026, 3, 7), "mes") == "março/2026"
+        assert mail._data(datetime(2026, 12, 1, 15, 0, tzinfo=UTC), "mes") == "dezembro/2026"
+        with pytest.raises(TypeError, match="not a date"):
+            mail._data("2026-03-07")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="not a date"):
+            mail._data(["2026-03-07"])  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="unknown date style 'ano'"):
+            mail._data(date(2026, 3, 7), "ano")
