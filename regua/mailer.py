@@ -28,7 +28,7 @@ from email.utils import parseaddr
 from typing import Any
 
 import jinja2
-from sqlalchemy import Connection, bindparam, literal, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, literal, or_, select, update
 
 from billing.journal import Notification
 from billing.models import NotificationStatus
@@ -103,7 +103,12 @@ def deliver_notifications(
 
 # Statements built once: a delivery runs them for every email sent.
 
-_PENDING = Notification.status == NotificationStatus.PENDING.value
+_FINAL = tuple(status.value for status in NotificationStatus if status != NotificationStatus.PENDING)
+_PENDING = and_(*(Notification.status != final for final in _FINAL))
+"""Still pending, written as none of the final statuses: PostgreSQL cannot look that up in the status
+index, so it finds these rows by their ids. With `status = 'pending'`, statistics taken when few were
+pending (autovacuum off, or day 1's rows not yet analyzed) made it read every pending notification
+through that index for each batch: a claim of 16 among 9,000 pending took 6 ms instead of 0.5."""
 _THIS = Notification.id == bindparam("notification_id")
 _LOCKED = (
     select(Notification.id)
