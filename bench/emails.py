@@ -6,7 +6,8 @@ it accepts. In the same run:
 - raw: one pre-built message sent again and again with aiosmtplib, on 1 connection, then on as
   many connections as regua's SMTP pool keeps (the ceiling for this sink on this machine);
 - transport: the same message through regua's SmtpMailer alone (no database, no rendering);
-- render: the templates of one notification rendered into a MIME message, in one thread (no I/O);
+- render: the templates of SAMPLES customers' notifications rendered into MIME messages, in turn, in
+  one thread (no I/O; the first, which loads the templates, not timed);
 - regua: one Dramatiq worker (the in-process broker, THREADS threads) draining the send jobs as
   the tick queues them (up to 16 notifications a job): claim them in the database, check each is
   still true, render it, send it over pooled SMTP connections, mark it sent (jobs that run at the
@@ -68,6 +69,8 @@ START = "2026-12-01T00:05:00-03:00"
 SENDER = "financeiro@regua.example"
 TARGET = 0.6
 """Of the ceiling, for one worker process."""
+SAMPLES = 200
+"""Customers the render-only row goes round: each email with its own name, link and amounts."""
 
 
 @dataclass
@@ -217,14 +220,16 @@ def transport(port: int, count: int, data: bytes) -> Result:
     return Result(f"regua's SmtpMailer alone, {CONNECTIONS} connections", count, seconds)
 
 
-def render_only(runtime: Runtime, notification_id: str, count: int) -> tuple[Result, bytes]:
-    notification = runtime.read(lambda session: session.get(Notification, notification_id))
-    assert notification is not None
-    data = b""
-    started = time.perf_counter()
-    for _ in range(count):
+def render_only(runtime: Runtime, notification_ids: list[str], count: int) -> tuple[Result, bytes]:
+    """`count` emails rendered, going round these notifications (each customer's own name, link and amounts)."""
+    notifications = runtime.read(
+        lambda session: [session.get(Notification, notification_id) for notification_id in notification_ids]
+    )
+
+    def rendered(notification: Notification | None) -> bytes:
+        assert notification is not None
         context = email_context(notification.kind, notification.account_id, notification.context, "https://p.example")
-        data = message_bytes(
+        return message_bytes(
             render_email(context),
             context,
             mail_from=f"Financeiro <{SENDER}>",
@@ -233,6 +238,11 @@ def render_only(runtime: Runtime, notification_id: str, count: int) -> tuple[Res
             sent_at=runtime.clock.now(),
             message_id=f"<{notification.id}@regua.example>",
         )
+
+    data = rendered(notifications[0])  # the first loads the templates and inlines their CSS: not timed
+    started = time.perf_counter()
+    for number in range(count):
+        data = rendered(notifications[number % len(notifications)])
     return Result("render only (templates + MIME bytes), 1 thread", count, _since(started)), data
 
 
@@ -291,8 +301,8 @@ def main() -> None:
         runtime = build_runtime(settings, clock=FrozenClock(parse_instant(START)))
         try:
             batches = iter([customers(runtime, args.emails, f"run{n}") for n in range(len(runs) * args.rounds)])
-            first = customers(runtime, 1, "sample")
-            rendered, data = render_only(runtime, first[0], min(args.emails, 1000))
+            samples = customers(runtime, SAMPLES, "sample")
+            rendered, data = render_only(runtime, samples, min(args.emails, 1000))
             single = raw(port, args.emails, 1, data)
             alone = transport(port, args.emails, data)
             ceilings = [raw(port, args.emails, CONNECTIONS, data)]
