@@ -70,7 +70,7 @@ SENDER = "financeiro@regua.example"
 TARGET = 0.6
 """Of the ceiling, for one worker process."""
 SAMPLES = 200
-"""Customers the render-only row goes round: each email with its own name, link and amounts."""
+"""Customers the render-only row goes round: each email with its own name and link."""
 
 
 @dataclass

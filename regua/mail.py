@@ -73,16 +73,17 @@ def _data(day: date, style: str = "dia") -> str:
     """dd/mm/aaaa; with style "mes", the month as people say it: dezembro/2026."""
     if not isinstance(day, date):
         raise TypeError(f"not a date: {day!r}")
-    return _formatted_date(day, style)
+    return _formatted_date(day.year, day.month, day.day, style)
 
 
 @functools.lru_cache(maxsize=1024)
-def _formatted_date(day: date, style: str) -> str:
-    """An email names a dozen dates, the same few in every email of a day: each is written once."""
+def _formatted_date(year: int, month: int, day: int, style: str) -> str:
+    """An email names a dozen dates, the same few in every email of a day: each is written once (by its
+    year, month and day: two aware datetimes of one instant are equal, and may fall on different days)."""
     if style == "dia":
-        return f"{day.day:02d}/{day.month:02d}/{day.year:04d}"
+        return f"{day:02d}/{month:02d}/{year:04d}"
     if style == "mes":
-        return f"{MONTH_NAMES[day.month - 1]}/{day.year:04d}"
+        return f"{MONTH_NAMES[month - 1]}/{year:04d}"
     raise ValueError(f"unknown date style {style!r}: use 'dia' or 'mes'")
 
 
