@@ -153,7 +153,7 @@ class Model:
     def of(self, account: str, product: str) -> list[ModelInvoice]:
         return sorted(
             (i for i in self.invoices.values() if i.account == account and i.product == product),
-            key=lambda i: i.period_start,
+            key=lambda i: (i.period_start, i.id),  # oldest first; one month's two invoices by id, as regua lists them
         )
 
     # -- what each charge collects

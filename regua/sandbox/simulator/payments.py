@@ -230,12 +230,15 @@ class CreateRequest:
         return [base] * (self.installments - 1) + [self.total_cents - base * (self.installments - 1)]
 
     def fees(self) -> list[int]:
-        """Asaas's fee on each installment (see FIXED_FEE_CENTS and CARD_FEE_BASIS_POINTS)."""
+        """Asaas's fee on each installment (see FIXED_FEE_CENTS and CARD_FEE_BASIS_POINTS), never more than the
+        installment itself: a payment of a few centavos (what a plan change can leave) nets nothing, not less."""
         if self.billing_type != "CREDIT_CARD":
-            return [FIXED_FEE_CENTS] * self.installments
-        basis_points = next(points for most, points in CARD_FEE_BASIS_POINTS if self.installments <= most)
-        total_fee = CARD_FIXED_FEE_CENTS + (self.total_cents * basis_points + 5_000) // 10_000
-        return [total_fee // self.installments] * self.installments
+            fees = [FIXED_FEE_CENTS] * self.installments
+        else:
+            basis_points = next(points for most, points in CARD_FEE_BASIS_POINTS if self.installments <= most)
+            total_fee = CARD_FIXED_FEE_CENTS + (self.total_cents * basis_points + 5_000) // 10_000
+            fees = [total_fee // self.installments] * self.installments
+        return [min(fee, value) for fee, value in zip(fees, self.split(), strict=True)]
 
     def describe(self, number: int) -> str | None:
         if self.installments == 1:
