@@ -14,12 +14,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, text
-from sqlalchemy.orm import Session
 
-from billing.accounts import AccountInput, SubscriptionInput, upsert_account, upsert_subscription
-from billing.invoicing import issue_due_invoices
+from bench.emails import customers
 from billing.models import NotificationStatus
-from billing.notifications import record_due_notifications
 from regua.mailer import SmtpPostman
 from regua.runtime import Runtime
 from regua.settings import Settings
@@ -35,40 +32,6 @@ BATCH = 16
 @pytest.fixture
 def settings(settings: Settings, smtp_sink: SmtpSink) -> Settings:
     return mail_settings(settings, smtp_sink.url)
-
-
-def pending_notifications(runtime: Runtime, count: int) -> list[str]:
-    """`count` boleto customers whose December invoice was just issued: one pending notification each."""
-    now = runtime.clock.now()
-    subscription = SubscriptionInput.parse(
-        {
-            "plan": "pro",
-            "modules": [],
-            "monthly_price_cents": 19990,
-            "frequency": "monthly",
-            "payment_method": "boleto",
-            "installments": 1,
-            "starts_on": "2026-12-01",
-        }
-    )
-
-    def work(session: Session) -> list[str]:
-        for number in range(count):
-            account = AccountInput.parse(
-                {
-                    "name": f"Cliente {number}",
-                    "document": "11.222.333/0001-81",
-                    "contacts": [{"email": f"financeiro{number}@cliente.example", "manage_payments": True}],
-                },
-                runtime.calendar,
-            )
-            upsert_account(session, f"cliente-{number:04d}", account, now)
-            upsert_subscription(session, f"cliente-{number:04d}", "platform", subscription, now, runtime.calendar)
-        session.flush()
-        issue_due_invoices(session, now, runtime.calendar)
-        return record_due_notifications(session, now, runtime.calendar, runtime.policy).pending
-
-    return runtime.transaction(work)
 
 
 def statistics_taken_when_none_was_pending(runtime: Runtime) -> None:
@@ -125,7 +88,7 @@ def rows_read(node: dict[str, Any]) -> int:
 def test_a_batch_claims_and_records_its_sixteen_rows_without_reading_every_pending_notification(
     runtime: Runtime, smtp_sink: SmtpSink
 ) -> None:
-    ids = pending_notifications(runtime, PENDING)
+    ids = customers(runtime, PENDING, "cliente")  # boleto customers' December notifications, as bench.emails sets up
     assert len(ids) == PENDING
     statistics_taken_when_none_was_pending(runtime)
     batch = ids[:BATCH]
